@@ -1,0 +1,1 @@
+"""SLMOps services: one FastStream app each, over plain domain modules."""

@@ -1,0 +1,1 @@
+"""The model registry: immutable, signed model versions and variants with lineage, and aliases."""

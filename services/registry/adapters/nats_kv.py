@@ -1,0 +1,135 @@
+"""Registry records in the JetStream KV bucket `models`.
+
+Keys: `version.<name>.<version>`, `variant.<name>.<version>.<variant>`, `alias.<name>.<alias>`,
+and `artifact.<digest>` -> the key of a record holding that artifact (so a device's download
+request is one lookup, not a scan), with dots in versions written as `=` (a character versions may not contain) so that a version's
+key is one token and `variant.<name>.<version>.>` cannot match another version's variants.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+from shared.messages.registry import AliasRecord, ModelVersionRecord, VariantRecord
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def _v(version: str) -> str:
+    return version.replace(".", "=")
+
+
+def version_key(name: str, version: str) -> str:
+    return f"version.{name}.{_v(version)}"
+
+
+def variant_key(name: str, version: str, variant: str) -> str:
+    return f"variant.{name}.{_v(version)}.{variant}"
+
+
+def alias_key(name: str, alias: str) -> str:
+    return f"alias.{name}.{alias}"
+
+
+class KvRecordStore:
+    """`RecordStore` over a nats-py KeyValue handle."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get_version(self, name: str, version: str) -> ModelVersionRecord | None:
+        return await self._get(version_key(name, version), ModelVersionRecord)
+
+    async def create_version(self, record: ModelVersionRecord) -> bool:
+        return await self._create(version_key(record.name, record.version), record, record.artifact.digest)
+
+    async def list_versions(self, name: str | None = None) -> list[ModelVersionRecord]:
+        return await self._list(f"version.{name}.*" if name else "version.*.*", ModelVersionRecord)
+
+    async def get_variant(self, name: str, version: str, variant: str) -> VariantRecord | None:
+        return await self._get(variant_key(name, version, variant), VariantRecord)
+
+    async def create_variant(self, record: VariantRecord) -> bool:
+        return await self._create(
+            variant_key(record.name, record.version, record.variant), record, record.artifact.digest
+        )
+
+    async def list_variants(self, name: str, version: str) -> list[VariantRecord]:
+        return await self._list(f"variant.{name}.{_v(version)}.*", VariantRecord)
+
+    async def get_alias(self, name: str, alias: str) -> tuple[AliasRecord, int] | None:
+        try:
+            entry = await self._kv.get(alias_key(name, alias))
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return AliasRecord.model_validate_json(entry.value), int(entry.revision or 0)
+
+    async def put_alias(self, record: AliasRecord, *, revision: int | None) -> bool:
+        """Compare-and-set: False if someone else changed the alias since `revision` was read."""
+        key = alias_key(record.name, record.alias)
+        data = record.model_dump_json().encode()
+        try:
+            if revision is None:
+                await self._kv.create(key, data)
+            else:
+                await self._kv.update(key, data, last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def list_aliases(self, name: str) -> list[AliasRecord]:
+        return await self._list(f"alias.{name}.*", AliasRecord)
+
+    async def find_artifact(self, digest: str) -> ModelVersionRecord | VariantRecord | None:
+        try:
+            entry = await self._kv.get(f"artifact.{digest}")
+        except KeyNotFoundError:
+            return None
+        key = (entry.value or b"").decode()
+        model: type[ModelVersionRecord] | type[VariantRecord] = (
+            VariantRecord if key.startswith("variant.") else ModelVersionRecord
+        )
+        return await self._get(key, model)
+
+    async def _get(self, key: str, model: type[R]) -> R | None:
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return model.model_validate_json(entry.value) if entry.value else None
+
+    async def _create(self, key: str, record: BaseModel, digest: str) -> bool:
+        """Create `key` unless it exists; (re)write the digest index either way, so a crash
+        between the two writes is repaired by the command's redelivery."""
+        try:
+            await self._kv.create(key, record.model_dump_json().encode())
+            created = True
+        except KeyWrongLastSequenceError:
+            created = False
+        existing = await self._get(key, type(record))
+        if existing is not None and existing.artifact.digest == digest:  # type: ignore[attr-defined]
+            await self._kv.put(f"artifact.{digest}", key.encode())
+        return created
+
+    async def _list(self, pattern: str, model: type[R]) -> list[R]:
+        """Current values of the keys matching a subject wildcard, in one pass of a KV watcher.
+
+        (nats-py's `KeyValue.keys(filters=...)` matches substrings, not wildcards.)
+        """
+        watcher = await self._kv.watch(pattern, ignore_deletes=True)
+        records = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    break
+                if entry.value:
+                    records.append(model.model_validate_json(entry.value))
+        finally:
+            await watcher.stop()
+        return records

@@ -1,0 +1,366 @@
+"""Registry use cases: load → decide (domain) → save → return the event to publish.
+
+Nothing here knows NATS. Blocking work (S3 transfers, ONNX checks) runs in worker threads so
+the service keeps answering requests while it validates a large model.
+
+"Nothing half-registered": a record is written only after its blobs are stored and signed; a
+failure after a blob was stored deletes the blobs this call created (never ones that were there
+already, which other records may share); a staging upload under `incoming/` is deleted once the
+command is decided, and kept on a transient failure so the redelivered command can use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from services.registry import domain
+from services.registry.errors import ArtifactMissing, InvalidModel, NotFound, Rejected, Unavailable
+from services.registry.inspection import MAX_EVAL_SET_BYTES, MAX_MODEL_BYTES, inspect_eval_set, inspect_model
+from services.registry.ports import Blobs, RecordStore
+from shared import signing
+from shared.artifacts import STAGING_PREFIX, ArtifactNotFound, ArtifactTooLarge, StorageUnavailable, StoredObject
+from shared.messages.common import ObjectRef
+from shared.messages.envelope import Message
+from shared.messages.registry import (
+    AliasChanged,
+    AliasRecord,
+    Artifact,
+    DownloadUrl,
+    EvalSet,
+    ModelDetail,
+    ModelRegistered,
+    ModelSummary,
+    ModelVersionRecord,
+    OnnxInfo,
+    PublicKey,
+    RegisterModel,
+    RegisterVariant,
+    Requirements,
+    SetAlias,
+    VariantRecord,
+    VariantRegistered,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What a command did, and the event to announce (None when nothing changed)."""
+
+    status: str  # "applied" | "unchanged"
+    event: Message | None = None
+    event_id: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Created:
+    """Blobs this call stored, to delete if the registration fails afterwards."""
+
+    keys: list[str] = field(default_factory=list)
+
+
+class RegistryService:
+    def __init__(
+        self,
+        *,
+        store: RecordStore,
+        blobs: Blobs,
+        signing_key: Ed25519PrivateKey,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._key = signing_key
+        self._clock = clock
+
+    # --- commands ---------------------------------------------------------------------------
+
+    async def register_model(self, cmd: RegisterModel, *, command_id: str) -> Outcome:
+        what = f"{cmd.name} {cmd.version}"
+        with tempfile.TemporaryDirectory(prefix="slmops-registry-") as tmp:
+            async with self._consuming(cmd.artifact, cmd.eval_set):
+                model_file = Path(tmp) / "model.onnx"
+                fetched = await self._fetch(cmd.artifact, model_file, MAX_MODEL_BYTES, "model")
+                existing = await self._store.get_version(cmd.name, cmd.version)
+                decision = domain.decide_registration(
+                    existing, digest=fetched.digest, command_id=command_id, what=what
+                )
+                if existing is not None:
+                    return await self._settled(decision, existing)
+                info = await _inspect(model_file)
+                created = _Created()
+                try:
+                    artifact = await self._store_artifact(model_file, fetched, created)
+                    eval_set = await self._eval_set(cmd.eval_set, Path(tmp) / "eval.npz", info, created)
+                    record = ModelVersionRecord(
+                        name=cmd.name,
+                        version=cmd.version,
+                        artifact=artifact,
+                        onnx=info,
+                        eval_set=eval_set,
+                        labels=cmd.labels,
+                        description=cmd.description,
+                        registered_at=self._clock(),
+                        command_id=command_id,
+                    )
+                    if not await self._store.create_version(record):
+                        await self._undo(created)
+                        raced = await self._store.get_version(cmd.name, cmd.version)
+                        return await self._lost_race(raced, fetched.digest, command_id, what)
+                except BaseException:
+                    await self._undo(created)
+                    raise
+        log.info("model registered", extra={"model": cmd.name, "version": cmd.version, "digest": fetched.digest})
+        return _registered(record)
+
+    async def register_variant(self, cmd: RegisterVariant, *, command_id: str) -> Outcome:
+        what = f"{cmd.name} {cmd.version} variant {cmd.variant}"
+        parent = await self._store.get_version(cmd.name, cmd.version)
+        with tempfile.TemporaryDirectory(prefix="slmops-registry-") as tmp:
+            async with self._consuming(cmd.artifact):
+                if parent is None:
+                    raise NotFound(f"cannot add variant {cmd.variant!r}: {cmd.name} {cmd.version} is not registered")
+                variant_file = Path(tmp) / "variant.onnx"
+                fetched = await self._fetch(cmd.artifact, variant_file, MAX_MODEL_BYTES, "variant")
+                existing = await self._store.get_variant(cmd.name, cmd.version, cmd.variant)
+                decision = domain.decide_registration(
+                    existing, digest=fetched.digest, command_id=command_id, what=what
+                )
+                if existing is not None:
+                    return await self._settled(decision, existing)
+                info = await _inspect(variant_file)
+                created = _Created()
+                try:
+                    artifact = await self._store_artifact(variant_file, fetched, created)
+                    record = VariantRecord(
+                        name=cmd.name,
+                        version=cmd.version,
+                        variant=cmd.variant,
+                        parent_digest=parent.artifact.digest,
+                        artifact=artifact,
+                        onnx=info,
+                        recipe=cmd.recipe,
+                        metrics=cmd.metrics,
+                        requirements=_complete_requirements(cmd.requirements, info),
+                        registered_at=self._clock(),
+                        command_id=command_id,
+                    )
+                    if not await self._store.create_variant(record):
+                        await self._undo(created)
+                        raced = await self._store.get_variant(cmd.name, cmd.version, cmd.variant)
+                        return await self._lost_race(raced, fetched.digest, command_id, what)
+                except BaseException:
+                    await self._undo(created)
+                    raise
+        return _registered(record)
+
+    async def set_alias(self, cmd: SetAlias, *, command_id: str) -> Outcome:
+        if await self._store.get_version(cmd.name, cmd.version) is None:
+            raise NotFound(f"cannot point alias {cmd.alias!r} at {cmd.name} {cmd.version}: no such version")
+        for _ in range(5):  # compare-and-set loop against concurrent alias changes
+            current = await self._store.get_alias(cmd.name, cmd.alias)
+            existing, revision = current if current else (None, None)
+            record, decision = domain.apply_alias(
+                existing, name=cmd.name, alias=cmd.alias, version=cmd.version, at=self._clock(), command_id=command_id
+            )
+            if decision is domain.Decision.UNCHANGED:
+                return Outcome(status="unchanged", result={"alias": cmd.alias, "version": cmd.version})
+            if decision is domain.Decision.CREATE and not await self._store.put_alias(record, revision=revision):
+                continue
+            change = next(c for c in record.history if c.command_id == command_id)
+            event = AliasChanged(name=cmd.name, alias=cmd.alias, version=change.version, previous=change.previous)
+            return Outcome(
+                status="applied",
+                event=event,
+                event_id=domain.registered_event_id("alias.changed", command_id),
+                result={"alias": cmd.alias, "version": cmd.version, "previous": change.previous},
+            )
+        raise Unavailable(f"alias {cmd.name}/{cmd.alias} kept changing under us; retry")
+
+    # --- queries ----------------------------------------------------------------------------
+
+    async def list_models(self, name: str | None = None) -> list[ModelSummary]:
+        versions = await self._store.list_versions(name)
+        by_name: dict[str, list[ModelVersionRecord]] = {}
+        for v in versions:
+            by_name.setdefault(v.name, []).append(v)
+        summaries = []
+        for model_name in sorted(by_name):
+            records = sorted(by_name[model_name], key=lambda r: r.registered_at)
+            aliases = await self._store.list_aliases(model_name)
+            summaries.append(
+                ModelSummary(
+                    name=model_name,
+                    versions=[r.version for r in records],
+                    aliases={a.alias: a.version for a in aliases},
+                    latest=records[-1].version,
+                )
+            )
+        return summaries
+
+    async def get_model(self, name: str, ref: str = domain.LATEST) -> ModelDetail:
+        versions = await self._store.list_versions(name)
+        if not versions:
+            raise NotFound(f"no model named {name!r}")
+        aliases = await self._store.list_aliases(name)
+        version = domain.resolve_ref(ref, versions=versions, aliases=aliases)
+        variants = await self._store.list_variants(name, version.version)
+        return ModelDetail(
+            version=version,
+            variants=sorted(variants, key=lambda v: v.variant),
+            aliases=sorted(a.alias for a in aliases if a.version == version.version),
+        )
+
+    async def aliases(self, name: str) -> list[AliasRecord]:
+        return sorted(await self._store.list_aliases(name), key=lambda a: a.alias)
+
+    async def download_url(self, digest: str) -> DownloadUrl:
+        record = await self._store.find_artifact(digest)
+        if record is None:
+            raise NotFound(f"no registered artifact has sha256 {digest}")
+        url = await _blocking(self._blobs.presigned_get, record.artifact.key)
+        ttl = getattr(self._blobs, "presign_ttl", None)
+        return DownloadUrl(
+            url=url,
+            digest=digest,
+            size_bytes=record.artifact.size_bytes,
+            signature=record.artifact.signature,
+            expires_in_seconds=int(ttl.total_seconds()) if ttl else 0,
+        )
+
+    def public_key(self) -> PublicKey:
+        pem = signing.public_key_pem(self._key)
+        return PublicKey(public_key_pem=pem, key_id=signing.key_id(pem))
+
+    # --- steps ------------------------------------------------------------------------------
+
+    async def _fetch(self, ref: ObjectRef, dest: Path, limit: int, what: str) -> StoredObject:
+        try:
+            return await _blocking(self._blobs.download, ref.key, dest, bucket=ref.bucket, max_bytes=limit)
+        except ArtifactNotFound as exc:
+            raise ArtifactMissing(f"the {what} object does not exist: {exc}") from None
+        except ArtifactTooLarge:
+            raise InvalidModel(f"the {what} is larger than {limit} bytes") from None
+
+    async def _store_artifact(self, path: Path, fetched: StoredObject, created: _Created) -> Artifact:
+        stored, new = await _blocking(self._blobs.put_blob, path, digest=fetched.digest)
+        if new:
+            created.keys.append(stored.key)
+        return Artifact(
+            digest=fetched.digest,
+            size_bytes=fetched.size_bytes,
+            key=stored.key,
+            signature=signing.sign_digest(self._key, fetched.digest),
+        )
+
+    async def _eval_set(self, ref: ObjectRef | None, dest: Path, info: OnnxInfo, created: _Created) -> EvalSet | None:
+        if ref is None:
+            return None
+        fetched = await self._fetch(ref, dest, MAX_EVAL_SET_BYTES, "evaluation set")
+        checked = await asyncio.to_thread(
+            inspect_eval_set, dest, digest=fetched.digest, key="", inputs=info.inputs
+        )
+        stored, new = await _blocking(self._blobs.put_blob, dest, digest=fetched.digest)
+        if new:
+            created.keys.append(stored.key)
+        return checked.model_copy(update={"key": stored.key})
+
+    async def _settled(self, decision: domain.Decision, record: ModelVersionRecord | VariantRecord) -> Outcome:
+        """The outcome for an id that already exists: a replay re-announces, a repeat is a no-op."""
+        if decision is domain.Decision.REPLAY:
+            # The record may have been written just before a crash: repair the digest index too.
+            if isinstance(record, VariantRecord):
+                await self._store.create_variant(record)
+            else:
+                await self._store.create_version(record)
+            return _registered(record)
+        return Outcome(status="unchanged", result=_summary(record))
+
+    async def _lost_race(
+        self, raced: ModelVersionRecord | VariantRecord | None, digest: str, command_id: str, what: str
+    ) -> Outcome:
+        """Another writer created the record between our read and our create: decide against theirs."""
+        if raced is None:
+            raise Unavailable(f"{what} changed while it was being registered; retry")
+        decision = domain.decide_registration(raced, digest=digest, command_id=command_id, what=what)
+        return await self._settled(decision, raced)
+
+    async def _undo(self, created: _Created) -> None:
+        for key in created.keys:
+            try:
+                await _blocking(self._blobs.delete, key)
+            except StorageUnavailable:
+                log.warning("could not delete blob after a failed registration", extra={"key": key})
+        created.keys.clear()
+
+    def _consuming(self, *refs: ObjectRef | None) -> _StagingCleanup:
+        return _StagingCleanup(self._blobs, [r for r in refs if r is not None])
+
+
+class _StagingCleanup:
+    """Deletes staging uploads once the command is decided (success or rejection), not on a
+    transient failure, when the redelivered command will need them again."""
+
+    def __init__(self, blobs: Blobs, refs: list[ObjectRef]) -> None:
+        self._blobs = blobs
+        self._refs = [r for r in refs if r.bucket in (None, blobs.bucket) and r.key.startswith(STAGING_PREFIX)]
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and not isinstance(exc, Rejected):
+            return
+        for ref in self._refs:
+            try:
+                await _blocking(self._blobs.delete, ref.key)
+            except StorageUnavailable:
+                log.warning("could not delete staging upload", extra={"key": ref.key})
+
+
+def _registered(record: ModelVersionRecord | VariantRecord) -> Outcome:
+    if isinstance(record, VariantRecord):
+        event: Message = VariantRegistered(record=record)
+        event_id = domain.registered_event_id(
+            "variant.registered", record.name, record.version, record.variant, record.artifact.digest
+        )
+    else:
+        event = ModelRegistered(record=record)
+        event_id = domain.registered_event_id("model.registered", record.name, record.version, record.artifact.digest)
+    return Outcome(status="applied", event=event, event_id=event_id, result=_summary(record))
+
+
+def _summary(record: ModelVersionRecord | VariantRecord) -> dict[str, Any]:
+    summary: dict[str, Any] = {"name": record.name, "version": record.version, "digest": record.artifact.digest}
+    if isinstance(record, VariantRecord):
+        summary["variant"] = record.variant
+    return summary
+
+
+def _complete_requirements(given: Requirements, info: OnnxInfo) -> Requirements:
+    """Fill what the file itself tells: the default-domain opset and the contrib ops it uses."""
+    contrib = sorted(set(given.contrib_ops) | {op for op in info.op_types if op.startswith("com.microsoft.")})
+    return given.model_copy(update={"opset": given.opset or info.opsets.get(""), "contrib_ops": contrib})
+
+
+async def _inspect(path: Path) -> OnnxInfo:
+    return await asyncio.to_thread(inspect_model, path)
+
+
+async def _blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking artifact-store call in a thread, mapping an outage to `Unavailable`."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except StorageUnavailable as exc:
+        raise Unavailable(str(exc)) from None

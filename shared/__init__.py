@@ -1,0 +1,1 @@
+"""The SLMOps common library: message contracts, bus and storage plumbing, settings, tracing, CLI."""

@@ -1,0 +1,1 @@
+"""The `slmops` command line: thin commands over the library; rendering lives in `render`."""

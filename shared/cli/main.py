@@ -1,0 +1,29 @@
+"""The `slmops` entry point: assembles the command groups; nothing runs at import time."""
+
+from __future__ import annotations
+
+import typer
+
+from shared.cli import stack
+from shared.cli.model import model_app
+
+app = typer.Typer(
+    name="slmops",
+    help="SLMOps: optimize, register and roll out small language models to edge fleets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(stack.up)
+app.command()(stack.down)
+app.command()(stack.status)
+app.add_typer(stack.stack_app, name="stack")
+app.add_typer(stack.service_app, name="service")
+app.add_typer(model_app, name="model")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

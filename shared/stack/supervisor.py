@@ -1,0 +1,196 @@
+"""`slmops up`: run the whole platform on one machine, each service as its own process.
+
+Start order: nats-server → S3 server → streams, KV buckets, artifact bucket and signing key →
+services (restarted with back-off if they die) → wait until every one answers its health ping.
+The running stack is described in `<home>/stack.json` (pids and addresses) so `slmops status`,
+`slmops down` and every other CLI command find it; the file is removed on a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from shared import bus, subjects, topology
+from shared.artifacts import ArtifactStore
+from shared.settings import STACK_FILE, Settings
+from shared.signing import load_or_create_private_key
+from shared.stack.servers import ServerError, ServerProcess, free_port, start_nats, start_s3, stop_process
+
+# Every service that exists, by name -> the factory `slmops service run NAME` calls.
+SERVICES: dict[str, str] = {
+    "registry": "services.registry.app:build_app",
+}
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def port_of(url: str, default: int) -> int:
+    parsed = urlparse(url if "://" in url else f"tcp://{url}")
+    return parsed.port or default
+
+
+async def init_platform(settings: Settings) -> None:
+    """Create streams, KV buckets, the artifact bucket and the signing key; idempotent."""
+    nc = await bus.connect(settings, name="slmops-init")
+    try:
+        await topology.ensure_topology(nc.jetstream())
+    finally:
+        await nc.close()
+    await asyncio.to_thread(ArtifactStore.from_settings(settings).ensure_bucket)
+    load_or_create_private_key(settings.signing_key_file)
+
+
+async def service_health(settings: Settings, names: list[str], *, timeout: float = 2.0) -> dict[str, bool]:
+    """Ping each service's health subject; True if it answered ready."""
+    result = {name: False for name in names}
+    try:
+        nc = await bus.connect(settings, name="slmops-health", timeout=timeout)
+    except bus.BusError:
+        return result
+    try:
+        for name in names:
+            try:
+                msg = await nc.request(subjects.health(name), b"{}", timeout=timeout)
+                result[name] = bool(json.loads(msg.data).get("ok"))
+            except Exception:  # no responders, timeout, garbage: all mean "not healthy"
+                result[name] = False
+    finally:
+        await nc.close()
+    return result
+
+
+class Stack:
+    """The embedded stack's processes; `start()` then `supervise()` until `stop()`."""
+
+    def __init__(self, settings: Settings, *, nats_port: int, s3_port: int, services: list[str] | None = None) -> None:
+        self.home = settings.home.resolve()
+        self._nats_port = nats_port or free_port()
+        self._s3_port = s3_port or free_port()
+        self.settings = settings.model_copy(
+            update={
+                "home": self.home,
+                "nats_url": f"nats://127.0.0.1:{self._nats_port}",
+                "s3_endpoint": f"127.0.0.1:{self._s3_port}",
+            }
+        )
+        self.service_names = services if services is not None else list(SERVICES)
+        self.nats: ServerProcess | None = None
+        self.s3: ServerProcess | None = None
+        self.services: dict[str, ServiceProcess] = {}
+        self._stopping = threading.Event()
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    def start(self, *, ready_timeout: float = 60.0) -> None:
+        """Start everything and wait until healthy; on failure, stop what was started."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.nats = start_nats(port=self._nats_port, store_dir=self.home / "nats", log_dir=self.log_dir)
+            self.s3 = start_s3(port=self._s3_port, log_dir=self.log_dir)
+            asyncio.run(init_platform(self.settings))
+            for name in self.service_names:
+                self.services[name] = self._spawn_service(name)
+            self._write_stack_file()
+            self._wait_healthy(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def supervise(self, *, poll: float = 0.5) -> None:
+        """Restart services that die (back-off doubling up to 30 s) until `stop()` is called."""
+        while not self._stopping.wait(poll):
+            for name, svc in list(self.services.items()):
+                if svc.process.poll() is None:
+                    continue
+                backoff = min(30.0, 0.5 * 2**svc.restarts)
+                if time.monotonic() - svc.started_at < backoff:
+                    continue
+                restarted = self._spawn_service(name)
+                restarted.restarts = svc.restarts + 1
+                self.services[name] = restarted
+                self._write_stack_file()
+
+    def stop(self) -> None:
+        """Stop services first (they drain in-flight work), then S3, then NATS."""
+        self._stopping.set()
+        for svc in self.services.values():
+            if svc.process.poll() is None:
+                svc.process.send_signal(signal.SIGTERM)
+        for svc in self.services.values():
+            stop_process(svc.process, timeout=20.0)
+        for server in (self.s3, self.nats):
+            if server is not None:
+                server.stop()
+        (self.home / STACK_FILE).unlink(missing_ok=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "supervisor_pid": os.getpid(),
+            "home": str(self.home),
+            "nats_url": self.settings.nats_url,
+            "s3_endpoint": self.settings.s3_endpoint,
+            "s3_bucket": self.settings.s3_bucket,
+            "started_at": datetime.now(UTC).isoformat(),
+            "servers": {s.name: {"pid": s.pid, "url": s.url} for s in (self.nats, self.s3) if s is not None},
+            "services": {n: {"pid": s.process.pid, "restarts": s.restarts} for n, s in self.services.items()},
+        }
+
+    def _spawn_service(self, name: str) -> ServiceProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        env = os.environ | {
+            "SLMOPS_HOME": str(self.home),
+            "SLMOPS_NATS_URL": self.settings.nats_url,
+            "SLMOPS_S3_ENDPOINT": self.settings.s3_endpoint,
+        }
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "shared.cli.main", "service", "run", name],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        return ServiceProcess(name=name, process=proc, log_path=log_path)
+
+    def _write_stack_file(self) -> None:
+        path = self.home / STACK_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.describe(), indent=2))
+        tmp.replace(path)
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        health: dict[str, bool] = {}
+        while time.monotonic() < deadline:
+            for name, svc in self.services.items():
+                if svc.process.poll() is not None:
+                    tail = svc.log_path.read_text(errors="replace")[-3000:]
+                    raise ServerError(f"service {name} exited with {svc.process.returncode}:\n{tail}")
+            health = asyncio.run(service_health(self.settings, self.service_names))
+            if all(health.values()):
+                return
+            time.sleep(0.2)
+        sick = [n for n, ok in health.items() if not ok]
+        raise ServerError(f"services not healthy after {timeout:.0f}s: {', '.join(sick)}; logs in {self.log_dir}")

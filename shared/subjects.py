@@ -1,0 +1,66 @@
+"""Every NATS subject the platform uses, built in one place.
+
+The rule is mechanical so other systems can derive it: a command of type `T` travels on
+`slmops.cmd.T`, an event of type `T` on `slmops.evt.T`, a request to service `S` for operation `O`
+on `slmops.rpc.S.O`, and input a service could not accept on `slmops.dlq.S`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from shared.messages.envelope import Message
+
+ROOT = "slmops"
+CMD = f"{ROOT}.cmd"
+EVT = f"{ROOT}.evt"
+RPC = f"{ROOT}.rpc"
+DLQ = f"{ROOT}.dlq"
+DEVICE = f"{ROOT}.device"
+TELEMETRY = f"{ROOT}.telemetry"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def command(msg: type[Message] | Message) -> str:
+    """Subject of a command payload type, e.g. `slmops.cmd.model.register`."""
+    return f"{CMD}.{msg.TYPE}"
+
+
+def event(msg: type[Message] | Message) -> str:
+    """Subject of an event payload type, e.g. `slmops.evt.model.registered`."""
+    return f"{EVT}.{msg.TYPE}"
+
+
+def rpc(service: str, operation: str) -> str:
+    """Request/reply subject of a service operation, e.g. `slmops.rpc.registry.list`."""
+    return f"{RPC}.{_token(service)}.{_token(operation)}"
+
+
+def health(service: str) -> str:
+    """Where a service answers liveness pings (core NATS request/reply)."""
+    return rpc(service, "health")
+
+
+def dlq(service: str) -> str:
+    """Where a service parks input it could not accept, with the reason in headers."""
+    return f"{DLQ}.{_token(service)}"
+
+
+def device_hello(device_id: str) -> str:
+    return f"{DEVICE}.{_token(device_id)}.hello"
+
+
+def device_status(device_id: str) -> str:
+    return f"{DEVICE}.{_token(device_id)}.status"
+
+
+def telemetry(device_id: str) -> str:
+    return f"{TELEMETRY}.{_token(device_id)}"
+
+
+def _token(value: str) -> str:
+    """Refuse values that would change a subject's shape (dots, wildcards, spaces)."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"{value!r} cannot be a subject token: use letters, digits, '_' and '-'")
+    return value
