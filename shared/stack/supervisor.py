@@ -1,5 +1,10 @@
 """`slmops up`: run the whole platform on one machine, each service as its own process.
 
+The embedded stack is ephemeral by design: moto's S3 server keeps objects in memory, so each
+`slmops up` also starts JetStream from an empty store under `<home>/nats` (otherwise registry
+records would outlive their artifacts). The signing key under `<home>/keys` is kept. For a
+persistent deployment use docker-compose (NATS and MinIO on volumes).
+
 Start order: nats-server → S3 server → streams, KV buckets, artifact bucket and signing key →
 services (restarted with back-off if they die) → wait until every one answers its health ping.
 The running stack is described in `<home>/stack.json` (pids and addresses) so `slmops status`,
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +111,7 @@ class Stack:
     def start(self, *, ready_timeout: float = 60.0) -> None:
         """Start everything and wait until healthy; on failure, stop what was started."""
         self.home.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.home / "nats", ignore_errors=True)
         try:
             self.nats = start_nats(port=self._nats_port, store_dir=self.home / "nats", log_dir=self.log_dir)
             self.s3 = start_s3(port=self._s3_port, log_dir=self.log_dir)

@@ -1,0 +1,125 @@
+"""Fixtures: a real nats-server and a real S3 server (moto) on free loopback ports, once per session,
+and the registry as a real subprocess (`slmops service run registry`) talking to them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+
+from shared import bus
+from shared.artifacts import ArtifactStore
+from shared.settings import Settings
+from shared.stack.servers import ServerProcess, free_port, start_nats, start_s3, stop_process
+from shared.stack.supervisor import init_platform, service_health
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    root = tmp_path_factory.mktemp("servers")
+    nats = start_nats(port=free_port(), store_dir=root / "nats", log_dir=root / "logs")
+    s3 = start_s3(port=free_port(), log_dir=root / "logs")
+    yield nats, s3
+    s3.stop()
+    nats.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(servers: tuple[ServerProcess, ServerProcess], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    nats, s3 = servers
+    home = tmp_path_factory.mktemp("home")
+    s = Settings(
+        home=home,
+        nats_url=nats.url,
+        s3_endpoint=s3.url,
+        s3_bucket="slmops-test",
+        ack_wait_seconds=3.0,
+        max_deliver=3,
+        otel_exporter="file",
+    )
+    asyncio.run(init_platform(s))
+    return s
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a subprocess at the test servers."""
+    return os.environ | {
+        "SLMOPS_HOME": str(settings.home),
+        "SLMOPS_NATS_URL": settings.nats_url,
+        "SLMOPS_S3_ENDPOINT": settings.s3_endpoint,
+        "SLMOPS_S3_BUCKET": settings.s3_bucket,
+        "SLMOPS_ACK_WAIT_SECONDS": str(settings.ack_wait_seconds),
+        "SLMOPS_MAX_DELIVER": str(settings.max_deliver),
+        "SLMOPS_OTEL_EXPORTER": settings.otel_exporter,
+    }
+
+
+class ServiceRunner:
+    """A service subprocess the tests can kill and restart."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        self.log_path = Path(settings.home) / f"{name}-test.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "shared.cli.main", "service", "run", self.name],
+                env=service_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-3000:]}")
+            if asyncio.run(service_health(self.settings, [self.name], timeout=0.5))[self.name]:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not healthy after {timeout}s: {self.log_path.read_text()[-3000:]}")
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, timeout=20.0)
+
+
+@pytest.fixture(scope="session")
+def registry(settings: Settings) -> Iterator[ServiceRunner]:
+    runner = ServiceRunner("registry", settings)
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def running_registry(registry: ServiceRunner) -> ServiceRunner:
+    """The session's registry, restarted first if an earlier test killed it."""
+    if registry.process is None or registry.process.poll() is not None:
+        registry.start()
+    return registry
+
+
+@pytest.fixture
+async def nc(settings: Settings) -> AsyncIterator[Client]:
+    client = await bus.connect(settings, name="tests")
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts(settings: Settings) -> ArtifactStore:
+    return ArtifactStore.from_settings(settings)
