@@ -41,17 +41,9 @@ def up(
         _up_detached(settings, nats, s3, timeout)
         return
     stack = Stack(settings, nats_port=nats, s3_port=s3)
-    stopping = False
-
-    def on_signal(signum: int, _: Any) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            console.print("stopping…")
-            stack.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # Signal handlers only ask; the main thread does the stopping, so no restart can race it.
+    signal.signal(signal.SIGINT, lambda *_: stack.request_stop())
+    signal.signal(signal.SIGTERM, lambda *_: stack.request_stop())
     try:
         with console.status("starting nats-server, S3 and services…"):
             stack.start(ready_timeout=timeout)
@@ -59,7 +51,11 @@ def up(
         fail(str(exc))
     console.print(render.stack_status(asyncio.run(_status(stack.settings))))
     console.print(f"stack is up; logs in {stack.log_dir}. Ctrl-C (or `slmops down`) stops it.")
-    stack.supervise()
+    try:
+        stack.supervise()
+    finally:
+        console.print("stopping…")
+        stack.stop()
     console.print("stopped.")
 
 

@@ -124,11 +124,15 @@ class Stack:
             self.stop()
             raise
 
+    def request_stop(self) -> None:
+        """Ask `supervise()` to return (safe from a signal handler); the caller then calls `stop()`."""
+        self._stopping.set()
+
     def supervise(self, *, poll: float = 0.5) -> None:
-        """Restart services that die (back-off doubling up to 30 s) until `stop()` is called."""
+        """Restart services that die (back-off doubling up to 30 s) until `request_stop()`."""
         while not self._stopping.wait(poll):
             for name, svc in list(self.services.items()):
-                if svc.process.poll() is None:
+                if svc.process.poll() is None or self._stopping.is_set():
                     continue
                 backoff = min(30.0, 0.5 * 2**svc.restarts)
                 if time.monotonic() - svc.started_at < backoff:

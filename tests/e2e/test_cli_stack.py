@@ -1,0 +1,71 @@
+"""The embedded stack as a user runs it: `slmops up -d`, push, list, show, alias, status, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def slmops(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLMOPS_")} | {
+        "SLMOPS_HOME": str(home),
+        "COLUMNS": "200",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", *args], env=env, capture_output=True, text=True, timeout=180
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"slmops {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def stack_home(tmp_path: Path):  # type: ignore[no-untyped-def]
+    home = tmp_path / ".slmops"
+    slmops(home, "up", "--detach", "--nats-port", "0", "--s3-port", "0")
+    yield home
+    slmops(home, "down", check=False)
+
+
+def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path: Path) -> None:
+    status = json.loads(slmops(stack_home, "status", "--json").stdout)
+    assert {c["name"] for c in status["components"]} == {"nats", "s3", "registry"}
+    assert all(c["healthy"] for c in status["components"])
+    assert slmops(stack_home, "up", "--detach", check=False).returncode != 0, "a second `up` must refuse"
+
+    slmops(stack_home, "model", "sample", str(tmp_path))
+    model, eval_set = tmp_path / "tiny-embedder.onnx", tmp_path / "tiny-embedder-eval.npz"
+    pushed = json.loads(
+        slmops(stack_home, "model", "push", str(model), "--name", "tiny", "--version", "1.0.0",
+               "--eval-set", str(eval_set), "--label", "task=embedding", "--json").stdout
+    )
+    assert pushed["status"] == "applied"
+    again = slmops(stack_home, "model", "push", str(model), "-n", "tiny", "-v", "1.0.0")
+    assert "already registered" in again.stdout
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"GIF89a not a model")
+    rejected = slmops(stack_home, "model", "push", str(junk), "-n", "tiny", "-v", "2.0.0", check=False)
+    assert rejected.returncode == 1 and "not an ONNX model" in rejected.stderr
+
+    listed = json.loads(slmops(stack_home, "model", "list", "--json").stdout)
+    assert [(m["name"], m["versions"]) for m in listed] == [("tiny", ["1.0.0"])]
+
+    slmops(stack_home, "model", "alias", "tiny", "stable", "1.0.0")
+    shown = json.loads(slmops(stack_home, "model", "show", "tiny", "stable", "--json").stdout)
+    assert shown["version"]["artifact"]["digest"] == pushed["result"]["digest"]
+    assert shown["aliases"] == ["stable"] and shown["version"]["eval_set"]["samples"] == 32
+    table = slmops(stack_home, "model", "show", "tiny").stdout
+    assert "input_ids" in table and "68,163" in table
+
+    missing = slmops(stack_home, "model", "show", "nope", check=False)
+    assert missing.returncode == 1 and "no model named 'nope'" in missing.stderr
+
+    slmops(stack_home, "down")
+    assert slmops(stack_home, "status", check=False).returncode == 1
+    assert not (stack_home / "stack.json").exists()
