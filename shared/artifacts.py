@@ -103,10 +103,19 @@ def _mapped(bucket: str, key: str) -> Iterator[None]:
 class ArtifactStore:
     """Blobs in one bucket (plus read access to objects other systems put in other buckets)."""
 
-    def __init__(self, client: Minio, *, bucket: str, presign_ttl: timedelta = timedelta(minutes=5)) -> None:
+    def __init__(
+        self,
+        client: Minio,
+        *,
+        bucket: str,
+        presign_ttl: timedelta = timedelta(minutes=5),
+        presigner: Minio | None = None,
+    ) -> None:
         self._client = client
         self.bucket = bucket
         self._presign_ttl = presign_ttl
+        # Presigning is local computation, but the signature covers the host devices will call.
+        self._presigner = presigner or client
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArtifactStore:
@@ -117,15 +126,23 @@ class ArtifactStore:
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
             retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
-        client = Minio(
-            settings.s3_endpoint,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-            http_client=http,
+        def client(endpoint: str) -> Minio:
+            return Minio(
+                endpoint,
+                access_key=settings.s3_access_key,
+                secret_key=settings.s3_secret_key,
+                secure=settings.s3_secure,
+                region=settings.s3_region,
+                http_client=http,
+            )
+
+        public = settings.s3_public_endpoint
+        return cls(
+            client(settings.s3_endpoint),
+            bucket=settings.s3_bucket,
+            presign_ttl=timedelta(seconds=settings.presign_ttl_seconds),
+            presigner=client(public) if public else None,
         )
-        return cls(client, bucket=settings.s3_bucket, presign_ttl=timedelta(seconds=settings.presign_ttl_seconds))
 
     def ensure_bucket(self) -> None:
         """Create the artifact bucket if it does not exist (idempotent)."""
@@ -228,7 +245,7 @@ class ArtifactStore:
     def presigned_get(self, key: str, *, ttl: timedelta | None = None) -> str:
         """A short-lived GET URL, so devices download without holding S3 credentials."""
         with _mapped(self.bucket, key):
-            return self._client.presigned_get_object(self.bucket, key, expires=ttl or self._presign_ttl)
+            return self._presigner.presigned_get_object(self.bucket, key, expires=ttl or self._presign_ttl)
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         with _mapped(self.bucket, key):

@@ -9,6 +9,7 @@ every message carries `Nats-Msg-Id` = envelope id (JetStream de-duplication) and
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import nats
@@ -68,6 +69,10 @@ def make_broker(settings: Settings, *, service: str, tracer_provider: TracerProv
         security=security,
         name=f"slmops-{service}",
         middlewares=[NatsTelemetryMiddleware(tracer_provider=tracer_provider)],
+        # FastStream logs every message received/processed; that is DEBUG detail here, and the
+        # broker's logger goes through our JSON formatter like every other.
+        logger=logging.getLogger(f"slmops.{service}.broker"),
+        log_level=logging.DEBUG,
         graceful_timeout=15.0,
     )
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     s3_endpoint: str = "127.0.0.1:9000"
     s3_access_key: str = "slmops"
     s3_secret_key: str = "slmops-secret"
+    s3_public_endpoint: str | None = Field(
+        default=None, description="Host:port devices use for presigned URLs, if not s3_endpoint (e.g. outside compose)."
+    )
     s3_secure: bool = False
     s3_region: str = "us-east-1"
     s3_bucket: str = "slmops-artifacts"
