@@ -34,11 +34,13 @@ pytestmark = pytest.mark.usefixtures("running_registry")
 async def register(
     nc: Client, store: ArtifactStore, model: Path, name: str, version: str, *, eval_set: Path | None = None, **extra: object
 ) -> CommandOutcome:
-    staged = store.upload_staging(model)
-    eval_ref = ObjectRef(key=store.upload_staging(eval_set).key) if eval_set else None
-    cmd = RegisterModel(name=name, version=version, artifact=ObjectRef(key=staged.key), eval_set=eval_ref, **extra)  # type: ignore[arg-type]
+    """Stage the files and send the command; asserts the staging uploads are consumed."""
+    staged = [store.upload_staging(model)] + ([store.upload_staging(eval_set)] if eval_set else [])
+    eval_ref = ObjectRef(key=staged[1].key) if eval_set else None
+    cmd = RegisterModel(name=name, version=version, artifact=ObjectRef(key=staged[0].key), eval_set=eval_ref, **extra)  # type: ignore[arg-type]
     _, outcome = await bus.send_command(nc, cmd, source="tests", wait=30)
     assert outcome is not None, "no verdict from the registry"
+    assert not [o.key for o in staged if store.exists(o.key)], "a decided command must consume its staging uploads"
     return outcome
 
 
@@ -68,7 +70,6 @@ async def test_register_records_onnx_facts_eval_set_and_signature(nc: Client, ar
     # the blob is stored content-addressed and the staging uploads are gone
     assert artifacts.exists(blob_key(digest))
     assert v.eval_set.key == blob_key(v.eval_set.digest) and artifacts.exists(v.eval_set.key)
-    assert not [k for k in _keys(artifacts) if k.startswith("incoming/")], "staging uploads must be consumed"
 
 
 async def test_same_version_same_bytes_is_a_noop_and_other_bytes_conflict(nc: Client, artifacts: ArtifactStore, tmp_path: Path) -> None:
