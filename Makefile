@@ -20,6 +20,10 @@ venv: $(STAMP)
 test: venv
 	$(BIN)/python -m pytest -m "not slow"
 
+lint: venv
+	$(BIN)/ruff check shared services tests
+	$(BIN)/mypy shared services
+
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash deploy/demo.sh
 

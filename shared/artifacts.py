@@ -126,6 +126,7 @@ class ArtifactStore:
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
             retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
+
         def client(endpoint: str) -> Minio:
             return Minio(
                 endpoint,
@@ -181,7 +182,9 @@ class ArtifactStore:
         self._put_file(path, key)
         return StoredObject(key=key, digest=digest, size_bytes=size), True
 
-    def download(self, key: str, dest: Path, *, bucket: str | None = None, max_bytes: int | None = None) -> StoredObject:
+    def download(
+        self, key: str, dest: Path, *, bucket: str | None = None, max_bytes: int | None = None
+    ) -> StoredObject:
         """Stream an object to `dest`, hashing as it goes.
 
         Raises:

@@ -8,7 +8,6 @@ every message carries `Nats-Msg-Id` = envelope id (JetStream de-duplication) and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -60,7 +59,7 @@ def message_headers(envelope: Envelope[Any], extra: dict[str, str] | None = None
 def make_broker(settings: Settings, *, service: str, tracer_provider: TracerProvider | None = None) -> NatsBroker:
     """A FastStream NATS broker wired with OpenTelemetry (consume and publish spans, propagation)."""
     security = (
-        NatsUserPassword(user=settings.nats_user, password=settings.nats_password or "")
+        NatsUserPassword(username=settings.nats_user, password=settings.nats_password or "")
         if settings.nats_user
         else None
     )
@@ -93,7 +92,9 @@ async def connect(settings: Settings, *, name: str = "slmops", timeout: float = 
         raise BusError(f"cannot reach NATS at {settings.nats_url}: {exc or type(exc).__name__}") from None
 
 
-async def publish(js: JetStreamContext, envelope: Envelope[Any], subject: str, *, headers: dict[str, str] | None = None) -> None:
+async def publish(
+    js: JetStreamContext, envelope: Envelope[Any], subject: str, *, headers: dict[str, str] | None = None
+) -> None:
     """Publish an envelope to JetStream and wait for the stream's ack (so it is durable)."""
     try:
         await js.publish(subject, encode(envelope), headers=message_headers(envelope, headers))
@@ -130,7 +131,9 @@ async def send_command(
         await sub.unsubscribe()
 
 
-async def request(nc: Client, service: str, operation: str, payload: Message, *, source: str, timeout: float = 10.0) -> Any:
+async def request(
+    nc: Client, service: str, operation: str, payload: Message, *, source: str, timeout: float = 10.0
+) -> Any:
     """Request/reply with a service; returns the reply's `result`.
 
     Raises:
@@ -143,7 +146,7 @@ async def request(nc: Client, service: str, operation: str, payload: Message, *,
         msg = await nc.request(subject, encode(envelope), timeout=timeout, headers=message_headers(envelope))
     except NoRespondersError:
         raise BusError(f"no {service} service is answering on {subject}; is it running?") from None
-    except (NatsTimeout, asyncio.TimeoutError):
+    except (TimeoutError, NatsTimeout):
         raise BusError(f"{service} did not answer {operation} within {timeout:.0f}s") from None
     reply = RpcReply.model_validate_json(msg.data)
     if not reply.ok:

@@ -19,7 +19,11 @@ MAX_REASON = 2000
 
 class JetStreamPublisher(Protocol):
     async def publish(
-        self, subject: str, payload: bytes = b"", timeout: float | None = None, stream: str | None = None,
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float | None = None,
+        stream: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> object: ...
 

@@ -73,5 +73,5 @@ def write_sample(directory: Path, *, seed: int = 0) -> tuple[Path, Path]:
     eval_path = directory / "tiny-embedder-eval.npz"
     onnx.save(build_tiny_embedder(seed=seed), str(model_path))
     with eval_path.open("wb") as f:
-        np.savez(f, **build_eval_set())
+        np.savez(f, **build_eval_set())  # type: ignore[arg-type]  # numpy's stub mistypes **arrays
     return model_path, eval_path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -23,7 +22,9 @@ def sample_files(directory: Path, *, seed: int = 0) -> tuple[Path, Path]:
     return write_sample(directory, seed=seed)
 
 
-async def stream_messages(nc: Client, subject: str, *, timeout: float = 1.0) -> list[tuple[dict[str, Any], dict[str, str]]]:
+async def stream_messages(
+    nc: Client, subject: str, *, timeout: float = 1.0
+) -> list[tuple[dict[str, Any], dict[str, str]]]:
     """Every message currently stored on `subject` (wildcards allowed), with headers, in order."""
     js = nc.jetstream()
     sub = await js.subscribe(subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
@@ -32,7 +33,7 @@ async def stream_messages(nc: Client, subject: str, *, timeout: float = 1.0) -> 
         while True:
             try:
                 msg = await sub.next_msg(timeout=timeout)
-            except (asyncio.TimeoutError, Exception) as exc:
+            except (TimeoutError, Exception) as exc:
                 if "timeout" in type(exc).__name__.lower():
                     break
                 raise
@@ -49,7 +50,9 @@ async def stream_messages(nc: Client, subject: str, *, timeout: float = 1.0) -> 
 async def dlq_entries(nc: Client, *, containing: str) -> list[dict[str, str]]:
     """Headers of DLQ entries whose original body contains `containing`."""
     js = nc.jetstream()
-    sub = await js.subscribe("slmops.dlq.>", ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+    sub = await js.subscribe(
+        "slmops.dlq.>", ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    )
     found = []
     try:
         while True:

@@ -18,7 +18,7 @@ from faststream.nats.annotations import NatsMessage
 from nats.js import JetStreamContext
 
 from services.registry.adapters.nats_kv import KvRecordStore
-from services.registry.errors import Rejected, RegistryError
+from services.registry.errors import RegistryError, Rejected
 from services.registry.service import Outcome, RegistryService
 from shared import subjects, topology
 from shared.artifacts import ArtifactStore
@@ -26,7 +26,7 @@ from shared.bus import REPLY_TO, make_broker, message_headers
 from shared.dlq import dead_letter
 from shared.logs import setup_logging
 from shared.messages.common import CommandOutcome, RpcError, RpcReply
-from shared.messages.envelope import Envelope, InvalidMessage, Message, decode, wrap, encode
+from shared.messages.envelope import Envelope, InvalidMessage, Message, decode, encode, wrap
 from shared.messages.registry import (
     GetAliases,
     GetDownloadUrl,
@@ -126,7 +126,9 @@ def _command_handler(broker: NatsBroker, rt: _Runtime, settings: Settings) -> No
         if outcome.event is not None:
             event = wrap(outcome.event, source=SERVICE, id=outcome.event_id)
             await rt.js.publish(subjects.event(outcome.event), encode(event), headers=message_headers(event))
-        await _reply(broker, reply_to, CommandOutcome(command_id=envelope.id, status=outcome.status, result=outcome.result))  # type: ignore[arg-type]
+        await _reply(
+            broker, reply_to, CommandOutcome(command_id=envelope.id, status=outcome.status, result=outcome.result)
+        )
         log.info("command done", extra={"command_id": envelope.id, "type": envelope.type, "status": outcome.status})
         await msg.ack()
 
@@ -143,7 +145,15 @@ async def _dispatch(service: RegistryService, envelope: Envelope[Any]) -> Outcom
 
 
 async def _reject(
-    rt: _Runtime, body: bytes, subject: str, position: str, reason: str, reply_to: str | None, *, command_id: str, broker: NatsBroker
+    rt: _Runtime,
+    body: bytes,
+    subject: str,
+    position: str,
+    reason: str,
+    reply_to: str | None,
+    *,
+    command_id: str,
+    broker: NatsBroker,
 ) -> None:
     log.warning("command rejected", extra={"command_id": command_id, "subject": subject, "reason": reason})
     await dead_letter(rt.js, service=SERVICE, body=body, reason=reason, original_subject=subject, original_id=position)

@@ -45,9 +45,7 @@ def inspect_model(path: Path) -> OnnxInfo:
     if size == 0:
         raise InvalidModel("the file is empty")
     if size > MAX_MODEL_BYTES:
-        raise InvalidModel(
-            f"the file is {size} bytes; single-file ONNX models are limited to 2 GiB by protobuf"
-        )
+        raise InvalidModel(f"the file is {size} bytes; single-file ONNX models are limited to 2 GiB by protobuf")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as exc:
@@ -113,9 +111,7 @@ def inspect_eval_set(path: Path, *, digest: str, key: str, inputs: list[TensorSp
         raise InvalidEvalSet("the evaluation set holds no arrays")
     missing = [i.name for i in inputs if i.name not in arrays]
     if missing:
-        raise InvalidEvalSet(
-            f"the evaluation set lacks arrays for model inputs {missing}; it has {sorted(arrays)}"
-        )
+        raise InvalidEvalSet(f"the evaluation set lacks arrays for model inputs {missing}; it has {sorted(arrays)}")
     samples = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
     if len(samples) != 1 or 0 in samples:
         shapes = {n: list(a.shape) for n, a in arrays.items()}
@@ -126,9 +122,7 @@ def inspect_eval_set(path: Path, *, digest: str, key: str, inputs: list[TensorSp
         if want is not None and str(arr.dtype) != want:
             raise InvalidEvalSet(f"array {spec.name!r} is {arr.dtype}; the model input wants {want}")
         if spec.shape and arr.ndim != len(spec.shape):
-            raise InvalidEvalSet(
-                f"array {spec.name!r} has rank {arr.ndim}; the model input has rank {len(spec.shape)}"
-            )
+            raise InvalidEvalSet(f"array {spec.name!r} has rank {arr.ndim}; the model input has rank {len(spec.shape)}")
     return EvalSet(
         digest=digest,
         size_bytes=size,

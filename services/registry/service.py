@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -51,13 +51,15 @@ from shared.messages.registry import (
 )
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Outcome:
     """What a command did, and the event to announce (None when nothing changed)."""
 
-    status: str  # "applied" | "unchanged"
+    status: Literal["applied", "unchanged"]
     event: Message | None = None
     event_id: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
@@ -93,9 +95,7 @@ class RegistryService:
                 model_file = Path(tmp) / "model.onnx"
                 fetched = await self._fetch(cmd.artifact, model_file, MAX_MODEL_BYTES, "model")
                 existing = await self._store.get_version(cmd.name, cmd.version)
-                decision = domain.decide_registration(
-                    existing, digest=fetched.digest, command_id=command_id, what=what
-                )
+                decision = domain.decide_registration(existing, digest=fetched.digest, command_id=command_id, what=what)
                 if existing is not None:
                     return await self._settled(decision, existing)
                 info = await _inspect(model_file)
@@ -134,9 +134,7 @@ class RegistryService:
                 variant_file = Path(tmp) / "variant.onnx"
                 fetched = await self._fetch(cmd.artifact, variant_file, MAX_MODEL_BYTES, "variant")
                 existing = await self._store.get_variant(cmd.name, cmd.version, cmd.variant)
-                decision = domain.decide_registration(
-                    existing, digest=fetched.digest, command_id=command_id, what=what
-                )
+                decision = domain.decide_registration(existing, digest=fetched.digest, command_id=command_id, what=what)
                 if existing is not None:
                     return await self._settled(decision, existing)
                 info = await _inspect(variant_file)
@@ -268,9 +266,7 @@ class RegistryService:
         if ref is None:
             return None
         fetched = await self._fetch(ref, dest, MAX_EVAL_SET_BYTES, "evaluation set")
-        checked = await asyncio.to_thread(
-            inspect_eval_set, dest, digest=fetched.digest, key="", inputs=info.inputs
-        )
+        checked = await asyncio.to_thread(inspect_eval_set, dest, digest=fetched.digest, key="", inputs=info.inputs)
         stored, new = await _blocking(self._blobs.put_blob, dest, digest=fetched.digest)
         if new:
             created.keys.append(stored.key)
@@ -358,7 +354,7 @@ async def _inspect(path: Path) -> OnnxInfo:
     return await asyncio.to_thread(inspect_model, path)
 
 
-async def _blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+async def _blocking(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a blocking artifact-store call in a thread, mapping an outage to `Unavailable`."""
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -43,7 +44,9 @@ def push(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="The .onnx file."),
     name: str = typer.Option(..., "--name", "-n", help="Model name (lowercase, digits, '-', '_')."),
     version: str = typer.Option(..., "--version", "-v", help="Version, e.g. 1.0.0; immutable once registered."),
-    eval_set: Path | None = typer.Option(None, "--eval-set", exists=True, dir_okay=False, help=".npz keyed by input names."),
+    eval_set: Path | None = typer.Option(
+        None, "--eval-set", exists=True, dir_okay=False, help=".npz keyed by input names."
+    ),
     label: list[str] = typer.Option([], "--label", "-l", help="key=value, repeatable."),
     description: str = typer.Option("", help="Free text stored with the version."),
     wait: float = typer.Option(120.0, help="Seconds to wait for the registry's verdict."),
@@ -51,7 +54,13 @@ def push(
 ) -> None:
     """Upload FILE and register it as NAME VERSION; prints the registry's verdict."""
     try:
-        cmd = RegisterModel(name=name, version=version, artifact=ObjectRef(key="pending"), labels=_labels(label), description=description)
+        cmd = RegisterModel(
+            name=name,
+            version=version,
+            artifact=ObjectRef(key="pending"),
+            labels=_labels(label),
+            description=description,
+        )
     except ValueError as exc:
         fail(f"invalid model name or version: {exc}")
     outcome = run(_push(load_settings(), cmd, file, eval_set, wait))
@@ -66,7 +75,9 @@ def push(
         fail(f"registry rejected {name} {version}: {outcome.reason}")
 
 
-async def _push(settings: Settings, cmd: RegisterModel, file: Path, eval_set: Path | None, wait: float) -> CommandOutcome:
+async def _push(
+    settings: Settings, cmd: RegisterModel, file: Path, eval_set: Path | None, wait: float
+) -> CommandOutcome:
     store = ArtifactStore.from_settings(settings)
     uploaded = [await asyncio.to_thread(store.upload_staging, file)]
     if eval_set is not None:
@@ -88,8 +99,10 @@ async def _push(settings: Settings, cmd: RegisterModel, file: Path, eval_set: Pa
     finally:
         await nc.close()
     if outcome is None:
-        fail(f"the command {command_id} is queued but the registry gave no verdict within {wait:.0f}s; "
-             f"check later with `slmops model show {cmd.name} {cmd.version}`")
+        fail(
+            f"the command {command_id} is queued but the registry gave no verdict within {wait:.0f}s; "
+            f"check later with `slmops model show {cmd.name} {cmd.version}`"
+        )
     return outcome
 
 
@@ -158,7 +171,7 @@ def sample(directory: Path = typer.Argument(Path("."), help="Where to write the 
     console.print(f"wrote {model_path} and {eval_path}")
 
 
-async def _request(operation: str, payload: ListModels | GetModel | GetAliases) -> object:
+async def _request(operation: str, payload: ListModels | GetModel | GetAliases) -> Any:
     nc = await bus.connect(load_settings(), name="slmops-cli")
     try:
         return await bus.request(nc, "registry", operation, payload, source=CLI_SOURCE)

@@ -41,12 +41,14 @@ def model_detail(detail: ModelDetail) -> Table:
     for variant in detail.variants:
         req = variant.requirements
         needs = ", ".join(
-            p for p in (
+            p
+            for p in (
                 f"ort>={req.min_onnxruntime}" if req.min_onnxruntime else "",
                 f"opset {req.opset}" if req.opset else "",
                 f"ram>={req.min_ram_mb}MB" if req.min_ram_mb else "",
                 "+".join(req.contrib_ops),
-            ) if p
+            )
+            if p
         )
         rows.append((f"variant {variant.variant}", f"{variant.artifact.size_bytes:,} bytes; {needs}"))
     for k, val in rows:

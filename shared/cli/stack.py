@@ -118,24 +118,49 @@ async def _status(settings: Settings) -> dict[str, Any]:
     servers = info.get("servers", {})
     health = await service_health(settings, list(info.get("services", {})))
     nats_ok = _pid_alive(servers.get("nats", {}).get("pid", 0))
-    components.append({"name": "nats", "pid": servers.get("nats", {}).get("pid"), "address": settings.nats_url, "healthy": nats_ok})
+    components.append(
+        {"name": "nats", "pid": servers.get("nats", {}).get("pid"), "address": settings.nats_url, "healthy": nats_ok}
+    )
     try:
         await asyncio.to_thread(ArtifactStore.from_settings(settings).ping)
         s3_ok = True
     except ArtifactError:
         s3_ok = False
-    components.append({"name": "s3", "pid": servers.get("s3", {}).get("pid"), "address": settings.s3_endpoint, "healthy": s3_ok})
+    components.append(
+        {"name": "s3", "pid": servers.get("s3", {}).get("pid"), "address": settings.s3_endpoint, "healthy": s3_ok}
+    )
     for name, svc in info.get("services", {}).items():
-        components.append({"name": name, "pid": svc["pid"], "address": "", "healthy": health.get(name, False), "restarts": svc.get("restarts", 0)})
+        components.append(
+            {
+                "name": name,
+                "pid": svc["pid"],
+                "address": "",
+                "healthy": health.get(name, False),
+                "restarts": svc.get("restarts", 0),
+            }
+        )
     return {"running": True, "home": info.get("home"), "components": components}
 
 
 def _up_detached(settings: Settings, nats: int, s3: int, timeout: float) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     log_path = settings.home / "stack.log"
-    cmd = [sys.executable, "-m", "shared.cli.main", "up", "--nats-port", str(nats), "--s3-port", str(s3), "--timeout", str(timeout)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "shared.cli.main",
+        "up",
+        "--nats-port",
+        str(nats),
+        "--s3-port",
+        str(s3),
+        "--timeout",
+        str(timeout),
+    ]
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     deadline = time.monotonic() + timeout + 10
     with console.status("starting the stack in the background…"):
         while time.monotonic() < deadline:

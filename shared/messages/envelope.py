@@ -96,7 +96,7 @@ def deterministic_id(*parts: str) -> str:
 
 def wrap(data: DataT, *, source: str, id: str | None = None, time: datetime | None = None) -> Envelope[DataT]:
     """Put a payload in its envelope."""
-    return Envelope[type(data)](  # type: ignore[misc]
+    return Envelope[DataT](
         type=data.TYPE,
         schema_version=data.SCHEMA_VERSION,
         id=id or new_id(),

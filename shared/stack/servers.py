@@ -79,11 +79,16 @@ def start_nats(*, port: int, store_dir: Path, log_dir: Path, monitor_port: int |
     cmd = [
         find_executable("nats-server"),
         "--jetstream",
-        "--store_dir", str(store_dir),
-        "--addr", "127.0.0.1",
-        "--port", str(port),
-        "--http_port", str(monitor_port),
-        "--server_name", f"slmops-{port}",
+        "--store_dir",
+        str(store_dir),
+        "--addr",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http_port",
+        str(monitor_port),
+        "--server_name",
+        f"slmops-{port}",
     ]
     proc = _spawn(cmd, log_path)
     server = ServerProcess("nats", f"nats://127.0.0.1:{port}", proc, log_path)

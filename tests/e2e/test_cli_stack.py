@@ -41,8 +41,21 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
     slmops(stack_home, "model", "sample", str(tmp_path))
     model, eval_set = tmp_path / "tiny-embedder.onnx", tmp_path / "tiny-embedder-eval.npz"
     pushed = json.loads(
-        slmops(stack_home, "model", "push", str(model), "--name", "tiny", "--version", "1.0.0",
-               "--eval-set", str(eval_set), "--label", "task=embedding", "--json").stdout
+        slmops(
+            stack_home,
+            "model",
+            "push",
+            str(model),
+            "--name",
+            "tiny",
+            "--version",
+            "1.0.0",
+            "--eval-set",
+            str(eval_set),
+            "--label",
+            "task=embedding",
+            "--json",
+        ).stdout
     )
     assert pushed["status"] == "applied"
     again = slmops(stack_home, "model", "push", str(model), "-n", "tiny", "-v", "1.0.0")

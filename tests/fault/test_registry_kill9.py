@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 from nats.aio.client import Client
 
 from shared import bus
@@ -55,7 +54,9 @@ async def test_kill9_mid_stream_loses_and_duplicates_nothing(
 
     versions = await _registered_versions(nc, name)
     assert sorted(versions) == sorted(f"1.{i}" for i in range(COMMANDS))
-    events = [e for e, _ in await stream_messages(nc, "slmops.evt.model.registered") if e["data"]["record"]["name"] == name]
+    events = [
+        e for e, _ in await stream_messages(nc, "slmops.evt.model.registered") if e["data"]["record"]["name"] == name
+    ]
     per_version: dict[str, int] = {}
     for e in events:
         per_version[e["data"]["record"]["version"]] = per_version.get(e["data"]["record"]["version"], 0) + 1

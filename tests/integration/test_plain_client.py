@@ -19,7 +19,9 @@ from tests.support import sample_files
 pytestmark = pytest.mark.usefixtures("running_registry")
 
 
-async def test_plain_nats_client_registers_by_event_and_reads_the_event_stream(settings: Settings, tmp_path: Path) -> None:
+async def test_plain_nats_client_registers_by_event_and_reads_the_event_stream(
+    settings: Settings, tmp_path: Path
+) -> None:
     model, _ = sample_files(tmp_path, seed=11)
     # The other system owns its bucket and object; it only tells the registry where it is.
     s3 = Minio(settings.s3_endpoint, access_key="any", secret_key="any-secret", secure=False, region="us-east-1")

@@ -13,7 +13,6 @@ from nats.aio.client import Client
 from shared import bus, signing
 from shared.artifacts import ArtifactStore, blob_key, sha256_file
 from shared.messages.common import CommandOutcome, ObjectRef
-from shared.messages.envelope import encode, wrap
 from shared.messages.registry import (
     GetAliases,
     GetDownloadUrl,
@@ -32,7 +31,14 @@ pytestmark = pytest.mark.usefixtures("running_registry")
 
 
 async def register(
-    nc: Client, store: ArtifactStore, model: Path, name: str, version: str, *, eval_set: Path | None = None, **extra: object
+    nc: Client,
+    store: ArtifactStore,
+    model: Path,
+    name: str,
+    version: str,
+    *,
+    eval_set: Path | None = None,
+    **extra: object,
 ) -> CommandOutcome:
     """Stage the files and send the command; asserts the staging uploads are consumed."""
     staged = [store.upload_staging(model)] + ([store.upload_staging(eval_set)] if eval_set else [])
@@ -45,10 +51,14 @@ async def register(
 
 
 async def get(nc: Client, name: str, ref: str = "latest") -> ModelDetail:
-    return ModelDetail.model_validate(await bus.request(nc, "registry", "get", GetModel(name=name, ref=ref), source="tests"))
+    return ModelDetail.model_validate(
+        await bus.request(nc, "registry", "get", GetModel(name=name, ref=ref), source="tests")
+    )
 
 
-async def test_register_records_onnx_facts_eval_set_and_signature(nc: Client, artifacts: ArtifactStore, tmp_path: Path) -> None:
+async def test_register_records_onnx_facts_eval_set_and_signature(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
     model, eval_set = sample_files(tmp_path)
     name = unique()
     outcome = await register(nc, artifacts, model, name, "1.0.0", eval_set=eval_set, labels={"task": "embedding"})
@@ -72,7 +82,9 @@ async def test_register_records_onnx_facts_eval_set_and_signature(nc: Client, ar
     assert v.eval_set.key == blob_key(v.eval_set.digest) and artifacts.exists(v.eval_set.key)
 
 
-async def test_same_version_same_bytes_is_a_noop_and_other_bytes_conflict(nc: Client, artifacts: ArtifactStore, tmp_path: Path) -> None:
+async def test_same_version_same_bytes_is_a_noop_and_other_bytes_conflict(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
     model, _ = sample_files(tmp_path / "a", seed=0)
     other, _ = sample_files(tmp_path / "b", seed=7)
     name = unique()
@@ -83,7 +95,9 @@ async def test_same_version_same_bytes_is_a_noop_and_other_bytes_conflict(nc: Cl
     assert "immutable" in (conflict.reason or "") and "1.0" in (conflict.reason or "")
     detail = await get(nc, name, "1.0")
     assert detail.version.artifact.digest == sha256_file(model)[0]
-    events = [e for e, _ in await stream_messages(nc, "slmops.evt.model.registered") if e["data"]["record"]["name"] == name]
+    events = [
+        e for e, _ in await stream_messages(nc, "slmops.evt.model.registered") if e["data"]["record"]["name"] == name
+    ]
     assert len(events) == 1
     # the conflicting bytes left nothing behind
     assert not artifacts.exists(blob_key(sha256_file(other)[0]))
@@ -131,7 +145,9 @@ async def test_model_that_fails_the_checker_is_rejected(nc: Client, artifacts: A
     assert "onnx.checker" in (outcome.reason or "") and "no_such_tensor" in (outcome.reason or "")
 
 
-async def test_eval_set_that_does_not_fit_the_model_is_rejected(nc: Client, artifacts: ArtifactStore, tmp_path: Path) -> None:
+async def test_eval_set_that_does_not_fit_the_model_is_rejected(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
     import numpy as np
 
     model, _ = sample_files(tmp_path)
@@ -150,8 +166,12 @@ async def test_schema_invalid_and_garbage_commands_go_to_the_dlq(nc: Client) -> 
     marker = unique("garbage")
     await js.publish("slmops.cmd.model.register", f"not json {marker}".encode())
     bad_schema = {
-        "type": "model.register", "schema_version": 1, "id": marker, "time": "2026-01-01T00:00:00Z",
-        "source": "tests", "data": {"name": "UPPER CASE", "version": "1", "artifact": {"key": "x"}, "extra": 1},
+        "type": "model.register",
+        "schema_version": 1,
+        "id": marker,
+        "time": "2026-01-01T00:00:00Z",
+        "source": "tests",
+        "data": {"name": "UPPER CASE", "version": "1", "artifact": {"key": "x"}, "extra": 1},
     }
     await js.publish("slmops.cmd.model.register", json.dumps(bad_schema).encode(), headers={"Nats-Msg-Id": marker})
     for _ in range(50):
@@ -162,7 +182,9 @@ async def test_schema_invalid_and_garbage_commands_go_to_the_dlq(nc: Client) -> 
     reasons = sorted(e["Slmops-Dlq-Reason"] for e in entries)
     assert len(reasons) == 2
     assert any("not JSON" in r for r in reasons)
-    assert any("name: String should match pattern" in r and "extra: Extra inputs are not permitted" in r for r in reasons)
+    assert any(
+        "name: String should match pattern" in r and "extra: Extra inputs are not permitted" in r for r in reasons
+    )
     assert all(e["Slmops-Dlq-Service"] == "registry" for e in entries)
     # and the registry is still serving
     assert isinstance(await bus.request(nc, "registry", "list", ListModels(), source="tests"), list)
@@ -194,7 +216,9 @@ async def test_variants_carry_lineage_and_requirements(nc: Client, artifacts: Ar
     name = unique()
     await register(nc, artifacts, model, name, "1.0")
     cmd = RegisterVariant(
-        name=name, version="1.0", variant="int8",
+        name=name,
+        version="1.0",
+        variant="int8",
         artifact=ObjectRef(key=artifacts.upload_staging(variant_file).key),
         recipe={"passes": [{"type": "OnnxDynamicQuantization", "per_channel": True}]},
         metrics={"cosine_mean": 0.995, "size_ratio": 0.26},
@@ -207,10 +231,14 @@ async def test_variants_carry_lineage_and_requirements(nc: Client, artifacts: Ar
     assert variant.parent_digest == detail.version.artifact.digest
     assert variant.requirements.opset == 17 and variant.requirements.min_ram_mb == 256
     assert variant.metrics["cosine_mean"] == 0.995
-    events = [e for e, _ in await stream_messages(nc, "slmops.evt.variant.registered") if e["data"]["record"]["name"] == name]
+    events = [
+        e for e, _ in await stream_messages(nc, "slmops.evt.variant.registered") if e["data"]["record"]["name"] == name
+    ]
     assert len(events) == 1
     # a variant of a version that does not exist is rejected
-    orphan = cmd.model_copy(update={"version": "9.9", "artifact": ObjectRef(key=artifacts.upload_staging(variant_file).key)})
+    orphan = cmd.model_copy(
+        update={"version": "9.9", "artifact": ObjectRef(key=artifacts.upload_staging(variant_file).key)}
+    )
     _, outcome = await bus.send_command(nc, orphan, source="tests", wait=30)
     assert outcome is not None and outcome.status == "rejected" and "not registered" in (outcome.reason or "")
 
@@ -222,7 +250,9 @@ async def test_aliases_move_with_history_and_resolve(nc: Client, artifacts: Arti
     await register(nc, artifacts, m1, name, "1.0")
     await register(nc, artifacts, m2, name, "2.0")
     for version in ("1.0", "2.0", "2.0"):
-        _, outcome = await bus.send_command(nc, SetAlias(name=name, alias="stable", version=version), source="tests", wait=30)
+        _, outcome = await bus.send_command(
+            nc, SetAlias(name=name, alias="stable", version=version), source="tests", wait=30
+        )
         assert outcome is not None
     assert outcome.status == "unchanged"
     assert (await get(nc, name, "stable")).version.version == "2.0"
@@ -234,7 +264,9 @@ async def test_aliases_move_with_history_and_resolve(nc: Client, artifacts: Arti
     assert outcome is not None and outcome.status == "rejected"
 
 
-async def test_download_url_is_presigned_and_serves_the_signed_bytes(nc: Client, artifacts: ArtifactStore, tmp_path: Path) -> None:
+async def test_download_url_is_presigned_and_serves_the_signed_bytes(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
     model, _ = sample_files(tmp_path)
     outcome = await register(nc, artifacts, model, unique(), "1")
     digest = outcome.result["digest"]
@@ -251,7 +283,11 @@ async def test_events_carry_dedup_id_and_trace_context(nc: Client, artifacts: Ar
     model, _ = sample_files(tmp_path)
     name = unique()
     await register(nc, artifacts, model, name, "1")
-    (event, headers), = [(e, h) for e, h in await stream_messages(nc, "slmops.evt.model.registered") if e["data"]["record"]["name"] == name]
+    ((event, headers),) = [
+        (e, h)
+        for e, h in await stream_messages(nc, "slmops.evt.model.registered")
+        if e["data"]["record"]["name"] == name
+    ]
     assert headers["Nats-Msg-Id"] == event["id"] and len(event["id"]) == 64
     assert headers.get("traceparent", "").startswith("00-")
     assert event["source"] == "registry" and event["schema_version"] == 1
@@ -259,4 +295,3 @@ async def test_events_carry_dedup_id_and_trace_context(nc: Client, artifacts: Ar
 
 def _keys(store: ArtifactStore) -> list[str]:
     return [o.object_name for o in store._client.list_objects(store.bucket, recursive=True)]
-

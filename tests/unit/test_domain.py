@@ -13,18 +13,25 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def record(version: str, digest: str = "a" * 64, *, command_id: str = "c1", at: datetime = T0) -> ModelVersionRecord:
     return ModelVersionRecord(
-        name="tiny", version=version,
+        name="tiny",
+        version=version,
         artifact=Artifact(digest=digest, size_bytes=1, key=f"blobs/sha256/{digest}", signature="sig"),
         onnx=OnnxInfo(ir_version=8, opsets={"": 17}, inputs=[], outputs=[], parameters=0, op_types=[]),
-        registered_at=at, command_id=command_id,
+        registered_at=at,
+        command_id=command_id,
     )
 
 
 def test_registration_decisions() -> None:
     assert domain.decide_registration(None, digest="a" * 64, command_id="c1", what="tiny 1") is domain.Decision.CREATE
     existing = record("1")
-    assert domain.decide_registration(existing, digest="a" * 64, command_id="c1", what="tiny 1") is domain.Decision.REPLAY
-    assert domain.decide_registration(existing, digest="a" * 64, command_id="c2", what="tiny 1") is domain.Decision.UNCHANGED
+    assert (
+        domain.decide_registration(existing, digest="a" * 64, command_id="c1", what="tiny 1") is domain.Decision.REPLAY
+    )
+    assert (
+        domain.decide_registration(existing, digest="a" * 64, command_id="c2", what="tiny 1")
+        is domain.Decision.UNCHANGED
+    )
     with pytest.raises(VersionConflict, match="tiny 1 is already registered"):
         domain.decide_registration(existing, digest="b" * 64, command_id="c3", what="tiny 1")
 
@@ -42,8 +49,15 @@ def test_alias_history_and_replays() -> None:
 
 
 def test_resolve_ref_prefers_exact_versions_then_latest_then_aliases() -> None:
-    versions = [record("1", at=T0), record("2", "b" * 64, at=T0 + timedelta(seconds=1)), record("stable", "c" * 64, at=T0 - timedelta(days=1))]
-    aliases = [AliasRecord(name="tiny", alias="stable", version="1", history=[]), AliasRecord(name="tiny", alias="canary", version="2", history=[])]
+    versions = [
+        record("1", at=T0),
+        record("2", "b" * 64, at=T0 + timedelta(seconds=1)),
+        record("stable", "c" * 64, at=T0 - timedelta(days=1)),
+    ]
+    aliases = [
+        AliasRecord(name="tiny", alias="stable", version="1", history=[]),
+        AliasRecord(name="tiny", alias="canary", version="2", history=[]),
+    ]
     assert domain.resolve_ref("latest", versions=versions, aliases=aliases).version == "2"
     assert domain.resolve_ref("canary", versions=versions, aliases=aliases).version == "2"
     assert domain.resolve_ref("stable", versions=versions, aliases=aliases).version == "stable"

@@ -22,10 +22,58 @@ def test_round_trip_keeps_type_and_payload() -> None:
     [
         (b"\xff\xfe", "not JSON"),
         (b"[]", "not a valid envelope"),
-        (json.dumps({"type": "x.y", "schema_version": 1, "id": "a", "time": "2026-01-01T00:00:00Z", "source": "s", "data": {}}).encode(), "unknown message type 'x.y'"),
-        (json.dumps({"type": "model.alias.set", "schema_version": 9, "id": "a", "time": "2026-01-01T00:00:00Z", "source": "s", "data": {}}).encode(), "unsupported schema_version 9"),
-        (json.dumps({"type": "model.alias.set", "schema_version": 1, "id": "a", "time": "2026-01-01T00:00:00", "source": "s", "data": {}}).encode(), "time"),
-        (json.dumps({"type": "model.alias.set", "schema_version": 1, "id": "has space", "time": "2026-01-01T00:00:00Z", "source": "s", "data": {}}).encode(), "id"),
+        (
+            json.dumps(
+                {
+                    "type": "x.y",
+                    "schema_version": 1,
+                    "id": "a",
+                    "time": "2026-01-01T00:00:00Z",
+                    "source": "s",
+                    "data": {},
+                }
+            ).encode(),
+            "unknown message type 'x.y'",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "model.alias.set",
+                    "schema_version": 9,
+                    "id": "a",
+                    "time": "2026-01-01T00:00:00Z",
+                    "source": "s",
+                    "data": {},
+                }
+            ).encode(),
+            "unsupported schema_version 9",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "model.alias.set",
+                    "schema_version": 1,
+                    "id": "a",
+                    "time": "2026-01-01T00:00:00",
+                    "source": "s",
+                    "data": {},
+                }
+            ).encode(),
+            "time",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "model.alias.set",
+                    "schema_version": 1,
+                    "id": "has space",
+                    "time": "2026-01-01T00:00:00Z",
+                    "source": "s",
+                    "data": {},
+                }
+            ).encode(),
+            "id",
+        ),
     ],
     ids=["bytes", "array", "unknown-type", "future-version", "naive-time", "bad-id"],
 )

@@ -36,7 +36,14 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
 def test_external_data_is_refused(tmp_path: Path) -> None:
     model = build_tiny_embedder()
     path = tmp_path / "ext.onnx"
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     with pytest.raises(InvalidModel, match="external data"):
         inspect_model(path)
 
@@ -57,9 +64,15 @@ def test_eval_set_checks(sample: tuple[Path, Path], tmp_path: Path) -> None:
     assert ok.samples == 32 and ok.arrays["input_ids"] == [32, 16]
     cases = {
         "not-zip": (b"nope", "not a NumPy .npz"),
-        "dtype": ({"input_ids": np.zeros((2, 3), np.int32), "attention_mask": np.zeros((2, 3), np.int64)}, "wants int64"),
+        "dtype": (
+            {"input_ids": np.zeros((2, 3), np.int32), "attention_mask": np.zeros((2, 3), np.int64)},
+            "wants int64",
+        ),
         "rank": ({"input_ids": np.zeros((2,), np.int64), "attention_mask": np.zeros((2, 3), np.int64)}, "rank 1"),
-        "samples": ({"input_ids": np.zeros((2, 3), np.int64), "attention_mask": np.zeros((3, 3), np.int64)}, "first (sample) axis"),
+        "samples": (
+            {"input_ids": np.zeros((2, 3), np.int64), "attention_mask": np.zeros((3, 3), np.int64)},
+            "first (sample) axis",
+        ),
     }
     for label, (content, message) in cases.items():
         path = tmp_path / f"{label}.npz"

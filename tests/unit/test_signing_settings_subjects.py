@@ -36,11 +36,15 @@ def test_subject_rules() -> None:
             subjects.device_status(bad)
 
 
-def test_settings_fill_addresses_from_a_running_stack_unless_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_fill_addresses_from_a_running_stack_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for var in ("SLMOPS_NATS_URL", "SLMOPS_S3_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SLMOPS_HOME", str(tmp_path))
-    (tmp_path / "stack.json").write_text(json.dumps({"nats_url": "nats://127.0.0.1:1111", "s3_endpoint": "127.0.0.1:2222"}))
+    (tmp_path / "stack.json").write_text(
+        json.dumps({"nats_url": "nats://127.0.0.1:1111", "s3_endpoint": "127.0.0.1:2222"})
+    )
     s = load_settings()
     assert (s.nats_url, s.s3_endpoint) == ("nats://127.0.0.1:1111", "127.0.0.1:2222")
     monkeypatch.setenv("SLMOPS_NATS_URL", "nats://elsewhere:4222")

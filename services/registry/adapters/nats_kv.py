@@ -2,8 +2,9 @@
 
 Keys: `version.<name>.<version>`, `variant.<name>.<version>.<variant>`, `alias.<name>.<alias>`,
 and `artifact.<digest>` -> the key of a record holding that artifact (so a device's download
-request is one lookup, not a scan), with dots in versions written as `=` (a character versions may not contain) so that a version's
-key is one token and `variant.<name>.<version>.>` cannot match another version's variants.
+request is one lookup, not a scan). Dots in versions are written as `=` (a character versions
+may not contain) so that a version's key is one token and `variant.<name>.<version>.>` cannot
+match another version's variants.
 """
 
 from __future__ import annotations
@@ -131,5 +132,5 @@ class KvRecordStore:
                 if entry.value:
                     records.append(model.model_validate_json(entry.value))
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
         return records
