@@ -70,8 +70,19 @@ def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 10.0) -> 
         process.wait(timeout=5)
 
 
-def start_nats(*, port: int, store_dir: Path, log_dir: Path, monitor_port: int | None = None) -> ServerProcess:
-    """A JetStream-enabled nats-server with file storage under `store_dir`; waits until healthy."""
+def start_nats(
+    *,
+    port: int,
+    store_dir: Path,
+    log_dir: Path,
+    monitor_port: int | None = None,
+    user: str | None = None,
+    password: str | None = None,
+) -> ServerProcess:
+    """A JetStream-enabled nats-server with file storage under `store_dir`; waits until healthy.
+
+    `user`/`password` turn on authentication (one user), to test what compose's config requires.
+    """
     store_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     monitor_port = monitor_port or free_port()
@@ -90,6 +101,8 @@ def start_nats(*, port: int, store_dir: Path, log_dir: Path, monitor_port: int |
         "--server_name",
         f"slmops-{port}",
     ]
+    if user:
+        cmd += ["--user", user, "--pass", password or ""]
     proc = _spawn(cmd, log_path)
     server = ServerProcess("nats", f"nats://127.0.0.1:{port}", proc, log_path)
     _wait_http(server, f"http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true")
