@@ -28,7 +28,8 @@ from pathlib import Path
 import certifi
 import urllib3
 from minio import Minio
-from minio.commonconfig import CopySource
+from minio.commonconfig import ENABLED, Filter
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from minio.error import MinioException, S3Error
 
 from shared.settings import Settings
@@ -37,6 +38,7 @@ CHUNK = 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 BLOB_PREFIX = "blobs/sha256/"
 STAGING_PREFIX = "incoming/"
+STAGING_TTL_DAYS = 1
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
 
 
@@ -146,7 +148,12 @@ class ArtifactStore:
         )
 
     def ensure_bucket(self) -> None:
-        """Create the artifact bucket if it does not exist (idempotent)."""
+        """Create the artifact bucket if needed and make S3 expire forgotten staging uploads.
+
+        Staging uploads are deleted when their command is decided; the lifecycle rule is the
+        backstop for the cases no process is left to do it (a CLI killed between upload and
+        publish, a command given up while S3 was down).
+        """
         with _mapped(self.bucket, ""):
             if not self._client.bucket_exists(self.bucket):
                 try:
@@ -154,6 +161,22 @@ class ArtifactStore:
                 except S3Error as exc:
                     if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
+            rule = Rule(
+                ENABLED,
+                rule_filter=Filter(prefix=STAGING_PREFIX),
+                rule_id="expire-staging-uploads",
+                expiration=Expiration(days=STAGING_TTL_DAYS),
+            )
+            self._client.set_bucket_lifecycle(self.bucket, LifecycleConfig([rule]))
+
+    def staging_expiry_days(self) -> int | None:
+        """Days after which S3 deletes staging uploads, as configured on the bucket (None: no rule)."""
+        with _mapped(self.bucket, ""):
+            config = self._client.get_bucket_lifecycle(self.bucket)
+        for rule in config.rules if config else []:
+            if rule.rule_filter and rule.rule_filter.prefix == STAGING_PREFIX and rule.expiration:
+                return rule.expiration.days
+        return None
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the server answers and the bucket exists."""
@@ -238,12 +261,6 @@ class ArtifactStore:
         bucket = bucket or self.bucket
         with _mapped(bucket, key):
             self._client.remove_object(bucket, key)
-
-    def copy(self, src_key: str, dst_key: str, *, src_bucket: str | None = None) -> None:
-        """Server-side copy into this store's bucket."""
-        src_bucket = src_bucket or self.bucket
-        with _mapped(src_bucket, src_key):
-            self._client.copy_object(self.bucket, dst_key, CopySource(src_bucket, src_key))
 
     def presigned_get(self, key: str, *, ttl: timedelta | None = None) -> str:
         """A short-lived GET URL, so devices download without holding S3 credentials."""
