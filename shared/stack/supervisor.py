@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 from shared import bus, subjects, topology
 from shared.artifacts import ArtifactStore
 from shared.settings import STACK_FILE, Settings
-from shared.signing import load_or_create_private_key
+from shared.signing import load_or_create_private_key, public_key_pem
 from shared.stack.servers import ServerError, ServerProcess, free_port, start_nats, start_s3, stop_process
 
 # Every service that exists, by name -> the factory `slmops service run NAME` calls.
@@ -62,7 +62,9 @@ async def init_platform(settings: Settings) -> None:
     finally:
         await nc.close()
     await asyncio.to_thread(ArtifactStore.from_settings(settings).ensure_bucket)
-    load_or_create_private_key(settings.signing_key_file)
+    key = load_or_create_private_key(settings.signing_key_file)
+    # Devices and operators get the public key by request (slmops.rpc.registry.public_key) or here.
+    settings.signing_key_file.with_suffix(".pub").write_text(public_key_pem(key))
 
 
 async def service_health(settings: Settings, names: list[str], *, timeout: float = 2.0) -> dict[str, bool]:

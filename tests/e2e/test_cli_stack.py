@@ -37,6 +37,7 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
     assert {c["name"] for c in status["components"]} == {"nats", "s3", "registry"}
     assert all(c["healthy"] for c in status["components"])
     assert slmops(stack_home, "up", "--detach", check=False).returncode != 0, "a second `up` must refuse"
+    assert (stack_home / "keys" / "registry-ed25519.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
 
     slmops(stack_home, "model", "sample", str(tmp_path))
     model, eval_set = tmp_path / "tiny-embedder.onnx", tmp_path / "tiny-embedder-eval.npz"
