@@ -29,8 +29,8 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.commonconfig import ENABLED, Filter
-from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from minio.error import MinioException, S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from shared.settings import Settings
 

@@ -19,7 +19,7 @@ DLQ = f"{ROOT}.dlq"
 DEVICE = f"{ROOT}.device"
 TELEMETRY = f"{ROOT}.telemetry"
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 def command(msg: type[Message] | Message) -> str:
@@ -61,6 +61,6 @@ def telemetry(device_id: str) -> str:
 
 def _token(value: str) -> str:
     """Refuse values that would change a subject's shape (dots, wildcards, spaces)."""
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise ValueError(f"{value!r} cannot be a subject token: use letters, digits, '_' and '-'")
     return value

@@ -6,6 +6,7 @@ import typer
 
 from shared.cli import stack
 from shared.cli.model import model_app
+from shared.cli.schema import schema_app
 
 app = typer.Typer(
     name="slmops",
@@ -19,6 +20,7 @@ app.command()(stack.status)
 app.add_typer(stack.stack_app, name="stack")
 app.add_typer(stack.service_app, name="service")
 app.add_typer(model_app, name="model")
+app.add_typer(schema_app, name="schema")
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Importing this package registers every payload type with the envelope's catalogu
 knows them all wherever it is called.
 """
 
-from shared.messages import common, registry
+from shared.messages import common, device, optimizer, registry, rollout, telemetry
 from shared.messages.envelope import Envelope, InvalidMessage, Message, decode, encode, message_types, wrap
 
 __all__ = [
@@ -13,8 +13,12 @@ __all__ = [
     "Message",
     "common",
     "decode",
+    "device",
     "encode",
     "message_types",
+    "optimizer",
     "registry",
+    "rollout",
+    "telemetry",
     "wrap",
 ]

@@ -31,7 +31,7 @@ def test_subject_rules() -> None:
     assert subjects.command(RegisterModel) == "slmops.cmd.model.register"
     assert subjects.rpc("registry", "list") == "slmops.rpc.registry.list"
     assert subjects.telemetry("dev-1") == "slmops.telemetry.dev-1"
-    for bad in ("a.b", "*", ">", "with space", ""):
+    for bad in ("a.b", "*", ">", "with space", "", "dev-1\n"):
         with pytest.raises(ValueError):
             subjects.device_status(bad)
 

@@ -1,0 +1,65 @@
+"""JSON Schema for every message on the bus, generated from the pydantic models.
+
+Other systems (and devices written in other languages) validate against these files instead of
+reading our code. Each file describes the whole envelope with `type` and `schema_version` pinned
+and `data` = that payload, so one file is enough to check a message off the wire. The output is
+deterministic (sorted keys, sorted files) so it can be committed and diffed in review.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import shared.messages  # noqa: F401  (importing the package registers every payload type)
+from shared.messages.common import Frozen
+from shared.messages.device import DesiredState
+from shared.messages.envelope import Envelope, Message, message_types
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+# Values that live in KV buckets without an envelope but that third parties read: file stem -> model.
+RECORDS: dict[str, type[Frozen]] = {"kv.desired.v1": DesiredState}
+
+
+def export_json_schemas(directory: Path) -> list[Path]:
+    """Write `<type>.v<schema_version>.json` for every registered message, plus the KV `RECORDS`.
+
+    Args:
+        directory: where to write; created if missing. Other files in it are left alone.
+
+    Returns:
+        The files written, sorted by name.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    documents = {f"{t}.v{v}": _envelope_schema(t, v, model) for (t, v), model in message_types().items()}
+    documents |= {stem: _record_schema(stem, model) for stem, model in RECORDS.items()}
+    written = []
+    for stem in sorted(documents):
+        path = directory / f"{stem}.json"
+        path.write_text(json.dumps(documents[stem], indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def _envelope_schema(type_: str, version: int, model: type[Message]) -> dict[str, Any]:
+    schema = Envelope[model].model_json_schema()  # type: ignore[valid-type]
+    schema["properties"]["type"] = {"const": type_, "title": "Type", "type": "string"}
+    schema["properties"]["schema_version"] = {"const": version, "title": "Schema Version", "type": "integer"}
+    schema["$schema"] = JSON_SCHEMA_DIALECT
+    schema["$id"] = f"urn:slmops:message:{type_}:v{version}"
+    schema["title"] = f"{type_} v{version}"
+    schema["description"] = _first_paragraph(model) or f"The {type_!r} message."
+    return schema
+
+
+def _record_schema(stem: str, model: type[Frozen]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema["$schema"] = JSON_SCHEMA_DIALECT
+    schema["$id"] = f"urn:slmops:record:{stem}"
+    return schema
+
+
+def _first_paragraph(model: type[Message]) -> str:
+    return (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
