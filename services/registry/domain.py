@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import TypeGuard
 
 from services.registry.errors import NotFound, VersionConflict
 from shared.messages.envelope import deterministic_id
@@ -36,6 +37,17 @@ def decide_registration(
     if existing.artifact.digest != digest:
         raise VersionConflict(what=what, existing_digest=existing.artifact.digest, new_digest=digest)
     return Decision.REPLAY if existing.command_id == command_id else Decision.UNCHANGED
+
+
+def is_replay(
+    existing: ModelVersionRecord | VariantRecord | None, *, command_id: str
+) -> TypeGuard[ModelVersionRecord | VariantRecord]:
+    """True if `existing` was written by this very command: a redelivery after a crash.
+
+    Checked before anything else, because the first delivery may have consumed the command's
+    staging upload before it died: the record, not the upload, is the evidence.
+    """
+    return existing is not None and existing.command_id == command_id
 
 
 def apply_alias(

@@ -92,9 +92,12 @@ class RegistryService:
         what = f"{cmd.name} {cmd.version}"
         with tempfile.TemporaryDirectory(prefix="slmops-registry-") as tmp:
             async with self._consuming(cmd.artifact, cmd.eval_set):
+                existing = await self._store.get_version(cmd.name, cmd.version)
+                if domain.is_replay(existing, command_id=command_id):
+                    # The record is ours from before a crash; its staging upload may be gone already.
+                    return await self._settled(domain.Decision.REPLAY, existing)
                 model_file = Path(tmp) / "model.onnx"
                 fetched = await self._fetch(cmd.artifact, model_file, MAX_MODEL_BYTES, "model")
-                existing = await self._store.get_version(cmd.name, cmd.version)
                 decision = domain.decide_registration(existing, digest=fetched.digest, command_id=command_id, what=what)
                 if existing is not None:
                     return await self._settled(decision, existing)
@@ -131,9 +134,11 @@ class RegistryService:
             async with self._consuming(cmd.artifact):
                 if parent is None:
                     raise NotFound(f"cannot add variant {cmd.variant!r}: {cmd.name} {cmd.version} is not registered")
+                existing = await self._store.get_variant(cmd.name, cmd.version, cmd.variant)
+                if domain.is_replay(existing, command_id=command_id):
+                    return await self._settled(domain.Decision.REPLAY, existing)
                 variant_file = Path(tmp) / "variant.onnx"
                 fetched = await self._fetch(cmd.artifact, variant_file, MAX_MODEL_BYTES, "variant")
-                existing = await self._store.get_variant(cmd.name, cmd.version, cmd.variant)
                 decision = domain.decide_registration(existing, digest=fetched.digest, command_id=command_id, what=what)
                 if existing is not None:
                     return await self._settled(decision, existing)

@@ -295,3 +295,33 @@ async def test_events_carry_dedup_id_and_trace_context(nc: Client, artifacts: Ar
 
 def _keys(store: ArtifactStore) -> list[str]:
     return [o.object_name for o in store._client.list_objects(store.bucket, recursive=True)]
+
+
+async def test_redelivery_after_a_crash_between_record_and_event_announces_once(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """The state a crash leaves behind: the record is written and the staging upload consumed,
+    but the event was never published. The redelivered command must announce, not reject."""
+    from services.registry.adapters.nats_kv import version_key
+    from shared.messages.envelope import new_id
+    from shared.messages.registry import ModelVersionRecord
+
+    model, _ = sample_files(tmp_path)
+    donor = await register(nc, artifacts, model, unique(), "1")
+    kv = await nc.jetstream().key_value("models")
+    donor_record = ModelVersionRecord.model_validate_json((await kv.get(version_key(donor.result["name"], "1"))).value)
+    name, command_id = unique("crashed"), new_id()
+    crashed = donor_record.model_copy(update={"name": name, "command_id": command_id})
+    await kv.create(version_key(name, "1"), crashed.model_dump_json().encode())
+
+    cmd = RegisterModel(name=name, version="1", artifact=ObjectRef(key="incoming/already-consumed/model.onnx"))
+    _, outcome = await bus.send_command(nc, cmd, source="tests", wait=30, command_id=command_id)
+    assert outcome is not None and outcome.status == "applied", outcome
+    events = [
+        e for e, _ in await stream_messages(nc, "slmops.evt.model.registered") if e["data"]["record"]["name"] == name
+    ]
+    assert len(events) == 1 and events[0]["data"]["record"]["command_id"] == command_id
+    reply = await bus.request(
+        nc, "registry", "download_url", GetDownloadUrl(digest=crashed.artifact.digest), source="tests"
+    )
+    assert reply["digest"] == crashed.artifact.digest
