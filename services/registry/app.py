@@ -1,10 +1,8 @@
 """FastStream wiring for the registry: decode, call the service, publish, decide the ack.
 
-The only module of the registry that imports FastStream. Ack outcomes, decided here and only here:
-  * applied / unchanged                -> publish the event (if any), reply, ack
-  * invalid message or Rejected error  -> DLQ with the reason, reply, ack (never retried)
-  * Unavailable or an unexpected error -> nack with a delay; after `max_deliver` attempts the
-                                          command goes to the DLQ with the last error, and is acked
+The only module of the registry that imports FastStream. Commands settle by the shared policy in
+`shared.commands` (Rejected errors: DLQ at once; anything else: bounded retries); requests are
+answered on `slmops.rpc.registry.*`.
 """
 
 from __future__ import annotations
@@ -18,15 +16,15 @@ from faststream.nats.annotations import NatsMessage
 from nats.js import JetStreamContext
 
 from services.registry.adapters.nats_kv import KvRecordStore
-from services.registry.errors import RegistryError, Rejected
-from services.registry.service import Outcome, RegistryService
+from services.registry.errors import RegistryError, Rejected, Unavailable
+from services.registry.service import RegistryService
 from shared import subjects, topology
 from shared.artifacts import ArtifactStore
-from shared.bus import REPLY_TO, make_broker, message_headers
-from shared.dlq import dead_letter
+from shared.bus import make_broker
+from shared.commands import CommandPolicy, Outcome, process_command
 from shared.logs import setup_logging
-from shared.messages.common import CommandOutcome, RpcError, RpcReply
-from shared.messages.envelope import Envelope, InvalidMessage, Message, decode, encode, wrap
+from shared.messages.common import RpcError, RpcReply
+from shared.messages.envelope import Envelope, InvalidMessage, Message, decode
 from shared.messages.registry import (
     GetAliases,
     GetDownloadUrl,
@@ -82,6 +80,14 @@ def build_app(settings: Settings | None = None) -> FastStream:
 
 def _command_handler(broker: NatsBroker, rt: _Runtime, settings: Settings) -> None:
     consumer = topology.REGISTRY_COMMANDS
+    policy = CommandPolicy(
+        service=SERVICE,
+        accepts=COMMANDS,
+        rejects=(Rejected,),
+        transient=(Unavailable,),
+        ack_wait=settings.ack_wait_seconds,
+        max_deliver=settings.max_deliver,
+    )
 
     @broker.subscriber(
         consumer.filter_subject,
@@ -93,44 +99,13 @@ def _command_handler(broker: NatsBroker, rt: _Runtime, settings: Settings) -> No
         title="registry commands",
     )
     async def on_command(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        body = raw.data
-        reply_to = (raw.headers or {}).get(REPLY_TO)
-        meta = raw.metadata
-        position = str(meta.sequence.stream)
-        try:
-            envelope = decode(body, expected=COMMANDS)
-        except InvalidMessage as exc:
-            await _reject(rt, body, raw.subject, position, exc.reason, reply_to, command_id=position, broker=broker)
-            await msg.ack()
-            return
-        try:
-            outcome = await _dispatch(rt.service, envelope)
-        except Rejected as exc:
-            await _reject(rt, body, raw.subject, position, str(exc), reply_to, command_id=envelope.id, broker=broker)
-            await msg.ack()
-            return
-        except Exception as exc:  # transient or a bug: retry a bounded number of times
-            if meta.num_delivered >= settings.max_deliver:
-                reason = f"gave up after {meta.num_delivered} attempts: {type(exc).__name__}: {exc}"
-                await _reject(rt, body, raw.subject, position, reason, reply_to, command_id=envelope.id, broker=broker)
-                await msg.ack()
-                return
-            log.warning(
-                "command failed, will retry",
-                extra={"command_id": envelope.id, "attempt": meta.num_delivered, "error": repr(exc)},
-                exc_info=not isinstance(exc, RegistryError),
-            )
-            await msg.nack(delay=min(2.0**meta.num_delivered, 30.0))
-            return
-        if outcome.event is not None:
-            event = wrap(outcome.event, source=SERVICE, id=outcome.event_id)
-            await rt.js.publish(subjects.event(outcome.event), encode(event), headers=message_headers(event))
-        await _reply(
-            broker, reply_to, CommandOutcome(command_id=envelope.id, status=outcome.status, result=outcome.result)
+        await process_command(
+            msg.raw_message,
+            policy=policy,
+            handle=lambda env: _dispatch(rt.service, env),
+            nc=broker.connection,
+            js=rt.js,
         )
-        log.info("command done", extra={"command_id": envelope.id, "type": envelope.type, "status": outcome.status})
-        await msg.ack()
 
 
 async def _dispatch(service: RegistryService, envelope: Envelope[Any]) -> Outcome:
@@ -142,27 +117,6 @@ async def _dispatch(service: RegistryService, envelope: Envelope[Any]) -> Outcom
     if isinstance(data, SetAlias):
         return await service.set_alias(data, command_id=envelope.id)
     raise TypeError(f"no dispatch for {type(data).__name__}")  # decode() only lets COMMANDS through
-
-
-async def _reject(
-    rt: _Runtime,
-    body: bytes,
-    subject: str,
-    position: str,
-    reason: str,
-    reply_to: str | None,
-    *,
-    command_id: str,
-    broker: NatsBroker,
-) -> None:
-    log.warning("command rejected", extra={"command_id": command_id, "subject": subject, "reason": reason})
-    await dead_letter(rt.js, service=SERVICE, body=body, reason=reason, original_subject=subject, original_id=position)
-    await _reply(broker, reply_to, CommandOutcome(command_id=command_id, status="rejected", reason=reason))
-
-
-async def _reply(broker: NatsBroker, inbox: str | None, outcome: CommandOutcome) -> None:
-    if inbox and inbox.startswith("_INBOX."):
-        await broker.connection.publish(inbox, outcome.model_dump_json().encode())
 
 
 def _rpc_handlers(broker: NatsBroker, rt: _Runtime) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -28,6 +28,7 @@ from services.registry.inspection import MAX_EVAL_SET_BYTES, MAX_MODEL_BYTES, in
 from services.registry.ports import Blobs, RecordStore
 from shared import signing
 from shared.artifacts import STAGING_PREFIX, ArtifactNotFound, ArtifactTooLarge, StorageUnavailable, StoredObject
+from shared.commands import Outcome
 from shared.messages.common import ObjectRef
 from shared.messages.envelope import Message
 from shared.messages.registry import (
@@ -53,16 +54,6 @@ from shared.messages.registry import (
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
-    """What a command did, and the event to announce (None when nothing changed)."""
-
-    status: Literal["applied", "unchanged"]
-    event: Message | None = None
-    event_id: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -185,8 +176,7 @@ class RegistryService:
             event = AliasChanged(name=cmd.name, alias=cmd.alias, version=change.version, previous=change.previous)
             return Outcome(
                 status="applied",
-                event=event,
-                event_id=domain.registered_event_id("alias.changed", command_id),
+                events=[(event, domain.registered_event_id("alias.changed", command_id))],
                 result={"alias": cmd.alias, "version": cmd.version, "previous": change.previous},
             )
         raise Unavailable(f"alias {cmd.name}/{cmd.alias} kept changing under us; retry")
@@ -339,7 +329,7 @@ def _registered(record: ModelVersionRecord | VariantRecord) -> Outcome:
     else:
         event = ModelRegistered(record=record)
         event_id = domain.registered_event_id("model.registered", record.name, record.version, record.artifact.digest)
-    return Outcome(status="applied", event=event, event_id=event_id, result=_summary(record))
+    return Outcome(status="applied", events=[(event, event_id)], result=_summary(record))
 
 
 def _summary(record: ModelVersionRecord | VariantRecord) -> dict[str, Any]:
