@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv test demo up down lint clean
+.PHONY: venv test demo up down lint clean bench-optimize
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -38,3 +38,6 @@ down: venv
 
 clean:
 	rm -rf $(VENV) .slmops .pytest_cache
+
+bench-optimize: venv
+	$(BIN)/python bench/optimize.py

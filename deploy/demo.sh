@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job on the embedded stack, start to finish, on one machine.
-# Today: start the stack, register the built-in tiny model (with its evaluation set), list and
-# show it, point the `stable` alias at it, and stop. It grows as services land.
+# Today: start the stack; register the built-in tiny model and show the registry's checks; register
+# the reference SLM (all-MiniLM-L6-v2) and let the optimizer find and register its best variant for
+# a Raspberry Pi 5 and for a small gateway; show the lineage; stop. It grows as services land.
 set -euo pipefail
 
 export SLMOPS_HOME="${SLMOPS_HOME:-$PWD/.slmops}"
@@ -26,10 +27,23 @@ slmops model push "$work/tiny-embedder.onnx" --name tiny-embedder --version 1.0.
 head -c 4096 "$work/tiny-embedder.onnx" > "$work/truncated.onnx"
 slmops model push "$work/truncated.onnx" --name tiny-embedder --version 1.0.1 || echo "(refused, as it should be)"
 
-step "mark it stable, list and show"
+step "mark it stable"
 slmops model alias tiny-embedder stable 1.0.0
+
+step "the reference SLM: all-MiniLM-L6-v2 (22.7M parameters), built as ONNX from its safetensors"
+slmops model sample --minilm "$work"
+slmops model push "$work/all-minilm-l6-v2.onnx" --name all-minilm-l6-v2 --version 1.0.0 \
+  --eval-set "$work/all-minilm-l6-v2-eval.npz" --label task=sentence-embedding
+
+step "optimize it for a Raspberry Pi 5 (budgets: deploy/profiles/rpi5.yaml)"
+slmops optimize all-minilm-l6-v2 1.0.0 --profile rpi5 --watch
+
+step "and for a gateway with little flash (deploy/profiles/gateway.yaml)"
+slmops optimize all-minilm-l6-v2 1.0.0 --profile gateway --watch
+
+step "the registry now holds the variants with their lineage"
 slmops model list
-slmops model show tiny-embedder stable
+slmops model show all-minilm-l6-v2 1.0.0
 
 step "stop"
 slmops down

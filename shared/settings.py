@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     otel_exporter: Literal["file", "otlp", "none"] = "file"
     otlp_endpoint: str = "http://127.0.0.1:4318"
 
+    profiles_dir: Path | None = Field(default=None, description="device profiles; default deploy/profiles")
+    optimizer_threads: int = Field(default=1, ge=1, description="intra-op threads when measuring latency")
+    optimizer_concurrency: int = Field(default=2, ge=1, description="candidates built at once")
+    optimizer_auto_profiles: str = Field(
+        default="", description="comma-separated profiles to optimize every newly registered model for"
+    )
+
     ack_wait_seconds: float = Field(default=30.0, gt=0)
     max_deliver: int = Field(default=5, ge=1)
     log_level: str = "INFO"

@@ -104,6 +104,13 @@ class DurableConsumer:
 REGISTRY_COMMANDS = DurableConsumer(
     stream=CMDS_STREAM, durable="registry-commands", filter_subject=f"{subjects.CMD}.model.>"
 )
+OPTIMIZER_COMMANDS = DurableConsumer(
+    stream=CMDS_STREAM, durable="optimizer-commands", filter_subject=f"{subjects.CMD}.optimize.>"
+)
+# Only used when SLMOPS_OPTIMIZER_AUTO_PROFILES is set: turns model.registered into optimize commands.
+OPTIMIZER_AUTO = DurableConsumer(
+    stream=EVENTS_STREAM, durable="optimizer-auto", filter_subject=f"{subjects.EVT}.model.registered"
+)
 
 
 async def ensure_topology(js: JetStreamContext) -> None:

@@ -114,6 +114,21 @@ def running_registry(registry: ServiceRunner) -> ServiceRunner:
     return registry
 
 
+@pytest.fixture(scope="session")
+def optimizer(settings: Settings, registry: ServiceRunner) -> Iterator[ServiceRunner]:
+    runner = ServiceRunner("optimizer", settings)
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def running_optimizer(optimizer: ServiceRunner, running_registry: ServiceRunner) -> ServiceRunner:
+    if optimizer.process is None or optimizer.process.poll() is not None:
+        optimizer.start()
+    return optimizer
+
+
 @pytest.fixture
 async def nc(settings: Settings) -> AsyncIterator[Client]:
     client = await bus.connect(settings, name="tests")

@@ -6,6 +6,7 @@ import typer
 
 from shared.cli import stack
 from shared.cli.model import model_app
+from shared.cli.optimize import optimize
 from shared.cli.schema import schema_app
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app.command()(stack.status)
 app.add_typer(stack.stack_app, name="stack")
 app.add_typer(stack.service_app, name="service")
 app.add_typer(model_app, name="model")
+app.command()(optimize)
 app.add_typer(schema_app, name="schema")
 
 

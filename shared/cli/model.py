@@ -165,9 +165,22 @@ def alias(
 
 
 @model_app.command("sample")
-def sample(directory: Path = typer.Argument(Path("."), help="Where to write the files.")) -> None:
-    """Write the built-in tiny embedding model and its evaluation set (for trying things out)."""
-    model_path, eval_path = write_sample(directory)
+def sample(
+    directory: Path = typer.Argument(Path("."), help="Where to write the files."),
+    minilm: bool = typer.Option(
+        False, "--minilm", help="The reference SLM, all-MiniLM-L6-v2 (90 MB), instead of the tiny model."
+    ),
+) -> None:
+    """Write a model and its evaluation set to try things with: the tiny built-in one, or MiniLM."""
+    if minilm:
+        from shared.minilm import MiniLMError, write_minilm
+
+        try:
+            model_path, eval_path = write_minilm(directory)
+        except MiniLMError as exc:
+            fail(str(exc))
+    else:
+        model_path, eval_path = write_sample(directory)
     console.print(f"wrote {model_path} and {eval_path}")
 
 

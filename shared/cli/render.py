@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
+from shared.messages.optimizer import OptimizationCompleted, OptimizationFailed
 from shared.messages.registry import AliasRecord, ModelDetail, ModelSummary
 
 
@@ -74,3 +75,50 @@ def stack_status(status: dict[str, Any]) -> Table:
         mark = "[green]yes[/]" if row["healthy"] else "[red]no[/]"
         table.add_row(row["name"], str(row.get("pid") or ""), row.get("address", ""), mark)
     return table
+
+
+def candidates(final: OptimizationCompleted | OptimizationFailed) -> Table:
+    """Every candidate of a search with its metrics; the registered one marked."""
+    chosen = {v.recipe for v in final.registered} if isinstance(final, OptimizationCompleted) else set()
+    profile = final.profile
+    speed = profile.speed_factor if profile else 1.0
+    table = Table(
+        title=f"{final.name} {final.version} for {profile.name if profile else '?'} (device = host × {speed:g})"
+    )
+    for col in (
+        "recipe",
+        "size MB",
+        "zstd MB",
+        "p50 ms",
+        "p95 ms (device)",
+        "cos mean",
+        "cos min",
+        "top-1",
+        "meets",
+        "notes",
+    ):
+        table.add_column(col)
+    for c in final.candidates:
+        name = f"[bold green]{c.recipe.name} ★[/]" if c.recipe.name in chosen else c.recipe.name
+        if c.metrics is None:
+            table.add_row(name, "", "", "", "", "", "", "", "[red]error[/]", c.error or "")
+            continue
+        m = c.metrics
+        f = m.fidelity
+        table.add_row(
+            name,
+            f"{m.size_bytes / 1e6:.2f}",
+            f"{m.compressed_size_bytes / 1e6:.2f}",
+            f"{m.latency_p50_ms:.2f}",
+            f"{m.latency_p95_ms:.2f} ({m.latency_p95_ms * speed:.1f})",
+            _num(f.get("cosine_mean")),
+            _num(f.get("cosine_min")),
+            _num(f.get("top1_agreement")),
+            "[green]yes[/]" if m.meets_budget else "[red]no[/]",
+            ("pareto; " if c.pareto else "") + "; ".join(m.failures),
+        )
+    return table
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"

@@ -37,6 +37,7 @@ from shared.stack.servers import ServerError, ServerProcess, free_port, start_na
 # Every service that exists, by name -> the factory `slmops service run NAME` calls.
 SERVICES: dict[str, str] = {
     "registry": "services.registry.app:build_app",
+    "optimizer": "services.optimizer.app:build_app",
 }
 
 

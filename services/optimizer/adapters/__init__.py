@@ -1,0 +1,1 @@
+"""Implementations of the optimizer's ports."""

@@ -1,0 +1,107 @@
+"""The optimizer's errors.
+
+    OptimizerError
+    ├── InvalidRecipe          the caller's recipe is wrong; reject it, never retry
+    │   ├── UnknownPass        no pass is registered under that type (the message lists the known ones)
+    │   └── InvalidPassConfig  the config does not validate (the message lists each field's problem)
+    ├── ProfileError           a device profile is unknown or its file is invalid
+    ├── SourceNotFound         the model version to optimize (or its evaluation set) is not in the registry
+    ├── RegistryUnavailable    the registry did not answer in time; transient, retry later
+    ├── PassError              a pass cannot handle this model: unsupported op, over 2 GiB, invalid
+    │                          input or output, a quantizer that gave up; fails one candidate, not the search
+    └── EvaluationError        a candidate or the base cannot be run on the evaluation set
+
+Errors carry their context as keyword arguments (the pass, the recipe) so a handler can report
+them without parsing messages. Third-party exceptions (onnx, onnxruntime's quantizers) are mapped
+to `PassError` at one boundary, `OptimizationPass.run`; everything else is a programming error and
+propagates. Only the handler layer maps these to ack outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class OptimizerError(Exception):
+    """Base of every error the optimizer raises on purpose."""
+
+    code = "optimizer_error"
+
+
+class InvalidRecipe(OptimizerError):
+    """A recipe names a pass or a config that cannot be built; the caller must fix the recipe."""
+
+    code = "invalid_recipe"
+
+    def __init__(self, message: str, *, pass_type: str, recipe: str | None = None) -> None:
+        where = f"recipe {recipe!r}: " if recipe else ""
+        super().__init__(f"{where}{message}")
+        self.pass_type = pass_type
+        self.recipe = recipe
+
+
+class UnknownPass(InvalidRecipe):
+    """No pass is registered under the requested type."""
+
+    code = "unknown_pass"
+
+    def __init__(self, pass_type: str, *, known: Sequence[str], recipe: str | None = None) -> None:
+        super().__init__(
+            f"unknown pass type {pass_type!r}; known pass types: {', '.join(sorted(known))}",
+            pass_type=pass_type,
+            recipe=recipe,
+        )
+        self.known = sorted(known)
+
+
+class InvalidPassConfig(InvalidRecipe):
+    """The pass exists but its config does not validate; `problems` has one line per field."""
+
+    code = "invalid_pass_config"
+
+    def __init__(self, pass_type: str, *, problems: Sequence[str], recipe: str | None = None) -> None:
+        super().__init__(
+            f"invalid config for pass {pass_type}: {'; '.join(problems)}", pass_type=pass_type, recipe=recipe
+        )
+        self.problems = list(problems)
+
+
+class ProfileError(OptimizerError):
+    """A device profile is unknown, or its YAML does not describe a valid profile."""
+
+    code = "invalid_profile"
+
+
+class SourceNotFound(OptimizerError):
+    """The model version to optimize, or its evaluation set, is not in the registry; the caller's fault."""
+
+    code = "source_not_found"
+
+
+class RegistryUnavailable(OptimizerError):
+    """The registry did not answer (timeout, no responder); transient, so the command is retried later."""
+
+    code = "registry_unavailable"
+
+
+class PassError(OptimizerError):
+    """A pass could not turn this model into a valid, loadable output.
+
+    The message names the recipe (when known), the pass and the reason, e.g. ``recipe 'int8': pass
+    OnnxStaticQuantization: needs an evaluation set for calibration, and none was given``.
+    """
+
+    code = "pass_failed"
+
+    def __init__(self, reason: str, *, pass_name: str, recipe: str | None = None) -> None:
+        where = f"recipe {recipe!r}: " if recipe else ""
+        super().__init__(f"{where}pass {pass_name}: {reason}")
+        self.reason = reason
+        self.pass_name = pass_name
+        self.recipe = recipe
+
+
+class EvaluationError(OptimizerError):
+    """A model cannot be evaluated: it does not load, does not fit the evaluation set, or outputs NaN."""
+
+    code = "evaluation_failed"

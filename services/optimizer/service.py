@@ -1,0 +1,204 @@
+"""Optimizer use case: resolve the profile → fetch the version and its eval set → search → register
+the winner as a variant with its lineage → the completed or failed event.
+
+Nothing here knows FastStream. The search is CPU-bound and runs in a worker thread; its progress
+is published from there through the event loop, in order, before the final event.
+
+A redelivered command (after a crash) runs the search again: registering the same bytes again is a
+no-op at the registry, and the final event's id is derived from the command id, so consumers see
+one `optimization.completed` either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.optimizer import domain, profiles
+from services.optimizer.errors import OptimizerError, ProfileError, SourceNotFound
+from services.optimizer.evaluation import Measurement
+from services.optimizer.ports import Blobs, Registry
+from services.optimizer.search import Progress, SearchResult, run_search
+from shared.messages.common import ObjectRef
+from shared.messages.envelope import deterministic_id
+from shared.messages.optimizer import (
+    Candidate,
+    CandidateMetrics,
+    DeviceProfile,
+    OptimizationCompleted,
+    OptimizationFailed,
+    OptimizationProgress,
+    OptimizeModel,
+    RegisteredVariant,
+)
+from shared.messages.registry import ModelDetail, RegisterVariant
+
+log = logging.getLogger(__name__)
+MAX_MODEL_BYTES = 2 * 1024**3 - 1
+ProgressSink = Callable[[OptimizationProgress, str], Coroutine[Any, Any, None]]
+
+
+class OptimizerService:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        blobs: Blobs,
+        profiles: dict[str, DeviceProfile],
+        threads: int = 1,
+        concurrency: int = 2,
+    ) -> None:
+        self._registry = registry
+        self._blobs = blobs
+        self._profiles = profiles
+        self._threads = threads
+        self._concurrency = concurrency
+
+    async def optimize(
+        self, cmd: OptimizeModel, *, optimization_id: str, progress: ProgressSink
+    ) -> OptimizationCompleted | OptimizationFailed:
+        """Run one optimization request to its final event (never raises for the caller's mistakes)."""
+        ids = {"optimization_id": optimization_id, "name": cmd.name, "version": cmd.version}
+        try:
+            profile = profiles.resolve(cmd.profile, recipes=cmd.recipes, profiles=self._profiles)
+        except ProfileError as exc:
+            return OptimizationFailed(**ids, reason=str(exc))
+        try:
+            detail = await self._registry.get_model(cmd.name, cmd.version)
+        except SourceNotFound as exc:
+            return OptimizationFailed(**ids, reason=f"no such model version: {exc}", profile=profile)
+        eval_set_ref = detail.version.eval_set
+        if eval_set_ref is None:
+            return OptimizationFailed(
+                **ids,
+                reason=f"{cmd.name} {cmd.version} has no evaluation set; register it with --eval-set so "
+                "candidates can be measured against the base model",
+                profile=profile,
+            )
+        with tempfile.TemporaryDirectory(prefix="slmops-optimizer-") as tmp:
+            work = Path(tmp)
+            base, eval_set = await self._fetch(detail.version.artifact.key, eval_set_ref.key, work)
+            result = await self._search(base, eval_set, profile, work, optimization_id, progress, ids)
+            if result.chosen is None:
+                return OptimizationFailed(
+                    **ids,
+                    reason=_why_nothing_fits(result.candidates, profile),
+                    profile=profile,
+                    candidates=result.candidates,
+                    misses=domain.budget_misses(result.candidates, profile),
+                )
+            registered = await self._register(detail, profile, result, result.chosen)
+        return OptimizationCompleted(
+            **ids,
+            base_digest=detail.version.artifact.digest,
+            profile=profile,
+            registered=[registered],
+            candidates=result.candidates,
+        )
+
+    async def _fetch(self, model_key: str, eval_key: str, work: Path) -> tuple[Path, dict[str, np.ndarray]]:
+        base = work / "base.onnx"
+        eval_path = work / "eval.npz"
+        await asyncio.to_thread(self._blobs.download, model_key, base, max_bytes=MAX_MODEL_BYTES)
+        await asyncio.to_thread(self._blobs.download, eval_key, eval_path)
+        with np.load(eval_path, allow_pickle=False) as npz:
+            eval_set = {name: npz[name] for name in npz.files}
+        return base, eval_set
+
+    async def _search(
+        self,
+        base: Path,
+        eval_set: dict[str, np.ndarray],
+        profile: DeviceProfile,
+        work: Path,
+        optimization_id: str,
+        progress: ProgressSink,
+        ids: dict[str, str],
+    ) -> SearchResult:
+        loop = asyncio.get_running_loop()
+
+        def report(p: Progress) -> None:
+            event = OptimizationProgress(
+                **ids,
+                candidate=p.candidate,
+                stage=p.stage,
+                completed=p.completed,
+                total=p.total,
+                metrics=p.metrics,
+                error=p.error,
+            )
+            event_id = deterministic_id("optimization.progress", optimization_id, p.candidate, p.stage)
+            # Block the search thread until published: progress stays in order and ahead of the result.
+            asyncio.run_coroutine_threadsafe(progress(event, event_id), loop).result(timeout=60)
+
+        return await asyncio.to_thread(
+            run_search,
+            base=base,
+            eval_set=eval_set,
+            profile=profile,
+            workdir=work / "candidates",
+            threads=self._threads,
+            concurrency=self._concurrency,
+            on_progress=report,
+        )
+
+    async def _register(
+        self, detail: ModelDetail, profile: DeviceProfile, result: SearchResult, chosen: Candidate
+    ) -> RegisteredVariant:
+        built = result.built[chosen.recipe.name]
+        metrics = chosen.metrics
+        if metrics is None:
+            raise OptimizerError(f"candidate {chosen.recipe.name!r} was chosen without metrics")
+        staged = await asyncio.to_thread(self._blobs.upload_staging, built.path)
+        cmd = RegisterVariant(
+            name=detail.version.name,
+            version=detail.version.version,
+            variant=chosen.recipe.name,
+            artifact=ObjectRef(key=staged.key),
+            recipe={"recipe": chosen.recipe.model_dump(mode="json"), "profile": profile.name},
+            metrics=_flat_metrics(metrics, base=result.base),
+            requirements=domain.requirements_for(
+                contrib_ops=built.contrib_ops,
+                opset=None,
+                size_bytes=metrics.size_bytes,
+            ),
+        )
+        outcome = await self._registry.register_variant(cmd)
+        if outcome.status == "rejected":
+            raise OptimizerError(f"the registry refused variant {chosen.recipe.name!r}: {outcome.reason}")
+        log.info("variant registered", extra={"variant": chosen.recipe.name, "digest": staged.digest})
+        return RegisteredVariant(
+            variant=chosen.recipe.name, digest=staged.digest, recipe=chosen.recipe.name, metrics=metrics
+        )
+
+
+def _flat_metrics(metrics: CandidateMetrics, *, base: Measurement | None) -> dict[str, float]:
+    """The variant's metrics as the registry stores them: flat numbers, ratios against the base."""
+    flat = {
+        "size_bytes": float(metrics.size_bytes),
+        "compressed_size_bytes": float(metrics.compressed_size_bytes),
+        "latency_p50_ms": metrics.latency_p50_ms,
+        "latency_p95_ms": metrics.latency_p95_ms,
+        "threads": float(metrics.threads),
+    } | {f"fidelity.{key}": value for key, value in metrics.fidelity.items()}
+    if base is not None:
+        flat["size_ratio"] = flat["size_bytes"] / base.size_bytes
+        flat["speedup_p50"] = base.latency_p50_ms / max(flat["latency_p50_ms"], 1e-9)
+    return flat
+
+
+def _why_nothing_fits(candidates: list[Candidate], profile: DeviceProfile) -> str:
+    measured = [c for c in candidates if c.metrics is not None]
+    if not measured:
+        return f"no candidate of profile {profile.name!r} could be built: " + "; ".join(
+            f"{c.recipe.name}: {c.error}" for c in candidates
+        )
+    return f"no candidate meets the budgets of profile {profile.name!r}: " + "; ".join(
+        f"{c.recipe.name}: {', '.join(c.metrics.failures)}" for c in candidates if c.metrics is not None
+    )

@@ -1,0 +1,148 @@
+"""The optimizer service against the real servers: a search registers a variant with lineage, a
+profile nobody can meet fails with the gaps, and bad requests fail with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+
+from shared import bus, subjects
+from shared.artifacts import ArtifactStore
+from shared.messages.envelope import decode
+from shared.messages.optimizer import (
+    Budgets,
+    DeviceProfile,
+    OptimizationCompleted,
+    OptimizationFailed,
+    OptimizationProgress,
+    OptimizeModel,
+    PassSpec,
+    Recipe,
+)
+from shared.messages.registry import GetModel, ModelDetail
+from tests.integration.test_registry import register
+from tests.support import sample_files, unique
+
+pytestmark = pytest.mark.usefixtures("running_optimizer")
+
+INT8 = Recipe(name="int8-pc", passes=[PassSpec(type="OnnxDynamicQuantization", config={"per_channel": True})])
+FP16 = Recipe(name="fp16", passes=[PassSpec(type="Float16Conversion", config={"keep_io_types": True})])
+BROKEN = Recipe(name="broken", passes=[PassSpec(type="OnnxStaticQuantization", config={"calibration_samples": 0})])
+
+
+def profile(**budgets: Any) -> DeviceProfile:
+    return DeviceProfile(
+        name="test-device", device_class="test", speed_factor=2.0, budgets=Budgets(**budgets), recipes=[INT8, FP16]
+    )
+
+
+async def optimize(
+    nc: Client, cmd: OptimizeModel
+) -> tuple[OptimizationCompleted | OptimizationFailed, list[OptimizationProgress]]:
+    sub = await nc.subscribe(f"{subjects.EVT}.optimization.>")
+    progress: list[OptimizationProgress] = []
+    try:
+        command_id, _ = await bus.send_command(nc, cmd, source="tests")
+        while True:
+            msg = await sub.next_msg(timeout=120)
+            event = decode(msg.data).data
+            if getattr(event, "optimization_id", None) != command_id:
+                continue
+            if isinstance(event, OptimizationProgress):
+                progress.append(event)
+            else:
+                return event, progress
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_search_registers_the_best_candidate_as_a_variant_with_lineage(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    model, eval_set = sample_files(tmp_path)
+    name = unique("opt")
+    base = await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)
+    cmd = OptimizeModel(name=name, version="1.0", profile=profile(min_fidelity={"cosine_mean": 0.95}))
+    final, progress = await optimize(nc, cmd)
+    assert isinstance(final, OptimizationCompleted), final
+    assert {c.recipe.name for c in final.candidates} == {"int8-pc", "fp16"}
+    assert all(c.metrics is not None and c.metrics.meets_budget for c in final.candidates)
+    (winner,) = final.registered
+    assert winner.variant == "int8-pc", "the smallest candidate within budget wins"
+    stages = [(p.candidate, p.stage) for p in progress]
+    assert ("int8-pc", "evaluated") in stages and ("fp16", "evaluated") in stages
+    assert progress[-1].completed == progress[-1].total == 2
+
+    detail = ModelDetail.model_validate(
+        await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
+    )
+    (variant,) = detail.variants
+    assert variant.variant == "int8-pc" and variant.artifact.digest == winner.digest
+    assert variant.parent_digest == base.result["digest"]
+    assert variant.recipe["profile"] == "test-device"
+    assert variant.recipe["recipe"]["passes"][0]["type"] == "OnnxDynamicQuantization"
+    assert 0 < variant.metrics["size_ratio"] < 0.5 and variant.metrics["fidelity.cosine_mean"] >= 0.95
+    assert variant.requirements.min_onnxruntime and variant.requirements.min_ram_mb
+
+
+async def test_a_profile_no_candidate_meets_fails_with_each_gap(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    model, eval_set = sample_files(tmp_path)
+    name = unique("opt")
+    await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)
+    impossible = profile(max_size_bytes=1000, min_fidelity={"cosine_mean": 0.95}).model_copy(
+        update={"recipes": [INT8, FP16, BROKEN]}
+    )
+    final, _ = await optimize(nc, OptimizeModel(name=name, version="1.0", profile=impossible))
+    assert isinstance(final, OptimizationFailed)
+    assert "max_size_bytes" in final.reason
+    (miss,) = final.misses
+    assert miss.budget == "max_size_bytes" and miss.best_candidate == "int8-pc" and miss.gap > 0
+    broken = next(c for c in final.candidates if c.recipe.name == "broken")
+    assert broken.error and "calibration_samples" in broken.error, "a bad recipe fails its candidate, not the search"
+    detail = ModelDetail.model_validate(
+        await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
+    )
+    assert detail.variants == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ("unknown-profile", "unknown profile 'nope'"),
+        ("no-eval-set", "has no evaluation set"),
+        ("missing", "no such model version"),
+    ],
+)
+async def test_requests_that_cannot_run_fail_with_a_reason(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path, setup: str, reason: str
+) -> None:
+    model, _ = sample_files(tmp_path)
+    name = unique("opt")
+    if setup != "missing":
+        await register(nc, artifacts, model, name, "1.0")
+    prof: Any = "nope" if setup == "unknown-profile" else profile()
+    final, _ = await optimize(nc, OptimizeModel(name=name, version="1.0", profile=prof))
+    assert isinstance(final, OptimizationFailed) and reason in final.reason
+
+
+async def test_minilm_for_rpi5_registers_an_int8_variant_within_budget(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """The reference SLM through the shipped rpi5 profile, end to end through the services."""
+    from shared.minilm import write_minilm
+
+    model, eval_set = write_minilm(tmp_path)
+    name = unique("minilm")
+    await register(nc, artifacts, model, name, "1.0.0", eval_set=eval_set)
+    final, _ = await optimize(nc, OptimizeModel(name=name, version="1.0.0", profile="rpi5"))
+    assert isinstance(final, OptimizationCompleted), getattr(final, "reason", final)
+    (winner,) = final.registered
+    naive = next(c for c in final.candidates if c.recipe.name == "int8-naive")
+    assert naive.metrics is not None and not naive.metrics.meets_budget, "naive per-tensor INT8 must not pass"
+    assert winner.metrics.size_bytes <= 0.26 * model.stat().st_size
+    assert winner.metrics.fidelity["cosine_mean"] >= 0.99 and winner.metrics.fidelity["cosine_min"] >= 0.98
