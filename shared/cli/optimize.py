@@ -39,6 +39,8 @@ def optimize(
         console.print(render.candidates(final))
     if isinstance(final, OptimizationFailed):
         fail(final.reason)
+    if as_json:
+        return
     for v in final.registered:
         console.print(f"[green]registered variant {v.variant}[/] of {name} {version} (sha256 {v.digest[:16]}…)")
 
@@ -90,7 +92,7 @@ async def _watch(
                     continue
                 if isinstance(event, OptimizationProgress):
                     bar.update(task, total=event.total, completed=event.completed)
-                    if event.stage in ("evaluated", "failed"):
+                    if event.stage in ("evaluated", "failed") and not quiet:
                         bar.console.print(_progress_line(event))
                 elif isinstance(event, (OptimizationCompleted, OptimizationFailed)):
                     return event

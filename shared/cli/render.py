@@ -85,38 +85,30 @@ def candidates(final: OptimizationCompleted | OptimizationFailed) -> Table:
     table = Table(
         title=f"{final.name} {final.version} for {profile.name if profile else '?'} (device = host × {speed:g})"
     )
-    for col in (
-        "recipe",
-        "size MB",
-        "zstd MB",
-        "p50 ms",
-        "p95 ms (device)",
-        "cos mean",
-        "cos min",
-        "top-1",
-        "meets",
-        "notes",
-    ):
+    fidelity_cols = [
+        k
+        for k in ("cosine_mean", "cosine_min", "top1_agreement", "kl", "task_metric")
+        if any(c.metrics and k in c.metrics.fidelity for c in final.candidates)
+    ]
+    for col in ("recipe", "MB", "zstd MB", "p50 ms", "p95 ms (device)", *fidelity_cols, "meets budget"):
         table.add_column(col)
     for c in final.candidates:
         name = f"[bold green]{c.recipe.name} ★[/]" if c.recipe.name in chosen else c.recipe.name
         if c.metrics is None:
-            table.add_row(name, "", "", "", "", "", "", "", "[red]error[/]", c.error or "")
+            table.add_row(name, *[""] * (4 + len(fidelity_cols)), "[red]error[/]")
             continue
         m = c.metrics
-        f = m.fidelity
+        missed = ", ".join(f.split(":")[0] for f in m.failures)
         table.add_row(
             name,
             f"{m.size_bytes / 1e6:.2f}",
             f"{m.compressed_size_bytes / 1e6:.2f}",
             f"{m.latency_p50_ms:.2f}",
             f"{m.latency_p95_ms:.2f} ({m.latency_p95_ms * speed:.1f})",
-            _num(f.get("cosine_mean")),
-            _num(f.get("cosine_min")),
-            _num(f.get("top1_agreement")),
-            "[green]yes[/]" if m.meets_budget else "[red]no[/]",
-            ("pareto; " if c.pareto else "") + "; ".join(m.failures),
+            *[_num(m.fidelity.get(k)) for k in fidelity_cols],
+            "[green]yes[/]" if m.meets_budget else f"[red]no: {missed}[/]",
         )
+    table.caption = "★ registered. Each miss and error in full: --json"
     return table
 
 

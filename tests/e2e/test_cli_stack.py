@@ -34,7 +34,7 @@ def stack_home(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path: Path) -> None:
     status = json.loads(slmops(stack_home, "status", "--json").stdout)
-    assert {c["name"] for c in status["components"]} == {"nats", "s3", "registry"}
+    assert {c["name"] for c in status["components"]} == {"nats", "s3", "registry", "optimizer"}
     assert all(c["healthy"] for c in status["components"])
     assert slmops(stack_home, "up", "--detach", check=False).returncode != 0, "a second `up` must refuse"
     assert (stack_home / "keys" / "registry-ed25519.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
@@ -76,6 +76,15 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
     assert shown["aliases"] == ["stable"] and shown["version"]["eval_set"]["samples"] == 32
     table = slmops(stack_home, "model", "show", "tiny").stdout
     assert "input_ids" in table and "68,163" in table
+
+    optimized = json.loads(
+        slmops(stack_home, "optimize", "tiny", "1.0.0", "--profile", "jetson", "--watch", "--json").stdout
+    )
+    (variant,) = optimized["registered"]
+    shown = json.loads(slmops(stack_home, "model", "show", "tiny", "1.0.0", "--json").stdout)
+    assert [v["variant"] for v in shown["variants"]] == [variant["variant"]]
+    unknown = slmops(stack_home, "optimize", "tiny", "1.0.0", "--profile", "nope", "--watch", check=False)
+    assert unknown.returncode == 1 and "unknown profile 'nope'" in unknown.stderr
 
     missing = slmops(stack_home, "model", "show", "nope", check=False)
     assert missing.returncode == 1 and "no model named 'nope'" in missing.stderr

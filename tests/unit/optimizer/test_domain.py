@@ -21,7 +21,7 @@ def profile(**budgets: object) -> DeviceProfile:
         device_class="rpi5",
         speed_factor=4.0,
         budgets=Budgets(**budgets),
-        recipes=[recipe("a")],  # type: ignore[arg-type]
+        recipes=[recipe("a")],
     )
 
 
