@@ -169,16 +169,16 @@ def _row(name: str, m: Measurement | str, base_size: int, base_p50: float, picke
 
 def _print_table(rows: list[Row]) -> None:
     header = (
-        f"{'recipe':<20} {'size':>7} {'zstd':>7} {'p50 ms':>8} {'p95 ms':>8} {'speedup':>8} "
+        f"{'recipe':<22} {'size':>7} {'zstd':>7} {'p50 ms':>8} {'p95 ms':>8} {'speedup':>8} "
         f"{'cos mean':>9} {'cos min':>8}  chosen by"
     )
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         if r.error:
-            print(f"{r.recipe:<20} {r.error}")
+            print(f"{r.recipe:<22} {r.error}")
             continue
         print(
-            f"{r.recipe:<20} {r.size_ratio:>6.3f}x {r.compressed_ratio:>6.3f}x {r.p50_ms:>8.2f} {r.p95_ms:>8.2f} "
+            f"{r.recipe:<22} {r.size_ratio:>6.3f}x {r.compressed_ratio:>6.3f}x {r.p50_ms:>8.2f} {r.p95_ms:>8.2f} "
             f"{r.speedup_p50:>7.2f}x {r.cosine_mean:>9.4f} {r.cosine_min:>8.4f}  {', '.join(r.chosen_by)}"
         )
 
