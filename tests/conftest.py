@@ -58,6 +58,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "SLMOPS_ACK_WAIT_SECONDS": str(settings.ack_wait_seconds),
         "SLMOPS_MAX_DELIVER": str(settings.max_deliver),
         "SLMOPS_OTEL_EXPORTER": settings.otel_exporter,
+        "SLMOPS_OPTIMIZER_AUTO_PROFILES": settings.optimizer_auto_profiles,
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export spans within 0.1 s so tests can read them
     }
 

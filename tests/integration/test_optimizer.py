@@ -3,11 +3,13 @@ profile nobody can meet fails with the gaps, and bad requests fail with a reason
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 
 from shared import bus, subjects
 from shared.artifacts import ArtifactStore
@@ -23,6 +25,8 @@ from shared.messages.optimizer import (
     Recipe,
 )
 from shared.messages.registry import GetModel, ModelDetail
+from shared.settings import Settings
+from tests.conftest import ServiceRunner
 from tests.integration.test_registry import register
 from tests.support import sample_files, unique
 
@@ -146,3 +150,36 @@ async def test_minilm_for_rpi5_registers_an_int8_variant_within_budget(
     assert naive.metrics is not None and not naive.metrics.meets_budget, "naive per-tensor INT8 must not pass"
     assert winner.metrics.size_bytes <= 0.26 * model.stat().st_size
     assert winner.metrics.fidelity["cosine_mean"] >= 0.99 and winner.metrics.fidelity["cosine_min"] >= 0.98
+
+
+async def test_configured_profiles_optimize_every_new_model(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """With SLMOPS_OPTIMIZER_AUTO_PROFILES set, registering a model is enough to get its variant."""
+    auto = ServiceRunner("optimizer", settings.model_copy(update={"optimizer_auto_profiles": "jetson"}))
+    auto.log_path = Path(settings.home) / "optimizer-auto.log"
+    await asyncio.to_thread(auto.start)  # start() runs its own event loop for health checks
+    try:
+        # The session's optimizer answers health pings too: wait for this one's own consumer instead.
+        for _ in range(100):
+            try:
+                await nc.jetstream().consumer_info("SLMOPS_EVENTS", "optimizer-auto")
+                break
+            except NotFoundError:
+                await asyncio.sleep(0.1)
+        sub = await nc.subscribe(f"{subjects.EVT}.optimization.completed")
+        model, eval_set = sample_files(tmp_path, seed=21)
+        name = unique("auto")
+        await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)
+        while True:
+            event = decode((await sub.next_msg(timeout=120)).data).data
+            if event.name == name:
+                break
+        await sub.unsubscribe()
+        assert isinstance(event, OptimizationCompleted) and event.profile.name == "jetson"
+        detail = ModelDetail.model_validate(
+            await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
+        )
+        assert [v.variant for v in detail.variants] == [event.registered[0].variant]
+    finally:
+        auto.stop()
