@@ -17,19 +17,17 @@ from faststream.nats.annotations import NatsMessage
 from nats.js import JetStreamContext
 
 from services.optimizer.adapters.registry_bus import RegistryOverBus
-from services.optimizer.errors import RegistryUnavailable
+from services.optimizer.errors import ProfileError, RegistryUnavailable
 from services.optimizer.profiles import DEFAULT_DIR, load_profiles
 from services.optimizer.service import OptimizerService
 from shared import bus, subjects, topology
 from shared.artifacts import ArtifactStore, StorageUnavailable
 from shared.commands import CommandPolicy, Outcome, process_command, publish_event
-from shared.logs import setup_logging
-from shared.messages.common import RpcReply
 from shared.messages.envelope import Envelope, InvalidMessage, decode, deterministic_id, wrap
 from shared.messages.optimizer import OptimizationProgress, OptimizeModel
 from shared.messages.registry import ModelRegistered
+from shared.service_app import service_app
 from shared.settings import Settings, load_settings
-from shared.tracing import setup_tracing
 
 SERVICE = "optimizer"
 log = logging.getLogger("slmops.optimizer")
@@ -42,17 +40,16 @@ class _Runtime:
 
 def build_app(settings: Settings | None = None) -> FastStream:
     settings = settings or load_settings()
-    setup_logging(SERVICE, settings.log_level)
-    broker = bus.make_broker(settings, service=SERVICE, tracer_provider=setup_tracing(settings, service=SERVICE))
     rt = _Runtime()
-    app = FastStream(broker, logger=log)
     profiles = load_profiles(settings.profiles_dir or DEFAULT_DIR)  # a bad profile file stops start-up here
+    auto = [p.strip() for p in settings.optimizer_auto_profiles.split(",") if p.strip()]
+    if unknown := sorted(set(auto) - set(profiles)):
+        raise ProfileError(
+            f"SLMOPS_OPTIMIZER_AUTO_PROFILES names unknown profiles {unknown}; known: {sorted(profiles)}"
+        )
 
-    @app.on_startup
-    async def start() -> None:
-        await broker.connect()
-        rt.js = broker.connection.jetstream()
-        await topology.ensure_topology(rt.js)
+    async def start(broker: NatsBroker, js: JetStreamContext) -> None:
+        rt.js = js
         rt.service = OptimizerService(
             registry=RegistryOverBus(broker.connection),
             blobs=ArtifactStore.from_settings(settings),
@@ -60,23 +57,11 @@ def build_app(settings: Settings | None = None) -> FastStream:
             threads=settings.optimizer_threads,
             concurrency=settings.optimizer_concurrency,
         )
-        log.info("optimizer ready", extra={"profiles": sorted(profiles)})
 
+    app, broker = service_app(SERVICE, settings, start=start)
     _command_handler(broker, rt, settings)
-    auto = [p.strip() for p in settings.optimizer_auto_profiles.split(",") if p.strip()]
     if auto:
-        unknown = sorted(set(auto) - set(profiles))
-        if unknown:
-            raise ValueError(
-                f"SLMOPS_OPTIMIZER_AUTO_PROFILES names unknown profiles {unknown}; known: {sorted(profiles)}"
-            )
         _auto_handler(broker, rt, auto)
-
-    @broker.subscriber(subjects.health(SERVICE), title="optimizer health")
-    async def health(msg: NatsMessage) -> bytes:
-        ready = hasattr(rt, "service")
-        return RpcReply(ok=ready, result={"service": SERVICE, "ready": ready}).model_dump_json().encode()
-
     return app
 
 

@@ -20,9 +20,7 @@ from services.registry.errors import RegistryError, Rejected, Unavailable
 from services.registry.service import RegistryService
 from shared import subjects, topology
 from shared.artifacts import ArtifactStore
-from shared.bus import make_broker
 from shared.commands import CommandPolicy, Outcome, process_command
-from shared.logs import setup_logging
 from shared.messages.common import RpcError, RpcReply
 from shared.messages.envelope import Envelope, InvalidMessage, Message, decode
 from shared.messages.registry import (
@@ -35,9 +33,9 @@ from shared.messages.registry import (
     RegisterVariant,
     SetAlias,
 )
+from shared.service_app import service_app
 from shared.settings import Settings, load_settings
 from shared.signing import load_or_create_private_key
-from shared.tracing import setup_tracing
 
 SERVICE = "registry"
 COMMANDS = (RegisterModel, RegisterVariant, SetAlias)
@@ -53,26 +51,17 @@ class _Runtime:
 
 def build_app(settings: Settings | None = None) -> FastStream:
     settings = settings or load_settings()
-    setup_logging(SERVICE, settings.log_level)
-    broker = make_broker(settings, service=SERVICE, tracer_provider=setup_tracing(settings, service=SERVICE))
     rt = _Runtime()
-    app = FastStream(broker, logger=log)
 
-    @app.on_startup
-    async def start() -> None:
-        # Connect and build the service *before* the broker starts its subscribers, so no
-        # handler can see a message while the service is still missing.
-        await broker.connect()
-        rt.js = broker.connection.jetstream()
-        await topology.ensure_topology(rt.js)
-        store = ArtifactStore.from_settings(settings)
+    async def start(broker: NatsBroker, js: JetStreamContext) -> None:
+        rt.js = js
         rt.service = RegistryService(
-            store=KvRecordStore(await rt.js.key_value(topology.KV_MODELS)),
-            blobs=store,
+            store=KvRecordStore(await js.key_value(topology.KV_MODELS)),
+            blobs=ArtifactStore.from_settings(settings),
             signing_key=load_or_create_private_key(settings.signing_key_file),
         )
-        log.info("registry ready", extra={"nats": settings.nats_url, "s3": settings.s3_endpoint})
 
+    app, broker = service_app(SERVICE, settings, start=start)
     _command_handler(broker, rt, settings)
     _rpc_handlers(broker, rt)
     return app
@@ -154,11 +143,6 @@ def _rpc_handlers(broker: NatsBroker, rt: _Runtime) -> None:
             return rt.service.public_key()
 
         return await answer(msg.raw_message.data, GetPublicKey, call)
-
-    @broker.subscriber(subjects.health(SERVICE), title="registry health")
-    async def health(msg: NatsMessage) -> bytes:
-        ready = hasattr(rt, "service")
-        return RpcReply(ok=ready, result={"service": SERVICE, "ready": ready}).model_dump_json().encode()
 
 
 def _error(code: str, message: str) -> bytes:

@@ -143,6 +143,26 @@ class OptimizationPass(ABC, Generic[ConfigT]):
             context: the workdir and evaluation set.
         """
 
+    def calibration_arrays(
+        self, model: onnx.ModelProto, context: PassContext, *, samples: int, purpose: str
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """The evaluation-set arrays feeding the model's inputs, and how many rows to use (<= samples).
+
+        Raises:
+            PassError: no evaluation set, an input without an array, or no rows at all.
+        """
+        if context.eval_set is None:
+            raise PassError(f"needs an evaluation set {purpose}, and none was given", pass_name=self.name)
+        initializers = {i.name for i in model.graph.initializer}
+        inputs = [i.name for i in model.graph.input if i.name not in initializers]
+        if missing := [name for name in inputs if name not in context.eval_set]:
+            raise PassError(f"the evaluation set has no array for input(s) {', '.join(missing)}", pass_name=self.name)
+        arrays = {name: context.eval_set[name] for name in inputs}
+        rows = min(samples, *(len(a) for a in arrays.values()))
+        if rows == 0:
+            raise PassError(f"the evaluation set is empty: no rows {purpose}", pass_name=self.name)
+        return arrays, rows
+
     @contextmanager
     def third_party(self, call: str) -> Iterator[None]:
         """Turn any exception raised inside the block by `call` (a third-party tool) into a PassError.

@@ -26,7 +26,6 @@ import onnx
 from onnx import helper, numpy_helper
 from pydantic import Field
 
-from services.optimizer.errors import PassError
 from services.optimizer.passes.base import OptimizationPass, PassConfig, PassContext, exclusion_notes, resolve_nodes
 
 # Factors are kept in this range so a dead channel (max 0) or a tiny weight row cannot blow up a weight.
@@ -108,12 +107,9 @@ class ActivationSmoothing(OptimizationPass[ActivationSmoothingConfig]):
         self, model: onnx.ModelProto, source: Path, activations: list[str], context: PassContext
     ) -> dict[str, np.ndarray]:
         """max |x| per input channel (last axis) of each activation over the calibration rows."""
-        if context.eval_set is None:
-            raise PassError("needs an evaluation set to measure activations, and none was given", pass_name=self.name)
-        initializers = {i.name for i in model.graph.initializer}
-        inputs = [i.name for i in model.graph.input if i.name not in initializers]
-        if missing := [name for name in inputs if name not in context.eval_set]:
-            raise PassError(f"the evaluation set has no array for input(s) {', '.join(missing)}", pass_name=self.name)
+        arrays, rows = self.calibration_arrays(
+            model, context, samples=self.config.calibration_samples, purpose="to measure activations"
+        )
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
         known_outputs = {o.name for o in probe.graph.output}
@@ -121,7 +117,6 @@ class ActivationSmoothing(OptimizationPass[ActivationSmoothingConfig]):
             if name not in known_outputs:
                 probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
         maxima: dict[str, np.ndarray] = {}
-        rows = self._rows(context)
         with self.third_party("onnxruntime (measuring activations)"):
             import onnxruntime as ort
 
@@ -130,7 +125,7 @@ class ActivationSmoothing(OptimizationPass[ActivationSmoothingConfig]):
             session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
             for start in range(0, rows, self.config.calibration_batch_size):
                 stop = min(start + self.config.calibration_batch_size, rows)
-                feed = {name: context.eval_set[name][start:stop] for name in inputs}
+                feed = {name: array[start:stop] for name, array in arrays.items()}
                 values = session.run(activations, feed)
                 for name, value in zip(activations, values, strict=True):
                     channel_max = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0).astype(np.float64)

@@ -22,7 +22,6 @@ import numpy as np
 import onnx
 from pydantic import Field, field_validator
 
-from services.optimizer.errors import PassError
 from services.optimizer.passes.base import (
     OptimizationPass,
     PassConfig,
@@ -163,18 +162,12 @@ class OnnxStaticQuantization(OptimizationPass[OnnxStaticQuantizationConfig]):
     def _calibration_batches(
         self, model: onnx.ModelProto, context: PassContext
     ) -> tuple[list[dict[str, np.ndarray]], int]:
-        if context.eval_set is None:
-            raise PassError("needs an evaluation set for calibration, and none was given", pass_name=self.name)
-        initializers = {i.name for i in model.graph.initializer}
-        inputs = [i.name for i in model.graph.input if i.name not in initializers]
-        if missing := [name for name in inputs if name not in context.eval_set]:
-            raise PassError(f"the evaluation set has no array for input(s) {', '.join(missing)}", pass_name=self.name)
-        rows = min(self.config.calibration_samples, *(len(context.eval_set[name]) for name in inputs))
-        if rows == 0:
-            raise PassError("the evaluation set is empty: nothing to calibrate on", pass_name=self.name)
+        arrays, rows = self.calibration_arrays(
+            model, context, samples=self.config.calibration_samples, purpose="for calibration"
+        )
         size = self.config.calibration_batch_size
         batches = [
-            {name: np.ascontiguousarray(context.eval_set[name][start : start + size]) for name in inputs}
+            {name: np.ascontiguousarray(array[start : start + size]) for name, array in arrays.items()}
             for start in range(0, rows, size)
         ]
         return batches, rows
