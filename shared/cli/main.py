@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from shared.cli import stack
+from shared.cli.agent import agent
 from shared.cli.model import model_app
 from shared.cli.optimize import optimize
 from shared.cli.schema import schema_app
@@ -22,6 +23,7 @@ app.add_typer(stack.stack_app, name="stack")
 app.add_typer(stack.service_app, name="service")
 app.add_typer(model_app, name="model")
 app.command()(optimize)
+app.command()(agent)
 app.add_typer(schema_app, name="schema")
 
 

@@ -1,0 +1,96 @@
+"""The device's side of the bus: what it publishes and what it asks, as plain nats-py calls.
+
+Everything a device sends goes to JetStream (hello and status to SLMOPS_DEVICE, telemetry to
+SLMOPS_TELEMETRY) with a message id, so a retried publish after a reconnect is not counted twice.
+Ids are derived from what the message says (device, revision, step, attempt), not random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from shared import bus, subjects, topology
+from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, TelemetryWindow
+from shared.messages.envelope import Message, deterministic_id, new_id, wrap
+from shared.messages.registry import DownloadUrl, GetDownloadUrl, GetPublicKey, PublicKey
+
+SOURCE_PREFIX = "device"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Desired:
+    """A desired state and the KV revision it was written at (the device echoes the revision)."""
+
+    state: DesiredState
+    revision: int
+
+
+class DeviceLink:
+    def __init__(self, nc: Client, *, device_id: str) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self.device_id = device_id
+        self._source = f"{SOURCE_PREFIX}:{device_id}"
+        self._kv: KeyValue | None = None
+
+    async def hello(self, hello: DeviceHello) -> None:
+        await self._publish(hello, subjects.device_hello(self.device_id), new_id())
+
+    async def status(self, status: DeviceStatus) -> None:
+        progress = f"{status.progress.done}" if status.progress else ""
+        msg_id = deterministic_id(
+            "device.status", self.device_id, str(status.desired_revision), status.step, str(status.attempt), progress
+        )
+        await self._publish(status, subjects.device_status(self.device_id), msg_id)
+
+    async def telemetry(self, window: TelemetryWindow) -> None:
+        msg_id = deterministic_id("telemetry", self.device_id, window.model_digest, window.window_start.isoformat())
+        await self._publish(window, subjects.telemetry(self.device_id), msg_id)
+
+    async def download_url(self, digest: str) -> DownloadUrl:
+        result = await bus.request(
+            self._nc, "registry", "download_url", GetDownloadUrl(digest=digest), source=self._source
+        )
+        return DownloadUrl.model_validate(result)
+
+    async def public_key(self) -> PublicKey:
+        result = await bus.request(self._nc, "registry", "public_key", GetPublicKey(), source=self._source)
+        return PublicKey.model_validate(result)
+
+    async def current_desired(self) -> Desired | None:
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(self.device_id)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return Desired(state=DesiredState.model_validate_json(entry.value), revision=int(entry.revision or 0))
+
+    async def watch_desired(self) -> AsyncIterator[Desired | None]:
+        """The current desired state, then every change (None: the key was deleted)."""
+        kv = await self._bucket()
+        watcher = await kv.watch(self.device_id)
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue  # end of initial values; keep watching
+                if not entry.value:
+                    yield None
+                    continue
+                yield Desired(state=DesiredState.model_validate_json(entry.value), revision=int(entry.revision or 0))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self._js.key_value(topology.KV_DESIRED)
+        return self._kv
+
+    async def _publish(self, payload: Message, subject: str, msg_id: str) -> None:
+        await bus.publish(self._js, wrap(payload, source=self._source, id=msg_id), subject)

@@ -1,0 +1,131 @@
+"""The device's local state: two model slots (A/B), which one serves, and nothing else.
+
+Crash safety comes from ordering and atomic renames: a new model is written into the *inactive*
+slot (temp file, fsync, rename), and only then does `state.json` — replaced atomically by rename —
+name it active. Power loss at any moment leaves either the old state (previous model serving) or
+the new one; never a half-written model in the active slot. The previous slot is kept, so going
+back is a switch, not a download.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+Slot = Literal["a", "b"]
+SLOTS: tuple[Slot, Slot] = ("a", "b")
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotContent:
+    digest: str
+    model: str
+    version: str
+    variant: str | None
+    installed_at: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalState:
+    active: Slot | None
+    slots: dict[Slot, SlotContent | None]
+
+    @property
+    def active_content(self) -> SlotContent | None:
+        return self.slots[self.active] if self.active else None
+
+    @property
+    def inactive(self) -> Slot:
+        return "b" if self.active == "a" else "a"
+
+    def slot_with(self, digest: str) -> Slot | None:
+        for slot in SLOTS:
+            content = self.slots[slot]
+            if content is not None and content.digest == digest:
+                return slot
+        return None
+
+
+class SlotStore:
+    """Slots and state under `<root>`: `state.json`, `slots/<a|b>/model.onnx`, `downloads/`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for slot in SLOTS:
+            (root / "slots" / slot).mkdir(parents=True, exist_ok=True)
+        self.downloads.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    def model_path(self, slot: Slot) -> Path:
+        return self.root / "slots" / slot / "model.onnx"
+
+    def partial_download(self, digest: str) -> Path:
+        return self.downloads / f"{digest}.part"
+
+    def load(self) -> LocalState:
+        path = self.root / STATE_FILE
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return LocalState(active=None, slots={"a": None, "b": None})
+        # A slot whose file is gone (disk trouble, manual cleanup) is not something we can serve.
+        slots: dict[Slot, SlotContent | None] = {
+            s: SlotContent(**doc["slots"][s]) if doc["slots"].get(s) and self.model_path(s).exists() else None
+            for s in SLOTS
+        }
+        active = doc.get("active")
+        return LocalState(active=active if active in SLOTS and slots[active] else None, slots=slots)
+
+    def place(self, slot: Slot, source: Path) -> Path:
+        """Move a verified file into `slot` (same filesystem: an atomic rename), durably."""
+        target = self.model_path(slot)
+        _fsync_file(source)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+        return target
+
+    def commit(self, state: LocalState) -> None:
+        """Write `state` so that a crash leaves either the old or the new state, never a mix."""
+        path = self.root / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        doc = {
+            "schema_version": 1,
+            "active": state.active,
+            "slots": {s: asdict(c) if c else None for s, c in state.slots.items()},
+        }
+        with tmp.open("w") as f:
+            json.dump(doc, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.root)
+
+
+def installed(digest: str, *, model: str, version: str, variant: str | None) -> SlotContent:
+    return SlotContent(
+        digest=digest, model=model, version=version, variant=variant, installed_at=datetime.now(UTC).isoformat()
+    )
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

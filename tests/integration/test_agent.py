@@ -1,0 +1,243 @@
+"""The real edge agent against the real servers and a real model: install, verify, switch, serve,
+roll back, refuse tampered bytes and bad signatures, converge after being offline or killed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+
+from services.edge_agent.agent import Agent, AgentConfig
+from services.edge_agent.capabilities import detect
+from services.edge_agent.http_api import serve
+from services.edge_agent.link import DeviceLink
+from shared import bus, signing
+from shared.artifacts import ArtifactStore
+from shared.messages.device import DesiredState
+from shared.messages.registry import GetModel, ModelDetail
+from shared.settings import Settings
+from tests.conftest import service_env
+from tests.integration.test_registry import register
+from tests.support import sample_files, stream_messages, unique
+
+pytestmark = pytest.mark.usefixtures("running_registry")
+
+
+async def registered(nc: Client, artifacts: ArtifactStore, tmp_path: Path, *, seed: int) -> ModelDetail:
+    model, _ = sample_files(tmp_path / f"m{seed}", seed=seed)
+    name = unique("dev")
+    await register(nc, artifacts, model, name, "1.0")
+    return ModelDetail.model_validate(
+        await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
+    )
+
+
+async def desire(nc: Client, device_id: str, detail: ModelDetail, **overrides: object) -> int:
+    v = detail.version
+    state = DesiredState(
+        device_id=device_id,
+        model=v.name,
+        version=v.version,
+        digest=v.artifact.digest,
+        size_bytes=v.artifact.size_bytes,
+        signature=v.artifact.signature,
+        issued_at=datetime.now(UTC),
+    ).model_copy(update=overrides)
+    kv = await nc.jetstream().key_value("desired")
+    return await kv.put(device_id, state.model_dump_json().encode())
+
+
+async def steps(nc: Client, device_id: str, revision: int) -> list[dict[str, object]]:
+    return [
+        e["data"]
+        for e, _ in await stream_messages(nc, f"slmops.device.{device_id}.status", timeout=0.5)
+        if e["data"]["desired_revision"] == revision
+    ]
+
+
+async def wait_for(
+    nc: Client, device_id: str, revision: int, step: str, timeout: float = 30
+) -> list[dict[str, object]]:
+    for _ in range(int(timeout / 0.25)):
+        seen = await steps(nc, device_id, revision)
+        if any(s["step"] == step for s in seen):
+            return seen
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{device_id} never reported {step} for revision {revision}: {[s['step'] for s in seen]}")
+
+
+@contextlib.asynccontextmanager
+async def running_agent(settings: Settings, state_dir: Path, device_id: str) -> AsyncIterator[Agent]:
+    nc = await bus.connect(settings, name=device_id)
+    config = AgentConfig(device_id=device_id, device_class="rpi5", state_dir=state_dir, telemetry_seconds=0.5)
+    agent = Agent(config, link=DeviceLink(nc, device_id=device_id), capabilities=detect())
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await nc.close()
+
+
+async def test_install_verifies_switches_serves_and_reports(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    detail = await registered(nc, artifacts, tmp_path, seed=31)
+    device = unique("rpi")
+    async with running_agent(settings, tmp_path / "state", device) as agent:
+        revision = await desire(nc, device, detail)
+        seen = await wait_for(nc, device, revision, "active")
+        order = [s["step"] for s in seen if s["step"] != "downloading"]
+        assert order == ["received", "downloaded", "verifying", "verified", "loading", "smoke_testing", "active"]
+        assert seen[-1]["active_digest"] == detail.version.artifact.digest and seen[-1]["slot"] == "a"
+        assert agent.active_digest == detail.version.artifact.digest
+
+        server = serve(agent, port=0)
+        try:
+            body = json.dumps({"inputs": {"input_ids": [[5, 6, 7, 8]], "attention_mask": [[1, 1, 1, 1]]}}).encode()
+            url = f"http://127.0.0.1:{server.server_address[1]}/v1/infer"
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=10) as resp:
+                reply = json.loads(resp.read())
+            assert reply["digest"] == detail.version.artifact.digest and len(reply["outputs"][0][0]) == 64
+        finally:
+            server.shutdown()
+        windows: list[dict[str, object]] = []
+        for _ in range(20):
+            windows = [
+                e["data"]
+                for e, _ in await stream_messages(nc, f"slmops.telemetry.{device}", timeout=0.3)
+                if e["data"]["request_count"] > 0
+            ]
+            if windows:
+                break
+            await asyncio.sleep(0.25)
+        assert windows and windows[0]["model_digest"] == detail.version.artifact.digest
+        assert "norm_mean" in windows[0]["output_stats"] and "inputs" not in json.dumps(windows[0])
+    hellos = [e["data"] for e, _ in await stream_messages(nc, f"slmops.device.{device}.hello", timeout=0.3)]
+    assert hellos[-1]["active_digest"] == detail.version.artifact.digest and hellos[-1]["device_class"] == "rpi5"
+
+
+async def test_tampered_bytes_and_bad_signatures_never_become_active(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    good = await registered(nc, artifacts, tmp_path, seed=32)
+    tampered = await registered(nc, artifacts, tmp_path, seed=33)
+    other_bytes = sample_files(tmp_path / "evil", seed=99)[0].read_bytes()[: tampered.version.artifact.size_bytes]
+    artifacts.put_bytes(tampered.version.artifact.key, other_bytes.ljust(tampered.version.artifact.size_bytes, b"\0"))
+    forger = signing.load_or_create_private_key(tmp_path / "forger.pem")
+    device = unique("rpi")
+    async with running_agent(settings, tmp_path / "state", device) as agent:
+        r1 = await desire(nc, device, good)
+        await wait_for(nc, device, r1, "active")
+        r2 = await desire(nc, device, tampered)
+        failed = (await wait_for(nc, device, r2, "failed"))[-1]
+        assert "sha256 mismatch" in str(failed["reason"]) and failed["active_digest"] == good.version.artifact.digest
+        forged = signing.sign_digest(forger, tampered.version.artifact.digest)
+        fresh = await registered(nc, artifacts, tmp_path, seed=34)
+        r3 = await desire(nc, device, fresh, signature=forged)
+        failed = (await wait_for(nc, device, r3, "failed"))[-1]
+        assert "signature" in str(failed["reason"])
+        assert agent.active_digest == good.version.artifact.digest, "the previous model keeps serving"
+        assert not any(
+            p.name.startswith(fresh.version.artifact.digest)
+            for p in (tmp_path / "state" / device / "downloads").iterdir()
+        )
+
+
+async def test_rollback_to_the_previous_slot_needs_no_download(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    v1 = await registered(nc, artifacts, tmp_path, seed=35)
+    v2 = await registered(nc, artifacts, tmp_path, seed=36)
+    device = unique("rpi")
+    async with running_agent(settings, tmp_path / "state", device) as agent:
+        await wait_for(nc, device, await desire(nc, device, v1), "active")
+        await wait_for(nc, device, await desire(nc, device, v2), "active")
+        back = await desire(nc, device, v1)
+        seen = await wait_for(nc, device, back, "active")
+        assert [s["step"] for s in seen] == ["active"], "rolling back is a slot switch, not an install"
+        assert seen[-1]["slot"] == "a" and agent.active_digest == v1.version.artifact.digest
+
+
+async def test_an_offline_device_converges_when_it_returns(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    v1 = await registered(nc, artifacts, tmp_path, seed=37)
+    device = unique("gw")
+    revision = await desire(nc, device, v1)  # written while no agent runs
+    await asyncio.sleep(0.5)
+    assert await steps(nc, device, revision) == []
+    async with running_agent(settings, tmp_path / "state", device):
+        await wait_for(nc, device, revision, "active")
+
+
+async def test_killed_mid_install_keeps_serving_the_previous_model_and_resumes(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    v1 = await registered(nc, artifacts, tmp_path, seed=38)
+    v2 = await registered(nc, artifacts, tmp_path, seed=39)
+    device = unique("rpi")
+    state_dir = tmp_path / "state"
+
+    def start(*extra: str) -> subprocess.Popen[bytes]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "shared.cli.main",
+            "agent",
+            "--device-id",
+            device,
+            "--class",
+            "rpi5",
+            "--state-dir",
+            str(state_dir),
+            "--http-port",
+            "-1",
+            *extra,
+        ]
+        return subprocess.Popen(cmd, env=service_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    proc = start()
+    try:
+        await wait_for(nc, device, await desire(nc, device, v1), "active")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    slow = start("--rate-limit", "40000")  # ~7 s for this model: time to kill it half-way
+    r2 = await desire(nc, device, v2)
+    for _ in range(80):
+        progress = [s for s in await steps(nc, device, r2) if s["step"] == "downloading" and s["progress"]["done"] > 0]
+        if progress:
+            break
+        await asyncio.sleep(0.1)
+    assert progress, "the download never started"
+    slow.kill()  # SIGKILL: no chance to clean up
+    slow.wait(timeout=10)
+    local = json.loads((state_dir / device / "state.json").read_text())
+    assert local["slots"][local["active"]]["digest"] == v1.version.artifact.digest, "previous model still active"
+    partial = state_dir / device / "downloads" / f"{v2.version.artifact.digest}.part"
+    kept = partial.stat().st_size
+    assert 0 < kept < v2.version.artifact.size_bytes
+
+    proc = start()
+    try:
+        seen = await wait_for(nc, device, r2, "active")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    resumed = [s for s in seen if s["step"] == "downloading"]
+    assert any(s["progress"]["done"] >= kept for s in resumed), "the restart resumed the partial download"
+    assert seen[-1]["active_digest"] == v2.version.artifact.digest
+    assert not partial.exists()
