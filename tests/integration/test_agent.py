@@ -241,3 +241,34 @@ async def test_killed_mid_install_keeps_serving_the_previous_model_and_resumes(
     assert any(s["progress"]["done"] >= kept for s in resumed), "the restart resumed the partial download"
     assert seen[-1]["active_digest"] == v2.version.artifact.digest
     assert not partial.exists()
+
+
+async def test_shadow_mode_reports_agreement_with_the_previous_model(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    v1 = await registered(nc, artifacts, tmp_path, seed=40)
+    v2 = await registered(nc, artifacts, tmp_path, seed=41)
+    device = unique("jet")
+    async with running_agent(settings, tmp_path / "state", device) as agent:
+        await wait_for(nc, device, await desire(nc, device, v1), "active")
+        await wait_for(nc, device, await desire(nc, device, v2, shadow=True), "active")
+        inputs = {"input_ids": np.array([[3, 4, 5, 6]], dtype=np.int64), "attention_mask": np.ones((1, 4), np.int64)}
+        for _ in range(5):
+            digest, _ = agent.infer(inputs)
+        assert digest == v2.version.artifact.digest
+        shadowed: list[dict[str, object]] = []
+        for _ in range(20):
+            shadowed = [
+                e["data"]
+                for e, _ in await stream_messages(nc, f"slmops.telemetry.{device}", timeout=0.3)
+                if e["data"]["shadow"]
+            ]
+            if shadowed:
+                break
+            await asyncio.sleep(0.25)
+    assert shadowed, "no telemetry window carried shadow agreement"
+    shadow = shadowed[0]["shadow"]
+    assert shadow["previous_digest"] == v1.version.artifact.digest and shadow["compared"] == 5  # type: ignore[index]
+    assert 0.0 <= shadow["agreement_rate"] <= 1.0  # type: ignore[index]
