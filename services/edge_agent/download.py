@@ -45,12 +45,17 @@ def download(
         if have == size:
             return part
         try:
-            _fetch(get_url(), part, have=have, size=size, rate_limit_bps=rate_limit_bps, on_progress=on_progress)
-            if part.stat().st_size == size:
-                return part
-            last_error = f"the server sent {part.stat().st_size} of {size} bytes"
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
+            url = get_url()
+        except Exception as exc:  # the registry did not answer (any reason): a failed attempt, retried
+            last_error = f"no download URL: {type(exc).__name__}: {exc}"
+        else:
+            try:
+                _fetch(url, part, have=have, size=size, rate_limit_bps=rate_limit_bps, on_progress=on_progress)
+                if part.stat().st_size == size:
+                    return part
+                last_error = f"the server sent {part.stat().st_size} of {size} bytes"
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
         if attempt < attempts:
             time.sleep(backoff * 2 ** (attempt - 1))
     raise DownloadFailed(f"download incomplete after {attempts} attempts: {last_error}")

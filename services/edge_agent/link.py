@@ -7,12 +7,14 @@ Ids are derived from what the message says (device, revision, step, attempt), no
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from pydantic import ValidationError
 
 from shared import bus, subjects, topology
 from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, TelemetryWindow
@@ -20,6 +22,7 @@ from shared.messages.envelope import Message, deterministic_id, new_id, wrap
 from shared.messages.registry import DownloadUrl, GetDownloadUrl, GetPublicKey, PublicKey
 
 SOURCE_PREFIX = "device"
+log = logging.getLogger("slmops.agent")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +86,15 @@ class DeviceLink:
                 if not entry.value:
                     yield None
                     continue
-                yield Desired(state=DesiredState.model_validate_json(entry.value), revision=int(entry.revision or 0))
+                try:
+                    state = DesiredState.model_validate_json(entry.value)
+                except ValidationError as exc:
+                    # Not a valid instruction: keep serving what we have (the protocol's rule).
+                    log.warning(
+                        "ignoring an invalid desired state", extra={"revision": entry.revision, "error": str(exc)}
+                    )
+                    continue
+                yield Desired(state=state, revision=int(entry.revision or 0))
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
