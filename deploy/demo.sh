@@ -45,6 +45,28 @@ step "the registry now holds the variants with their lineage"
 slmops model list
 slmops model show all-minilm-l6-v2 1.0.0
 
+step "a device: run an edge agent on this machine and assign it the Raspberry Pi variant"
+slmops agent --device-id demo-rpi-1 --class rpi5 --labels site=lab --state-dir "$work/devices" \
+  --http-port 18470 --telemetry 2 > "$work/agent.log" 2>&1 &
+agent_pid=$!
+slmops device assign demo-rpi-1 all-minilm-l6-v2 1.0.0 --variant int8-smooth
+for _ in $(seq 1 120); do
+  slmops device status demo-rpi-1 --json | grep -q '"step": "active"' && break
+  sleep 0.5
+done
+slmops device status demo-rpi-1
+
+step "local inference on the device (aggregates of it go out as telemetry, never the data)"
+python3 - <<'PY'
+import json, urllib.request
+body = json.dumps({"inputs": {"input_ids": [[101, 7592, 2088, 102]], "attention_mask": [[1, 1, 1, 1]]}}).encode()
+req = urllib.request.Request("http://127.0.0.1:18470/v1/infer", data=body, method="POST")
+reply = json.load(urllib.request.urlopen(req, timeout=10))
+vector = reply["outputs"][0][0]
+print(f"served by {reply['digest'][:16]}...: a {len(vector)}-dim embedding, first values {[round(x, 3) for x in vector[:4]]}")
+PY
+kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
+
 step "stop"
 slmops down
 trap - EXIT
