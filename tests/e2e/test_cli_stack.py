@@ -6,18 +6,23 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 
-def slmops(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLMOPS_")} | {
+def _env(home: Path) -> dict[str, str]:
+    """Only SLMOPS_HOME: every other address must come from the running stack's stack.json."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLMOPS_")} | {
         "SLMOPS_HOME": str(home),
         "COLUMNS": "200",
     }
+
+
+def slmops(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", *args], env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "shared.cli.main", *args], env=_env(home), capture_output=True, text=True, timeout=180
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"slmops {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -85,6 +90,39 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
     assert [v["variant"] for v in shown["variants"]] == [variant["variant"]]
     unknown = slmops(stack_home, "optimize", "tiny", "1.0.0", "--profile", "nope", "--watch", check=False)
     assert unknown.returncode == 1 and "unknown profile 'nope'" in unknown.stderr
+
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shared.cli.main",
+            "agent",
+            "--device-id",
+            "bench-1",
+            "--class",
+            "jetson",
+            "--state-dir",
+            str(tmp_path / "devices"),
+            "--http-port",
+            "-1",
+        ],
+        env=_env(stack_home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assigned = json.loads(slmops(stack_home, "device", "assign", "bench-1", "tiny", "stable", "--json").stdout)
+        for _ in range(60):
+            state = json.loads(slmops(stack_home, "device", "status", "bench-1", "--json").stdout)
+            if (state["last_status"] or {}).get("step") == "active":
+                break
+            time.sleep(0.5)
+        assert state["last_status"]["digest"] == assigned["digest"] == pushed["result"]["digest"]
+        bad = slmops(stack_home, "device", "assign", "bench-1", "tiny", "1.0.0", "--variant", "nope", check=False)
+        assert bad.returncode == 1 and "has no variant 'nope'" in bad.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=20)
 
     missing = slmops(stack_home, "model", "show", "nope", check=False)
     assert missing.returncode == 1 and "no model named 'nope'" in missing.stderr
