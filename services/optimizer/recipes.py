@@ -9,6 +9,8 @@ filled in, because that, not the recipe as typed, is what a variant's lineage mu
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +94,7 @@ def run_recipe(recipe: Recipe, base: Path, output: Path, *, context: PassContext
     workdir = context.workdir / recipe.name
     workdir.mkdir(parents=True, exist_ok=True)
     step_context = PassContext(workdir=workdir, eval_set=context.eval_set)
-    current = base
+    current = _private_copy(base, workdir)
     records: list[PassRecord] = []
     contrib: list[str] = []
     opset = 0
@@ -120,3 +122,18 @@ def run_recipe(recipe: Recipe, base: Path, output: Path, *, context: PassContext
         contrib_ops=contrib,
         opset=opset,
     )
+
+
+def _private_copy(base: Path, workdir: Path) -> Path:
+    """The base model under this recipe's own directory (a hard link when possible).
+
+    onnxruntime's quantizers write scratch files beside their input (`<name>-inferred.onnx`) and
+    delete them afterwards: recipes running concurrently on one shared input delete each other's.
+    """
+    staged = workdir / "00-base.onnx"
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(base, staged)
+    except OSError:
+        shutil.copyfile(base, staged)
+    return staged

@@ -30,8 +30,10 @@ def test_int4_gather_then_int8_matmuls_compose(embedder: Path, tmp_path: Path, c
     assert result.opset == 21
     assert [r.spec.type for r in result.passes] == [p.type for p in MIXED.passes]
     assert result.notes[0].startswith("Int4WeightOnlyQuantization: int4 symmetric blocks of 32")
-    # Intermediate files stay in the recipe's own directory of the workdir; the last pass writes the output.
+    # Intermediate files (and the recipe's private link to the base) stay in the recipe's own
+    # directory of the workdir; the last pass writes the output.
     assert sorted(p.name for p in (context.workdir / "mixed").glob("*.onnx")) == [
+        "00-base.onnx",
         "01-Int4WeightOnlyQuantization.onnx",
         "02-ActivationSmoothing.onnx",
     ]
@@ -74,3 +76,29 @@ def test_a_bad_recipe_fails_before_any_pass_runs(
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         run_recipe(recipe, embedder, tmp_path / "model.onnx", context=context)
     assert not context.workdir.exists()
+
+
+def test_recipes_sharing_one_base_model_can_run_concurrently(tmp_path: Path) -> None:
+    """Quantizers write scratch files beside their input; concurrent recipes must not collide."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import onnx
+
+    from services.optimizer.passes import PassContext
+    from services.optimizer.recipes import run_recipe
+    from shared.messages.optimizer import PassSpec, Recipe
+    from shared.sample_models import build_eval_set, build_tiny_embedder
+
+    base = tmp_path / "base.onnx"
+    onnx.save(build_tiny_embedder(), str(base))
+    recipes = [
+        Recipe(name=f"r{i}", passes=[PassSpec(type="OnnxDynamicQuantization", config={"per_channel": i % 2 == 0})])
+        for i in range(6)
+    ]
+    context = PassContext(workdir=tmp_path / "work", eval_set=build_eval_set())
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(
+            pool.map(lambda r: run_recipe(r, base, tmp_path / r.name / "out.onnx", context=context), recipes)
+        )
+    assert all(r.path.exists() for r in results)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["base.onnx"], "nothing written beside the base"
