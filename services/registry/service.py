@@ -291,7 +291,7 @@ class RegistryService:
         for key in created.keys:
             try:
                 await _blocking(self._blobs.delete, key)
-            except StorageUnavailable:
+            except Unavailable:
                 log.warning("could not delete blob after a failed registration", extra={"key": key})
         created.keys.clear()
 
@@ -316,7 +316,7 @@ class _StagingCleanup:
         for ref in self._refs:
             try:
                 await _blocking(self._blobs.delete, ref.key)
-            except StorageUnavailable:
+            except Unavailable:  # the bucket's lifecycle rule expires it later
                 log.warning("could not delete staging upload", extra={"key": ref.key})
 
 
