@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv test demo up down lint clean bench-optimize
+.PHONY: venv test demo up down lint clean bench-optimize bench-fleet
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,3 +41,6 @@ clean:
 
 bench-optimize: venv
 	$(BIN)/python bench/optimize.py
+
+bench-fleet: venv
+	$(BIN)/python bench/fleet.py

@@ -7,6 +7,7 @@ import typer
 from shared.cli import stack
 from shared.cli.agent import agent
 from shared.cli.device import device_app
+from shared.cli.fleet import fleet_app
 from shared.cli.model import model_app
 from shared.cli.optimize import optimize
 from shared.cli.schema import schema_app
@@ -26,6 +27,7 @@ app.add_typer(model_app, name="model")
 app.command()(optimize)
 app.command()(agent)
 app.add_typer(device_app, name="device")
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(schema_app, name="schema")
 
 

@@ -1,0 +1,74 @@
+"""Class mix parsing, splitting and spreading; device classes from the profile files."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from services.edge_agent.fleet import DEFAULT_MIX, FleetConfigError, allocate, assign_classes, load_classes, parse_mix
+from services.edge_agent.fleet.mix import stratified_sample
+
+CLASSES = load_classes()
+
+
+def test_default_mix_parses_to_relative_weights_in_order() -> None:
+    assert parse_mix(DEFAULT_MIX, CLASSES) == {"rpi5": 60.0, "jetson": 30.0, "gateway": 10.0}
+    assert parse_mix(" jetson = 1 , rpi5=3% ", CLASSES) == {"jetson": 1.0, "rpi5": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the mix is empty"),
+        ("rpi5", "is not class=weight"),
+        ("rpi5=", "is not class=weight"),
+        ("=5", "is not class=weight"),
+        ("rpi5=many", "'many' of class 'rpi5' is not a number"),
+        ("rpi5=0", "must be a positive number"),
+        ("rpi5=-3", "must be a positive number"),
+        ("rpi5=nan", "must be a positive number"),
+        ("toaster=5", "unknown device class 'toaster'; known classes: gateway, jetson, rpi5"),
+        ("rpi5=1,rpi5=2", "appears twice"),
+    ],
+)
+def test_bad_mixes_are_refused_with_a_reason(text: str, message: str) -> None:
+    with pytest.raises(FleetConfigError, match=message.replace("(", r"\(")):
+        parse_mix(text, CLASSES)
+
+
+def test_allocate_uses_largest_remainder_and_sums_to_the_total() -> None:
+    assert allocate(7, {"a": 60, "b": 30, "c": 10}) == {"a": 4, "b": 2, "c": 1}
+    assert allocate(10_000, {"a": 60, "b": 30, "c": 10}) == {"a": 6000, "b": 3000, "c": 1000}
+    for total in range(0, 50):
+        assert sum(allocate(total, {"a": 1, "b": 1, "c": 1}).values()) == total
+
+
+def test_classes_are_spread_over_the_fleet_not_in_blocks() -> None:
+    classes = assign_classes(100, {"rpi5": 60, "jetson": 30, "gateway": 10})
+    assert Counter(classes) == {"rpi5": 60, "jetson": 30, "gateway": 10}
+    assert set(classes[:10]) == {"rpi5", "jetson", "gateway"}
+    assert assign_classes(100, {"rpi5": 60, "jetson": 30, "gateway": 10}) == classes  # no randomness
+
+
+def test_stratified_sample_gives_every_class_a_real_inference_device() -> None:
+    classes = assign_classes(1000, {"rpi5": 98, "jetson": 1, "gateway": 1})
+    picked = stratified_sample(classes, 5)
+    assert len(picked) == 5
+    assert {classes[i] for i in picked} == {"rpi5", "jetson", "gateway"}
+    assert stratified_sample(classes, 0) == []
+    assert len(stratified_sample(classes[:3], 50)) == 3
+
+
+def test_speed_factors_come_from_the_profiles(tmp_path: Path) -> None:
+    assert {n: c.speed_factor for n, c in CLASSES.items()} == {"rpi5": 4.0, "jetson": 1.5, "gateway": 2.5}
+    (tmp_path / "rpi5.yaml").write_text("device_class: rpi5\nspeed_factor: 3.0\n")
+    (tmp_path / "npu-box.yaml").write_text("device_class: npu-box\nspeed_factor: 0.5\n")
+    (tmp_path / "broken.yaml").write_text("device_class: [unclosed\n")
+    (tmp_path / "recipes.yaml").write_text("int8: {passes: []}\n")
+    classes = load_classes(tmp_path)
+    assert classes["rpi5"].speed_factor == 3.0 and classes["rpi5"].arch == "aarch64"
+    assert classes["npu-box"].speed_factor == 0.5
+    assert classes["jetson"].speed_factor == 1.5  # built-in when no file overrides it
+    assert parse_mix("npu-box=1", classes) == {"npu-box": 1.0}
