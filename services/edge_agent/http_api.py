@@ -20,6 +20,7 @@ import numpy as np
 
 from services.edge_agent.agent import Agent
 from services.edge_agent.errors import NotReady
+from services.edge_agent.runtime import NUMPY_DTYPES
 
 MAX_BODY = 16 * 1024 * 1024
 
@@ -70,17 +71,8 @@ def serve(agent: Agent, *, host: str = "127.0.0.1", port: int = 0) -> ThreadingH
     return server
 
 
-_DTYPES = {
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(bool)": np.bool_,
-}
-
-
 def _arrays(inputs: Any, specs: Any) -> dict[str, np.ndarray]:
     if not isinstance(inputs, dict):
         raise ValueError('"inputs" must be an object of input name -> nested list')
-    types = {s.name: _DTYPES.get(s.type, np.float32) for s in specs}
+    types = {s.name: NUMPY_DTYPES.get(s.type, np.float32) for s in specs}
     return {name: np.asarray(value, dtype=types.get(name, np.float32)) for name, value in inputs.items()}

@@ -15,7 +15,8 @@ import onnxruntime as ort
 
 from services.edge_agent.errors import LoadFailed
 
-_NP = {
+# onnxruntime's input type names -> numpy dtypes (for building and converting inputs).
+NUMPY_DTYPES = {
     "tensor(int64)": np.int64,
     "tensor(int32)": np.int32,
     "tensor(float)": np.float32,
@@ -54,7 +55,7 @@ class LoadedModel:
             dims = [
                 d if isinstance(d, int) and d > 0 else (batch if i == 0 else sequence) for i, d in enumerate(spec.shape)
             ]
-            dtype = _NP.get(spec.type, np.float32)
+            dtype = NUMPY_DTYPES.get(spec.type, np.float32)
             if np.issubdtype(dtype, np.integer):
                 feeds[spec.name] = (
                     np.ones(dims, dtype=dtype)

@@ -87,9 +87,9 @@ class SlotStore:
     def place(self, slot: Slot, source: Path) -> Path:
         """Move a verified file into `slot` (same filesystem: an atomic rename), durably."""
         target = self.model_path(slot)
-        _fsync_file(source)
+        _fsync(source)
         os.replace(source, target)
-        _fsync_dir(target.parent)
+        _fsync(target.parent)
         return target
 
     def commit(self, state: LocalState) -> None:
@@ -106,7 +106,7 @@ class SlotStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(self.root)
+        _fsync(self.root)
 
 
 def installed(digest: str, *, model: str, version: str, variant: str | None) -> SlotContent:
@@ -115,15 +115,8 @@ def installed(digest: str, *, model: str, version: str, variant: str | None) -> 
     )
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (the rename), to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

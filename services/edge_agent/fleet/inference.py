@@ -30,19 +30,12 @@ from typing import Any, TypeVar
 import numpy as np
 import onnxruntime as ort
 
+from services.edge_agent.runtime import NUMPY_DTYPES
 from services.edge_agent.telemetry import embeddings_agree
 
 T = TypeVar("T")
 WARMUP_RUNS = 5
 MIN_SEQUENCE, MAX_SEQUENCE = 8, 32
-_NUMPY = {
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(bool)": np.bool_,
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +98,7 @@ def synthetic_inputs(session: ort.InferenceSession, *, seed: int, index: int) ->
     feeds: dict[str, np.ndarray] = {}
     for spec in session.get_inputs():
         dims = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else sequence) for i, d in enumerate(spec.shape)]
-        dtype = _NUMPY.get(spec.type, np.float32)
+        dtype = NUMPY_DTYPES.get(spec.type, np.float32)
         name = spec.name.lower()
         if dtype is np.bool_ or (np.issubdtype(dtype, np.integer) and "mask" in name):
             feeds[spec.name] = np.ones(dims, dtype=dtype)
