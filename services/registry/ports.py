@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
 from shared.artifacts import StoredObject
 from shared.messages.registry import AliasRecord, ModelVersionRecord, VariantRecord
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredBlob:
+    """A blob the registry serves by digest: a model or variant (signed) or an evaluation set."""
+
+    key: str
+    size_bytes: int
+    signature: str | None
 
 
 class RecordStore(Protocol):
@@ -22,7 +32,7 @@ class RecordStore(Protocol):
     async def get_alias(self, name: str, alias: str) -> tuple[AliasRecord, int] | None: ...
     async def put_alias(self, record: AliasRecord, *, revision: int | None) -> bool: ...
     async def list_aliases(self, name: str) -> list[AliasRecord]: ...
-    async def find_artifact(self, digest: str) -> ModelVersionRecord | VariantRecord | None: ...
+    async def find_blob(self, digest: str) -> StoredBlob | None: ...
 
 
 class Blobs(Protocol):

@@ -219,16 +219,18 @@ class RegistryService:
         return sorted(await self._store.list_aliases(name), key=lambda a: a.alias)
 
     async def download_url(self, digest: str) -> DownloadUrl:
-        record = await self._store.find_artifact(digest)
-        if record is None:
-            raise NotFound(f"no registered artifact has sha256 {digest}")
-        url = await _blocking(self._blobs.presigned_get, record.artifact.key)
+        blob = await self._store.find_blob(digest)
+        if blob is None:
+            raise NotFound(f"no registered artifact or evaluation set has sha256 {digest}")
+        url = await _blocking(self._blobs.presigned_get, blob.key)
         ttl = getattr(self._blobs, "presign_ttl", None)
         return DownloadUrl(
             url=url,
             digest=digest,
-            size_bytes=record.artifact.size_bytes,
-            signature=record.artifact.signature,
+            size_bytes=blob.size_bytes,
+            # Models carry the signature made at registration; an evaluation set (a smoke input) is
+            # vouched for the same way, signed when asked for.
+            signature=blob.signature or signing.sign_digest(self._key, digest),
             expires_in_seconds=int(ttl.total_seconds()) if ttl else 0,
         )
 

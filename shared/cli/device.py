@@ -16,7 +16,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from shared import bus, subjects, topology
 from shared.cli.common import CLI_SOURCE, JsonOption, console, fail, print_json, run
-from shared.messages.device import DesiredState
+from shared.messages.device import DesiredState, SmokeInput
 from shared.messages.registry import GetModel, ModelDetail
 from shared.settings import load_settings
 
@@ -30,10 +30,11 @@ def assign(
     ref: str = typer.Argument("latest", help="Version, alias or 'latest'."),
     variant: str | None = typer.Option(None, help="A registered variant of that version (default: the base)."),
     shadow: bool = typer.Option(False, help="Run the previous model in shadow and report agreement."),
+    smoke: bool = typer.Option(True, help="Smoke-test on the version's evaluation set (when it has one)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Write DEVICE_ID's desired state: the device downloads, verifies and switches on its own."""
-    result = run(_assign(device_id, model, ref, variant, shadow))
+    result = run(_assign(device_id, model, ref, variant, shadow, smoke))
     if as_json:
         print_json(result)
     else:
@@ -43,7 +44,9 @@ def assign(
         )
 
 
-async def _assign(device_id: str, model: str, ref: str, variant: str | None, shadow: bool) -> dict[str, Any]:
+async def _assign(
+    device_id: str, model: str, ref: str, variant: str | None, shadow: bool, smoke: bool
+) -> dict[str, Any]:
     nc = await bus.connect(load_settings(), name="slmops-cli")
     try:
         detail = ModelDetail.model_validate(
@@ -67,6 +70,9 @@ async def _assign(device_id: str, model: str, ref: str, variant: str | None, sha
                 signature=artifact.signature,
                 shadow=shadow,
                 issued_at=datetime.now(UTC),
+                smoke_input=SmokeInput(digest=eval_set.digest, size_bytes=eval_set.size_bytes)
+                if smoke and (eval_set := detail.version.eval_set)
+                else None,
             )
         except ValueError as exc:
             fail(f"invalid device id or model: {exc}")

@@ -272,3 +272,24 @@ async def test_shadow_mode_reports_agreement_with_the_previous_model(
     shadow = shadowed[0]["shadow"]
     assert shadow["previous_digest"] == v1.version.artifact.digest and shadow["compared"] == 5  # type: ignore[index]
     assert 0.0 <= shadow["agreement_rate"] <= 1.0  # type: ignore[index]
+
+
+async def test_the_smoke_input_named_in_the_desired_state_is_fetched_verified_and_run(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    from shared.messages.device import SmokeInput
+
+    model, eval_set = sample_files(tmp_path / "m", seed=42)
+    name = unique("smk")
+    await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)
+    detail = ModelDetail.model_validate(
+        await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
+    )
+    assert detail.version.eval_set is not None
+    smoke = SmokeInput(digest=detail.version.eval_set.digest, size_bytes=detail.version.eval_set.size_bytes)
+    device = unique("rpi")
+    async with running_agent(settings, tmp_path / "state", device) as agent:
+        revision = await desire(nc, device, detail, smoke_input=smoke)
+        await wait_for(nc, device, revision, "active")
+        assert agent.active_digest == detail.version.artifact.digest
+    assert (tmp_path / "state" / device / "downloads" / f"{smoke.digest}.npz").exists()

@@ -325,3 +325,18 @@ async def test_redelivery_after_a_crash_between_record_and_event_announces_once(
         nc, "registry", "download_url", GetDownloadUrl(digest=crashed.artifact.digest), source="tests"
     )
     assert reply["digest"] == crashed.artifact.digest
+
+
+async def test_an_evaluation_set_is_served_by_digest_as_a_signed_smoke_input(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    model, eval_set = sample_files(tmp_path)
+    name = unique()
+    await register(nc, artifacts, model, name, "1", eval_set=eval_set)
+    digest = sha256_file(eval_set)[0]
+    reply = await bus.request(nc, "registry", "download_url", GetDownloadUrl(digest=digest), source="tests")
+    assert reply["size_bytes"] == eval_set.stat().st_size
+    with urllib.request.urlopen(reply["url"], timeout=10) as resp:
+        assert resp.read() == eval_set.read_bytes()
+    public = await bus.request(nc, "registry", "public_key", GetPublicKey(), source="tests")
+    assert signing.verify_digest(public["public_key_pem"], digest, reply["signature"])

@@ -1,10 +1,10 @@
 """Registry records in the JetStream KV bucket `models`.
 
 Keys: `version.<name>.<version>`, `variant.<name>.<version>.<variant>`, `alias.<name>.<alias>`,
-and `artifact.<digest>` -> the key of a record holding that artifact (so a device's download
-request is one lookup, not a scan). Dots in versions are written as `=` (a character versions
-may not contain) so that a version's key is one token and `variant.<name>.<version>.>` cannot
-match another version's variants.
+and `artifact.<digest>` -> the key of a record holding that artifact, or `<version key>#eval_set`
+for an evaluation set (so a device's download request is one lookup, not a scan). Dots in
+versions are written as `=` (a character versions may not contain) so that a version's key is one
+token and `variant.<name>.<version>.>` cannot match another version's variants.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from services.registry.ports import StoredBlob
 from shared.messages.registry import AliasRecord, ModelVersionRecord, VariantRecord
 
 R = TypeVar("R", bound=BaseModel)
+EVAL_SET_SUFFIX = "#eval_set"
 
 
 def _v(version: str) -> str:
@@ -46,7 +48,11 @@ class KvRecordStore:
         return await self._get(version_key(name, version), ModelVersionRecord)
 
     async def create_version(self, record: ModelVersionRecord) -> bool:
-        return await self._create(version_key(record.name, record.version), record, record.artifact.digest)
+        key = version_key(record.name, record.version)
+        created = await self._create(key, record, record.artifact.digest)
+        if record.eval_set is not None:  # devices fetch it by digest as a smoke input
+            await self._kv.put(f"artifact.{record.eval_set.digest}", f"{key}{EVAL_SET_SUFFIX}".encode())
+        return created
 
     async def list_versions(self, name: str | None = None) -> list[ModelVersionRecord]:
         return await self._list(f"version.{name}.*" if name else "version.*.*", ModelVersionRecord)
@@ -87,16 +93,25 @@ class KvRecordStore:
     async def list_aliases(self, name: str) -> list[AliasRecord]:
         return await self._list(f"alias.{name}.*", AliasRecord)
 
-    async def find_artifact(self, digest: str) -> ModelVersionRecord | VariantRecord | None:
+    async def find_blob(self, digest: str) -> StoredBlob | None:
         try:
             entry = await self._kv.get(f"artifact.{digest}")
         except KeyNotFoundError:
             return None
         key = (entry.value or b"").decode()
+        if key.endswith(EVAL_SET_SUFFIX):
+            version = await self._get(key.removesuffix(EVAL_SET_SUFFIX), ModelVersionRecord)
+            if version is None or version.eval_set is None or version.eval_set.digest != digest:
+                return None
+            return StoredBlob(key=version.eval_set.key, size_bytes=version.eval_set.size_bytes, signature=None)
         model: type[ModelVersionRecord] | type[VariantRecord] = (
             VariantRecord if key.startswith("variant.") else ModelVersionRecord
         )
-        return await self._get(key, model)
+        record = await self._get(key, model)
+        if record is None or record.artifact.digest != digest:
+            return None
+        a = record.artifact
+        return StoredBlob(key=a.key, size_bytes=a.size_bytes, signature=a.signature)
 
     async def _get(self, key: str, model: type[R]) -> R | None:
         try:
