@@ -10,9 +10,10 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -76,6 +77,20 @@ async def wait_for(
     raise AssertionError(f"{device_id} never reported {step} for revision {revision}: {[s['step'] for s in seen]}")
 
 
+async def telemetry_windows(
+    nc: Client, device_id: str, *, where: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+) -> list[dict[str, Any]]:
+    """The device's telemetry windows matching `where`, waiting up to `timeout` for the first."""
+    windows: list[dict[str, Any]] = []
+    for _ in range(int(timeout / 0.25)):
+        stored = await stream_messages(nc, f"slmops.telemetry.{device_id}", timeout=0.3)
+        windows = [e["data"] for e, _ in stored if where(e["data"])]
+        if windows:
+            break
+        await asyncio.sleep(0.25)
+    return windows
+
+
 @contextlib.asynccontextmanager
 async def running_agent(settings: Settings, state_dir: Path, device_id: str) -> AsyncIterator[Agent]:
     nc = await bus.connect(settings, name=device_id)
@@ -113,16 +128,7 @@ async def test_install_verifies_switches_serves_and_reports(
             assert reply["digest"] == detail.version.artifact.digest and len(reply["outputs"][0][0]) == 64
         finally:
             server.shutdown()
-        windows: list[dict[str, object]] = []
-        for _ in range(20):
-            windows = [
-                e["data"]
-                for e, _ in await stream_messages(nc, f"slmops.telemetry.{device}", timeout=0.3)
-                if e["data"]["request_count"] > 0
-            ]
-            if windows:
-                break
-            await asyncio.sleep(0.25)
+        windows = await telemetry_windows(nc, device, where=lambda w: w["request_count"] > 0)
         assert windows and windows[0]["model_digest"] == detail.version.artifact.digest
         assert "norm_mean" in windows[0]["output_stats"] and "inputs" not in json.dumps(windows[0])
     hellos = [e["data"] for e, _ in await stream_messages(nc, f"slmops.device.{device}.hello", timeout=0.3)]
@@ -258,20 +264,11 @@ async def test_shadow_mode_reports_agreement_with_the_previous_model(
         for _ in range(5):
             digest, _ = agent.infer(inputs)
         assert digest == v2.version.artifact.digest
-        shadowed: list[dict[str, object]] = []
-        for _ in range(20):
-            shadowed = [
-                e["data"]
-                for e, _ in await stream_messages(nc, f"slmops.telemetry.{device}", timeout=0.3)
-                if e["data"]["shadow"]
-            ]
-            if shadowed:
-                break
-            await asyncio.sleep(0.25)
+        shadowed = await telemetry_windows(nc, device, where=lambda w: bool(w["shadow"]))
     assert shadowed, "no telemetry window carried shadow agreement"
     shadow = shadowed[0]["shadow"]
-    assert shadow["previous_digest"] == v1.version.artifact.digest and shadow["compared"] == 5  # type: ignore[index]
-    assert 0.0 <= shadow["agreement_rate"] <= 1.0  # type: ignore[index]
+    assert shadow["previous_digest"] == v1.version.artifact.digest and shadow["compared"] == 5
+    assert 0.0 <= shadow["agreement_rate"] <= 1.0
 
 
 async def test_the_smoke_input_named_in_the_desired_state_is_fetched_verified_and_run(
