@@ -68,7 +68,7 @@ class ActivationSmoothing(OptimizationPass[ActivationSmoothingConfig]):
         smoothed.CopyFrom(model)
         excluded, unmatched = resolve_nodes(smoothed, c.nodes_to_exclude)
         groups = _groups(smoothed, excluded=set(excluded))
-        maxima = self._activation_maxima(smoothed, source, [g.activation for g in groups], context)
+        maxima, rows = self._activation_maxima(smoothed, source, [g.activation for g in groups], context)
         initializers = {i.name: i for i in smoothed.graph.initializer}
         for index, group in enumerate(groups):
             weights = [numpy_helper.to_array(initializers[w]) for w in group.weights]
@@ -94,19 +94,14 @@ class ActivationSmoothing(OptimizationPass[ActivationSmoothingConfig]):
         onnx.save(smoothed, str(output))
         notes = [
             f"alpha {c.alpha}: smoothed the inputs of {sum(len(g.matmuls) for g in groups)} MatMul(s) in "
-            f"{len(groups)} group(s), measured on the first {self._rows(context)} rows of the evaluation set"
+            f"{len(groups)} group(s), measured on the first {rows} rows of the evaluation set"
         ]
         return notes + exclusion_notes(excluded, unmatched)
 
-    def _rows(self, context: PassContext) -> int:
-        if context.eval_set is None:
-            return 0
-        return min(self.config.calibration_samples, *(len(a) for a in context.eval_set.values()))
-
     def _activation_maxima(
         self, model: onnx.ModelProto, source: Path, activations: list[str], context: PassContext
-    ) -> dict[str, np.ndarray]:
-        """max |x| per input channel (last axis) of each activation over the calibration rows."""
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """max |x| per input channel (last axis) of each activation, and the calibration rows used."""
         arrays, rows = self.calibration_arrays(
             model, context, samples=self.config.calibration_samples, purpose="to measure activations"
         )
@@ -130,7 +125,7 @@ class ActivationSmoothing(OptimizationPass[ActivationSmoothingConfig]):
                 for name, value in zip(activations, values, strict=True):
                     channel_max = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0).astype(np.float64)
                     maxima[name] = np.maximum(maxima[name], channel_max) if name in maxima else channel_max
-        return maxima
+        return maxima, rows
 
 
 def _groups(model: onnx.ModelProto, *, excluded: set[str]) -> list[_Group]:
