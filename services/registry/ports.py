@@ -40,6 +40,9 @@ class Blobs(Protocol):
 
     bucket: str
 
+    @property
+    def presign_ttl(self) -> timedelta: ...
+
     def download(
         self, key: str, dest: Path, *, bucket: str | None = None, max_bytes: int | None = None
     ) -> StoredObject: ...

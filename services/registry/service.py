@@ -223,7 +223,6 @@ class RegistryService:
         if blob is None:
             raise NotFound(f"no registered artifact or evaluation set has sha256 {digest}")
         url = await _blocking(self._blobs.presigned_get, blob.key)
-        ttl = getattr(self._blobs, "presign_ttl", None)
         return DownloadUrl(
             url=url,
             digest=digest,
@@ -231,7 +230,7 @@ class RegistryService:
             # Models carry the signature made at registration; an evaluation set (a smoke input) is
             # vouched for the same way, signed when asked for.
             signature=blob.signature or signing.sign_digest(self._key, digest),
-            expires_in_seconds=int(ttl.total_seconds()) if ttl else 0,
+            expires_in_seconds=int(self._blobs.presign_ttl.total_seconds()),
         )
 
     def public_key(self) -> PublicKey:
