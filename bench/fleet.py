@@ -45,21 +45,19 @@ from nats.js.api import ConsumerConfig, DeliverPolicy  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from services.edge_agent.fleet import (  # noqa: E402
-    DEFAULT_MIX,
-    FleetSimulator,
-    SimulationConfig,
-    load_classes,
-    parse_mix,
-)
+from samples.tiny import write_sample  # noqa: E402
+from services.edge_agent.fleet.classes import load_classes  # noqa: E402
+from services.edge_agent.fleet.config import DEFAULT_MIX, SimulationConfig  # noqa: E402
+from services.edge_agent.fleet.mix import parse_mix  # noqa: E402
 from services.edge_agent.fleet.report import percentile  # noqa: E402
 from services.edge_agent.fleet.resources import cpu_seconds, process_cpu_seconds, rss_mb  # noqa: E402
+from services.edge_agent.fleet.simulator import FleetSimulator  # noqa: E402
 from shared import bus, topology  # noqa: E402
 from shared.artifacts import ArtifactStore  # noqa: E402
+from shared.clients import RegistryClient  # noqa: E402
 from shared.messages.common import ObjectRef  # noqa: E402
 from shared.messages.device import DesiredState  # noqa: E402
-from shared.messages.registry import GetModel, ModelDetail, RegisterModel  # noqa: E402
-from shared.sample_models import write_sample  # noqa: E402
+from shared.messages.registry import ModelDetail, RegisterModel  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.stack.servers import free_port, start_nats, start_s3, stop_process  # noqa: E402
 from shared.stack.supervisor import init_platform, service_health  # noqa: E402
@@ -166,11 +164,11 @@ def start_registry(settings: Settings) -> subprocess.Popen[bytes]:
 async def register(nc: Client, store: ArtifactStore, model: Path, version: str) -> ModelDetail:
     staged = store.upload_staging(model)
     cmd = RegisterModel(name=MODEL, version=version, artifact=ObjectRef(key=staged.key))
-    _, outcome = await bus.send_command(nc, cmd, source="bench", wait=60)
+    registry = RegistryClient(nc, source="bench")
+    _, outcome = await registry.submit(cmd, wait=60)
     if outcome is None or outcome.status != "applied":
         raise RuntimeError(f"registering {MODEL} {version} failed: {outcome}")
-    detail = await bus.request(nc, "registry", "get", GetModel(name=MODEL, ref=version), source="bench")
-    return ModelDetail.model_validate(detail)
+    return await registry.get_model(MODEL, version)
 
 
 class Driver:

@@ -25,6 +25,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from samples.minilm import write_minilm  # noqa: E402
 from services.optimizer import domain  # noqa: E402
 from services.optimizer.errors import OptimizerError  # noqa: E402
 from services.optimizer.evaluation import Measurement, evaluate, reference_outputs  # noqa: E402
@@ -32,7 +33,6 @@ from services.optimizer.passes.base import PassContext  # noqa: E402
 from services.optimizer.profiles import DEFAULT_DIR, load_profiles, load_recipes  # noqa: E402
 from services.optimizer.recipes import run_recipe  # noqa: E402
 from shared.messages.optimizer import Candidate  # noqa: E402
-from shared.minilm import write_minilm  # noqa: E402
 
 TARGETS = {
     "int8_size_ratio_max": 0.26,

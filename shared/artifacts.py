@@ -7,10 +7,11 @@ model size. All calls are blocking (urllib3); async callers wrap them in `asynci
 
 Errors (one tree, S3 and network errors mapped here and nowhere else):
 
-    ArtifactError
-    ├── ArtifactNotFound      the bucket or object does not exist (the caller's problem)
-    ├── ArtifactTooLarge      over the limit the caller set
-    └── StorageUnavailable    the S3 server could not be reached or failed (transient)
+    SlmopsError
+    └── ArtifactError
+        ├── ArtifactNotFound      NotFound: the bucket or object does not exist (the caller's problem)
+        ├── ArtifactTooLarge      CallerError: over the limit the caller set
+        └── StorageUnavailable    TransientError: the S3 server could not be reached or failed
 """
 
 from __future__ import annotations
@@ -32,35 +33,37 @@ from minio.commonconfig import ENABLED, Filter
 from minio.error import MinioException, S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
+from shared.digests import CHUNK, sha256_file
+from shared.errors import CallerError, NotFound, SlmopsError, TransientError
 from shared.settings import Settings
 
-CHUNK = 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 BLOB_PREFIX = "blobs/sha256/"
 STAGING_PREFIX = "incoming/"
 STAGING_TTL_DAYS = 1
+DEFAULT_PRESIGN_TTL = timedelta(minutes=5)
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
 
 
-class ArtifactError(Exception):
+class ArtifactError(SlmopsError):
     """Base of the artifact store's errors."""
 
 
-class ArtifactNotFound(ArtifactError):
+class ArtifactNotFound(ArtifactError, NotFound):
     def __init__(self, *, bucket: str, key: str) -> None:
         super().__init__(f"no object s3://{bucket}/{key}")
         self.bucket = bucket
         self.key = key
 
 
-class ArtifactTooLarge(ArtifactError):
+class ArtifactTooLarge(ArtifactError, CallerError):
     def __init__(self, *, key: str, limit: int) -> None:
         super().__init__(f"s3 object {key} is larger than the {limit} byte limit")
         self.key = key
         self.limit = limit
 
 
-class StorageUnavailable(ArtifactError):
+class StorageUnavailable(ArtifactError, TransientError):
     """S3 is down or failing; retry later."""
 
 
@@ -74,17 +77,6 @@ class StoredObject:
 def blob_key(digest: str) -> str:
     """Where the blob with this sha256 lives."""
     return f"{BLOB_PREFIX}{digest}"
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """Digest and size of a file, reading it in chunks."""
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 @contextmanager
@@ -110,7 +102,7 @@ class ArtifactStore:
         client: Minio,
         *,
         bucket: str,
-        presign_ttl: timedelta = timedelta(minutes=5),
+        presign_ttl: timedelta = DEFAULT_PRESIGN_TTL,
         presigner: Minio | None = None,
     ) -> None:
         self._client = client
@@ -120,7 +112,7 @@ class ArtifactStore:
         self._presigner = presigner or client
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ArtifactStore:
+    def from_settings(cls, settings: Settings, *, presign_ttl: timedelta = DEFAULT_PRESIGN_TTL) -> ArtifactStore:
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5.0, read=120.0),
             maxsize=10,
@@ -143,7 +135,7 @@ class ArtifactStore:
         return cls(
             client(settings.s3_endpoint),
             bucket=settings.s3_bucket,
-            presign_ttl=timedelta(seconds=settings.presign_ttl_seconds),
+            presign_ttl=presign_ttl,
             presigner=client(public) if public else None,
         )
 

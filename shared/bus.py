@@ -1,50 +1,32 @@
-"""Talking to NATS: connections, the FastStream broker factory, and the publish/request helpers.
+"""Talking to NATS as a client: the connection, durable publishes and commands.
 
-Two kinds of code publish: FastStream services (through `make_broker`) and plain clients such as
-the CLI and the edge agent (through a nats-py connection). Both go through `message_headers`, so
-every message carries `Nats-Msg-Id` = envelope id (JetStream de-duplication) and the W3C
-`traceparent` of the current span.
+Everything here is plain nats-py, so a device, the CLI and the services share it without FastStream
+(the service side of the bus is the kit, `shared.kit`). Every message carries `Nats-Msg-Id` =
+envelope id (JetStream de-duplication) and the W3C `traceparent` of the current span
+(`message_headers`). Requests to services go through the typed clients in `shared.clients`.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import nats
-from faststream.nats import NatsBroker, NatsUserPassword
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from opentelemetry import propagate
-from opentelemetry.trace import TracerProvider
 
 from shared import subjects
-from shared.messages.common import CommandOutcome, RpcReply
+from shared.errors import TransientError
+from shared.messages.common import CommandOutcome
 from shared.messages.envelope import Envelope, Message, encode, wrap
 from shared.settings import Settings
 
 REPLY_TO = "Slmops-Reply-To"
 
 
-class BusError(RuntimeError):
+class BusError(TransientError):
     """The bus could not deliver or answer (server down, no service listening, timeout)."""
-
-
-class RemoteError(RuntimeError):
-    """A service answered a request with an error.
-
-    Args:
-        code: machine-readable error code from the service.
-        message: the service's explanation.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 def message_headers(envelope: Envelope[Any], extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -54,26 +36,6 @@ def message_headers(envelope: Envelope[Any], extra: dict[str, str] | None = None
     if extra:
         headers.update(extra)
     return headers
-
-
-def make_broker(settings: Settings, *, service: str, tracer_provider: TracerProvider | None = None) -> NatsBroker:
-    """A FastStream NATS broker wired with OpenTelemetry (consume and publish spans, propagation)."""
-    security = (
-        NatsUserPassword(username=settings.nats_user, password=settings.nats_password or "")
-        if settings.nats_user
-        else None
-    )
-    return NatsBroker(
-        settings.nats_url,
-        security=security,
-        name=f"slmops-{service}",
-        middlewares=[NatsTelemetryMiddleware(tracer_provider=tracer_provider)],
-        # FastStream logs every message received/processed; that is DEBUG detail here, and the
-        # broker's logger goes through our JSON formatter like every other.
-        logger=logging.getLogger(f"slmops.{service}.broker"),
-        log_level=logging.DEBUG,
-        graceful_timeout=15.0,
-    )
 
 
 async def connect(settings: Settings, *, name: str = "slmops", timeout: float = 5.0) -> Client:
@@ -129,27 +91,3 @@ async def send_command(
         return envelope.id, CommandOutcome.model_validate_json(msg.data)
     finally:
         await sub.unsubscribe()
-
-
-async def request(
-    nc: Client, service: str, operation: str, payload: Message, *, source: str, timeout: float = 10.0
-) -> Any:
-    """Request/reply with a service; returns the reply's `result`.
-
-    Raises:
-        BusError: nobody answered (service not running) or no answer in time.
-        RemoteError: the service answered with an error.
-    """
-    envelope = wrap(payload, source=source)
-    subject = subjects.rpc(service, operation)
-    try:
-        msg = await nc.request(subject, encode(envelope), timeout=timeout, headers=message_headers(envelope))
-    except NoRespondersError:
-        raise BusError(f"no {service} service is answering on {subject}; is it running?") from None
-    except (TimeoutError, NatsTimeout):
-        raise BusError(f"{service} did not answer {operation} within {timeout:.0f}s") from None
-    reply = RpcReply.model_validate_json(msg.data)
-    if not reply.ok:
-        err = reply.error
-        raise RemoteError(err.code if err else "error", err.message if err else "unknown error")
-    return reply.result

@@ -15,7 +15,7 @@ from typing import Any
 import shared.messages  # noqa: F401  (importing the package registers every payload type)
 from shared.messages.common import Frozen
 from shared.messages.device import DesiredState
-from shared.messages.envelope import Envelope, Message, message_types
+from shared.messages.envelope import Message, message_types, wire_model
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -44,9 +44,7 @@ def export_json_schemas(directory: Path) -> list[Path]:
 
 
 def _envelope_schema(type_: str, version: int, model: type[Message]) -> dict[str, Any]:
-    schema = Envelope[model].model_json_schema()  # type: ignore[valid-type]
-    schema["properties"]["type"] = {"const": type_, "title": "Type", "type": "string"}
-    schema["properties"]["schema_version"] = {"const": version, "title": "Schema Version", "type": "integer"}
+    schema = wire_model(model).model_json_schema()
     schema["$schema"] = JSON_SCHEMA_DIALECT
     schema["$id"] = f"urn:slmops:message:{type_}:v{version}"
     schema["title"] = f"{type_} v{version}"

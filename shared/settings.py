@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_FILE = "stack.json"
+SettingsT = TypeVar("SettingsT", bound="Settings")
 
 
 class Settings(BaseSettings):
-    """Everything a process needs to reach the platform; immutable once loaded."""
+    """Everything a process needs to reach the platform; immutable once loaded.
+
+    A service with settings of its own subclasses this in `services/<service>/settings.py`; the
+    environment prefix stays `SLMOPS_` for every field.
+    """
 
     model_config = SettingsConfigDict(env_prefix="SLMOPS_", frozen=True, extra="ignore")
 
@@ -37,21 +42,12 @@ class Settings(BaseSettings):
     s3_secure: bool = False
     s3_region: str = "us-east-1"
     s3_bucket: str = "slmops-artifacts"
-    presign_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
-
     signing_key_path: Path | None = Field(
         default=None, description="ed25519 private key (PEM); default <home>/keys/registry-ed25519.pem"
     )
 
     otel_exporter: Literal["file", "otlp", "none"] = "file"
     otlp_endpoint: str = "http://127.0.0.1:4318"
-
-    profiles_dir: Path | None = Field(default=None, description="device profiles; default deploy/profiles")
-    optimizer_threads: int = Field(default=1, ge=1, description="intra-op threads when measuring latency")
-    optimizer_concurrency: int = Field(default=2, ge=1, description="candidates built at once")
-    optimizer_auto_profiles: str = Field(
-        default="", description="comma-separated profiles to optimize every newly registered model for"
-    )
 
     ack_wait_seconds: float = Field(default=30.0, gt=0)
     max_deliver: int = Field(default=5, ge=1)
@@ -66,13 +62,18 @@ class Settings(BaseSettings):
         return self.home / "traces.jsonl"
 
 
-def load_settings(**overrides: Any) -> Settings:
+@overload
+def load_settings(**overrides: Any) -> Settings: ...
+@overload
+def load_settings(cls: type[SettingsT], /, **overrides: Any) -> SettingsT: ...
+def load_settings(cls: type[Settings] = Settings, /, **overrides: Any) -> Settings:
     """Load settings from the environment, filling server addresses from a running embedded stack.
 
     Args:
+        cls: `Settings` or a service's subclass of it (which adds that service's own fields).
         **overrides: explicit values (e.g. from CLI options) that beat everything else.
     """
-    base = Settings(**overrides)
+    base = cls(**overrides)
     stack = _read_stack_file(base.home)
     if not stack:
         return base

@@ -1,15 +1,20 @@
 """Streams, KV buckets and durable consumers: declared here once, created idempotently.
 
 `ensure_topology` is safe to run from every process at start-up and from `slmops up`: it creates
-what is missing and updates what differs, so a deployment converges to this file.
+what is missing and updates what differs, so a deployment converges to this file. Durable consumers
+are created by the service that reads them (`ensure_consumer`, from the service kit), since their
+redelivery settings are that deployment's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nats.js import JetStreamContext
 from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
@@ -19,6 +24,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 
 from shared import subjects
+from shared.errors import SlmopsError
 
 DAY = 24 * 3600.0
 
@@ -94,23 +100,135 @@ KV_BUCKETS: tuple[KeyValueConfig, ...] = (
 
 @dataclass(frozen=True, kw_only=True)
 class DurableConsumer:
-    """A shared durable pull consumer: every replica of a service binds to the same one."""
+    """A shared durable pull consumer, configured here and nowhere else.
+
+    Every replica of a service binds to the same durable, so the server splits the work between
+    them. The service kit creates the consumer from this declaration at start-up, refuses to bind
+    to an existing one that contradicts it (another filter, deliver or ack policy), and fetches in
+    batches of `batch_size`.
+
+    Attributes:
+        ack_wait_seconds, max_deliver: defaults; a deployment tunes them with `SLMOPS_ACK_WAIT_SECONDS`
+            and `SLMOPS_MAX_DELIVER` (`tuned`). `max_deliver` is the attempts a handler makes: the
+            server allows one delivery more (`server_max_deliver`), so a message whose last attempt
+            died with its process is still delivered once more, and dead-lettered, instead of lying
+            unacknowledged in the stream for good.
+    """
 
     stream: str
     durable: str
     filter_subject: str
+    description: str
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    ack_wait_seconds: float = 30.0
+    max_deliver: int = 5
+    max_ack_pending: int = 1000
+    batch_size: int = 1
+    fetch_timeout_seconds: float = 5.0
+
+    @property
+    def server_max_deliver(self) -> int:
+        return self.max_deliver + 1
+
+    def tuned(self, *, ack_wait_seconds: float, max_deliver: int) -> DurableConsumer:
+        """This consumer with a deployment's redelivery settings."""
+        return replace(self, ack_wait_seconds=ack_wait_seconds, max_deliver=max_deliver)
+
+    def consumer_config(self) -> ConsumerConfig:
+        """The server-side configuration (explicit acks: the handler settles every message)."""
+        return ConsumerConfig(
+            name=self.durable,
+            durable_name=self.durable,
+            description=self.description,
+            filter_subject=self.filter_subject,
+            deliver_policy=self.deliver_policy,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_seconds,
+            max_deliver=self.server_max_deliver,
+            max_ack_pending=self.max_ack_pending,
+        )
+
+    def covers(self, subject: str) -> bool:
+        """True if a message published on `subject` reaches this consumer."""
+        return subject_matches(self.filter_subject, subject)
+
+
+class TopologyConflict(SlmopsError):
+    """The server holds a consumer whose configuration contradicts its declaration here."""
 
 
 REGISTRY_COMMANDS = DurableConsumer(
-    stream=CMDS_STREAM, durable="registry-commands", filter_subject=f"{subjects.CMD}.model.>"
+    stream=CMDS_STREAM,
+    durable="registry-commands",
+    filter_subject=f"{subjects.CMD}.model.>",
+    description="The registry's commands: register models and variants, set aliases.",
 )
 OPTIMIZER_COMMANDS = DurableConsumer(
-    stream=CMDS_STREAM, durable="optimizer-commands", filter_subject=f"{subjects.CMD}.optimize.>"
+    stream=CMDS_STREAM,
+    durable="optimizer-commands",
+    filter_subject=f"{subjects.CMD}.optimize.>",
+    description="The optimizer's commands: optimization requests.",
 )
-# Only used when SLMOPS_OPTIMIZER_AUTO_PROFILES is set: turns model.registered into optimize commands.
+# Followed only when SLMOPS_OPTIMIZER_AUTO_PROFILES is set: turns model.registered into optimize commands.
 OPTIMIZER_AUTO = DurableConsumer(
-    stream=EVENTS_STREAM, durable="optimizer-auto", filter_subject=f"{subjects.EVT}.model.registered"
+    stream=EVENTS_STREAM,
+    durable="optimizer-auto",
+    filter_subject=f"{subjects.EVT}.model.registered",
+    description="Newly registered models, for the optimizer's auto-optimization profiles.",
+    deliver_policy=DeliverPolicy.NEW,
+    batch_size=10,
 )
+DURABLE_CONSUMERS: tuple[DurableConsumer, ...] = (REGISTRY_COMMANDS, OPTIMIZER_COMMANDS, OPTIMIZER_AUTO)
+
+# Fields a running consumer may not change under its users: a different filter would silently move
+# another service's messages, a different deliver or ack policy would change what "handled" means.
+_FIXED_FIELDS = ("filter_subject", "deliver_policy", "ack_policy")
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` is one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+async def ensure_consumer(js: JetStreamContext, consumer: DurableConsumer) -> None:
+    """Create `consumer` on the server, or bring an existing one's tunables in line with it.
+
+    Raises:
+        TopologyConflict: the existing consumer has another filter, deliver or ack policy; the
+            message names each field, both values, and how to resolve it.
+    """
+    declared = consumer.consumer_config()
+    try:
+        info = await js.consumer_info(consumer.stream, consumer.durable)
+    except NotFoundError:
+        await js.add_consumer(consumer.stream, declared)
+        return
+    existing = info.config
+    clashes = [
+        f"{name} is {getattr(existing, name)!s} on the server but {getattr(declared, name)!s} in shared/topology.py"
+        for name in _FIXED_FIELDS
+        if _plain(getattr(existing, name)) != _plain(getattr(declared, name))
+    ]
+    if clashes:
+        raise TopologyConflict(
+            f"durable consumer {consumer.durable!r} on stream {consumer.stream}: {'; '.join(clashes)}. "
+            f"Delete it once its messages are handled (`nats consumer rm {consumer.stream} {consumer.durable}`) "
+            "or fix the declaration"
+        )
+    tunables = ("ack_wait", "max_deliver", "max_ack_pending", "description")
+    if any(getattr(existing, name) != getattr(declared, name) for name in tunables):
+        await js.add_consumer(consumer.stream, declared)
+
+
+def _plain(value: object) -> object:
+    """Enum members and their string values compare equal (nats-py returns either)."""
+    return getattr(value, "value", value)
 
 
 async def ensure_topology(js: JetStreamContext) -> None:

@@ -58,7 +58,6 @@ def service_env(settings: Settings) -> dict[str, str]:
         "SLMOPS_ACK_WAIT_SECONDS": str(settings.ack_wait_seconds),
         "SLMOPS_MAX_DELIVER": str(settings.max_deliver),
         "SLMOPS_OTEL_EXPORTER": settings.otel_exporter,
-        "SLMOPS_OPTIMIZER_AUTO_PROFILES": settings.optimizer_auto_profiles,
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export spans within 0.1 s so tests can read them
     }
 
@@ -66,9 +65,10 @@ def service_env(settings: Settings) -> dict[str, str]:
 class ServiceRunner:
     """A service subprocess the tests can kill and restart."""
 
-    def __init__(self, name: str, settings: Settings) -> None:
+    def __init__(self, name: str, settings: Settings, *, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.settings = settings
+        self.env = env or {}
         self.log_path = Path(settings.home) / f"{name}-test.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -76,7 +76,7 @@ class ServiceRunner:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "shared.cli.main", "service", "run", self.name],
-                env=service_env(self.settings),
+                env=service_env(self.settings) | self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -10,7 +10,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from shared.sample_models import write_sample
+from samples.tiny import write_sample
 
 
 def unique(prefix: str = "m") -> str:

@@ -31,7 +31,8 @@ from services.edge_agent.slots import LocalState, Slot, SlotStore
 from services.edge_agent.telemetry import WindowRecorder, embeddings_agree
 from services.edge_agent.verify import verify_artifact
 from shared import bus
-from shared.artifacts import sha256_file
+from shared.digests import sha256_file
+from shared.errors import SlmopsError
 from shared.messages.device import DeviceHello, DeviceStatus, InstallStep, ProgressBytes
 
 AGENT_VERSION = "0.1.0"
@@ -198,6 +199,8 @@ class Agent:
             await report("failed", reason=str(exc))
         except bus.BusError as exc:
             await report("failed", reason=f"cannot reach the registry: {exc}")
+        except SlmopsError as exc:  # the registry refused (no such digest, say)
+            await report("failed", reason=f"the registry refused: {exc}")
 
     async def _install_new(self, state: LocalState, desired: Desired, report: _Reporter) -> None:
         d = desired.state

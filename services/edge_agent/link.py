@@ -17,9 +17,10 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from shared import bus, subjects, topology
+from shared.clients import RegistryClient
 from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, TelemetryWindow
 from shared.messages.envelope import Message, deterministic_id, new_id, wrap
-from shared.messages.registry import DownloadUrl, GetDownloadUrl, GetPublicKey, PublicKey
+from shared.messages.registry import DownloadUrl, PublicKey
 
 SOURCE_PREFIX = "device"
 log = logging.getLogger("slmops.agent")
@@ -39,6 +40,7 @@ class DeviceLink:
         self._js = nc.jetstream()
         self.device_id = device_id
         self._source = f"{SOURCE_PREFIX}:{device_id}"
+        self._registry = RegistryClient(nc, source=self._source)
         self._kv: KeyValue | None = None
 
     async def hello(self, hello: DeviceHello) -> None:
@@ -56,14 +58,10 @@ class DeviceLink:
         await self._publish(window, subjects.telemetry(self.device_id), msg_id)
 
     async def download_url(self, digest: str) -> DownloadUrl:
-        result = await bus.request(
-            self._nc, "registry", "download_url", GetDownloadUrl(digest=digest), source=self._source
-        )
-        return DownloadUrl.model_validate(result)
+        return await self._registry.download_url(digest)
 
     async def public_key(self) -> PublicKey:
-        result = await bus.request(self._nc, "registry", "public_key", GetPublicKey(), source=self._source)
-        return PublicKey.model_validate(result)
+        return await self._registry.public_key()
 
     async def current_desired(self) -> Desired | None:
         kv = await self._bucket()

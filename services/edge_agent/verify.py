@@ -6,7 +6,7 @@ from pathlib import Path
 
 from services.edge_agent.errors import VerificationFailed
 from shared import signing
-from shared.artifacts import sha256_file
+from shared.digests import sha256_file
 
 
 def verify_artifact(path: Path, *, digest: str, signature: str, public_key_pem: str) -> None:

@@ -1,15 +1,16 @@
-"""The optimizer's errors.
+"""The optimizer's errors, each under its branch of the platform's root (`shared.errors`).
 
-    OptimizerError
-    ├── InvalidRecipe          the caller's recipe is wrong; reject it, never retry
-    │   ├── UnknownPass        no pass is registered under that type (the message lists the known ones)
-    │   └── InvalidPassConfig  the config does not validate (the message lists each field's problem)
-    ├── ProfileError           a device profile is unknown or its file is invalid
-    ├── SourceNotFound         the model version to optimize (or its evaluation set) is not in the registry
-    ├── RegistryUnavailable    the registry did not answer in time; transient, retry later
-    ├── PassError              a pass cannot handle this model: unsupported op, over 2 GiB, invalid
-    │                          input or output, a quantizer that gave up; fails one candidate, not the search
-    └── EvaluationError        a candidate or the base cannot be run on the evaluation set
+    SlmopsError
+    └── OptimizerError
+        ├── InvalidRecipe          InvalidRequest: the caller's recipe is wrong; reject it, never retry
+        │   ├── UnknownPass        no pass is registered under that type (the message lists the known ones)
+        │   └── InvalidPassConfig  the config does not validate (the message lists each field's problem)
+        ├── ProfileError           CallerError: a device profile is unknown or its file is invalid
+        ├── SourceNotFound         NotFound: the version to optimize (or its evaluation set) is not registered
+        ├── RegistryUnavailable    TransientError: the registry did not answer in time; retry later
+        ├── PassError              CallerError: a pass cannot handle this model: unsupported op, over 2 GiB,
+        │                          invalid input or output, a quantizer that gave up; fails one candidate
+        └── EvaluationError        CallerError: a candidate or the base cannot be run on the evaluation set
 
 Errors carry their context as keyword arguments (the pass, the recipe) so a handler can report
 them without parsing messages. Third-party exceptions (onnx, onnxruntime's quantizers) are mapped
@@ -21,17 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shared import errors
 
-class OptimizerError(Exception):
+
+class OptimizerError(errors.SlmopsError):
     """Base of every error the optimizer raises on purpose."""
 
-    code = "optimizer_error"
 
-
-class InvalidRecipe(OptimizerError):
+class InvalidRecipe(OptimizerError, errors.InvalidRequest):
     """A recipe names a pass or a config that cannot be built; the caller must fix the recipe."""
-
-    code = "invalid_recipe"
 
     def __init__(self, message: str, *, pass_type: str, recipe: str | None = None) -> None:
         where = f"recipe {recipe!r}: " if recipe else ""
@@ -42,8 +41,6 @@ class InvalidRecipe(OptimizerError):
 
 class UnknownPass(InvalidRecipe):
     """No pass is registered under the requested type."""
-
-    code = "unknown_pass"
 
     def __init__(self, pass_type: str, *, known: Sequence[str], recipe: str | None = None) -> None:
         super().__init__(
@@ -57,8 +54,6 @@ class UnknownPass(InvalidRecipe):
 class InvalidPassConfig(InvalidRecipe):
     """The pass exists but its config does not validate; `problems` has one line per field."""
 
-    code = "invalid_pass_config"
-
     def __init__(self, pass_type: str, *, problems: Sequence[str], recipe: str | None = None) -> None:
         super().__init__(
             f"invalid config for pass {pass_type}: {'; '.join(problems)}", pass_type=pass_type, recipe=recipe
@@ -66,32 +61,24 @@ class InvalidPassConfig(InvalidRecipe):
         self.problems = list(problems)
 
 
-class ProfileError(OptimizerError):
+class ProfileError(OptimizerError, errors.CallerError):
     """A device profile is unknown, or its YAML does not describe a valid profile."""
 
-    code = "invalid_profile"
 
-
-class SourceNotFound(OptimizerError):
+class SourceNotFound(OptimizerError, errors.NotFound):
     """The model version to optimize, or its evaluation set, is not in the registry; the caller's fault."""
 
-    code = "source_not_found"
 
-
-class RegistryUnavailable(OptimizerError):
+class RegistryUnavailable(OptimizerError, errors.TransientError):
     """The registry did not answer (timeout, no responder); transient, so the command is retried later."""
 
-    code = "registry_unavailable"
 
-
-class PassError(OptimizerError):
+class PassError(OptimizerError, errors.CallerError):
     """A pass could not turn this model into a valid, loadable output.
 
     The message names the recipe (when known), the pass and the reason, e.g. ``recipe 'int8': pass
     OnnxStaticQuantization: needs an evaluation set for calibration, and none was given``.
     """
-
-    code = "pass_failed"
 
     def __init__(self, reason: str, *, pass_name: str, recipe: str | None = None) -> None:
         where = f"recipe {recipe!r}: " if recipe else ""
@@ -101,7 +88,5 @@ class PassError(OptimizerError):
         self.recipe = recipe
 
 
-class EvaluationError(OptimizerError):
+class EvaluationError(OptimizerError, errors.CallerError):
     """A model cannot be evaluated: it does not load, does not fit the evaluation set, or outputs NaN."""
-
-    code = "evaluation_failed"

@@ -1,8 +1,10 @@
-"""Optimizer use case: resolve the profile → fetch the version and its eval set → search → register
-the winner as a variant with its lineage → the completed or failed event.
+"""Optimizer use cases: resolve the profile → fetch the version and its eval set → search → register
+the winner as a variant with its lineage → the completed or failed event; and queueing the
+auto-optimization commands a newly registered model gets (`auto.py`).
 
 Nothing here knows FastStream. The search is CPU-bound and runs in a worker thread; its progress
-is published from there through the event loop, in order, before the final event.
+is published from there through the event loop (the `progress` sink), in order, before the final
+event, which the use case returns in its `Outcome`.
 
 A redelivered command (after a crash) runs the search again: registering the same bytes again is a
 no-op at the registry, and the final event's id is derived from the command id, so consumers see
@@ -14,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from services.optimizer import domain, profiles
+from services.optimizer import auto, domain, profiles
 from services.optimizer.errors import OptimizerError, ProfileError, SourceNotFound
 from services.optimizer.evaluation import Measurement
 from services.optimizer.ports import Blobs, Registry
@@ -37,11 +39,15 @@ from shared.messages.optimizer import (
     OptimizeModel,
     RegisteredVariant,
 )
-from shared.messages.registry import ModelDetail, RegisterVariant
+from shared.messages.registry import MAX_MODEL_BYTES, ModelDetail, ModelRegistered, RegisterVariant
+from shared.outcomes import Outcome
 
 log = logging.getLogger(__name__)
-MAX_MODEL_BYTES = 2 * 1024**3 - 1
 ProgressSink = Callable[[OptimizationProgress, str], Coroutine[Any, Any, None]]
+
+
+async def _no_progress(event: OptimizationProgress, event_id: str) -> None:
+    return None
 
 
 class OptimizerService:
@@ -53,16 +59,35 @@ class OptimizerService:
         profiles: dict[str, DeviceProfile],
         threads: int = 1,
         concurrency: int = 2,
+        auto_profiles: Sequence[str] = (),
+        progress: ProgressSink = _no_progress,
     ) -> None:
         self._registry = registry
         self._blobs = blobs
         self._profiles = profiles
         self._threads = threads
         self._concurrency = concurrency
+        self._auto_profiles = tuple(auto_profiles)
+        self._progress = progress
 
-    async def optimize(
-        self, cmd: OptimizeModel, *, optimization_id: str, progress: ProgressSink
-    ) -> OptimizationCompleted | OptimizationFailed:
+    async def optimize(self, cmd: OptimizeModel, *, command_id: str) -> Outcome:
+        """Run one optimization request to its final event, announced with an id derived from the command.
+
+        A failed search is still a handled command: its answer is the `optimization.failed` event.
+        """
+        final = await self.search(cmd, optimization_id=command_id)
+        event_id = deterministic_id(final.TYPE, command_id)
+        return Outcome(status="applied", events=[(final, event_id)], result={"event": final.TYPE})
+
+    async def optimize_new_model(self, event: ModelRegistered, *, command_id: str) -> Outcome:
+        """Queue the auto-optimization profiles' commands for a newly registered model."""
+        commands = auto.optimize_requests(event.record, self._auto_profiles)
+        if not commands:
+            log.info("nothing to optimize automatically", extra={"model": event.record.name})
+            return Outcome(status="unchanged")
+        return Outcome(status="applied", commands=commands)
+
+    async def search(self, cmd: OptimizeModel, *, optimization_id: str) -> OptimizationCompleted | OptimizationFailed:
         """Run one optimization request to its final event (never raises for the caller's mistakes)."""
         ids = {"optimization_id": optimization_id, "name": cmd.name, "version": cmd.version}
         try:
@@ -84,7 +109,7 @@ class OptimizerService:
         with tempfile.TemporaryDirectory(prefix="slmops-optimizer-") as tmp:
             work = Path(tmp)
             base, eval_set = await self._fetch(detail.version.artifact.key, eval_set_ref.key, work)
-            result = await self._search(base, eval_set, profile, work, optimization_id, progress, ids)
+            result = await self._search(base, eval_set, profile, work, optimization_id, ids)
             if result.chosen is None:
                 return OptimizationFailed(
                     **ids,
@@ -118,7 +143,6 @@ class OptimizerService:
         profile: DeviceProfile,
         work: Path,
         optimization_id: str,
-        progress: ProgressSink,
         ids: dict[str, str],
     ) -> SearchResult:
         loop = asyncio.get_running_loop()
@@ -135,7 +159,7 @@ class OptimizerService:
             )
             event_id = deterministic_id("optimization.progress", optimization_id, p.candidate, p.stage)
             # Block the search thread until published: progress stays in order and ahead of the result.
-            asyncio.run_coroutine_threadsafe(progress(event, event_id), loop).result(timeout=60)
+            asyncio.run_coroutine_threadsafe(self._progress(event, event_id), loop).result(timeout=60)
 
         return await asyncio.to_thread(
             run_search,

@@ -18,9 +18,8 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from services.registry.errors import InvalidEvalSet, InvalidModel
-from shared.messages.registry import EvalSet, OnnxInfo, TensorSpec
+from shared.messages.registry import MAX_MODEL_BYTES, EvalSet, OnnxInfo, TensorSpec
 
-MAX_MODEL_BYTES = 2 * 1024**3 - 1
 MAX_EVAL_SET_BYTES = 512 * 1024**2
 
 _NP_DTYPES = {

@@ -24,14 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.registry import domain
 from services.registry.errors import ArtifactMissing, InvalidModel, NotFound, Rejected, Unavailable
-from services.registry.inspection import MAX_EVAL_SET_BYTES, MAX_MODEL_BYTES, inspect_eval_set, inspect_model
+from services.registry.inspection import MAX_EVAL_SET_BYTES, inspect_eval_set, inspect_model
 from services.registry.ports import Blobs, RecordStore
 from shared import signing
 from shared.artifacts import STAGING_PREFIX, ArtifactNotFound, ArtifactTooLarge, StorageUnavailable, StoredObject
-from shared.commands import Outcome
 from shared.messages.common import ObjectRef
 from shared.messages.envelope import Message
 from shared.messages.registry import (
+    MAX_MODEL_BYTES,
     AliasChanged,
     AliasRecord,
     Artifact,
@@ -50,6 +50,7 @@ from shared.messages.registry import (
     VariantRecord,
     VariantRegistered,
 )
+from shared.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -233,7 +234,7 @@ class RegistryService:
             expires_in_seconds=int(self._blobs.presign_ttl.total_seconds()),
         )
 
-    def public_key(self) -> PublicKey:
+    async def public_key(self) -> PublicKey:
         pem = signing.public_key_pem(self._key)
         return PublicKey(public_key_pem=pem, key_id=signing.key_id(pem))
 

@@ -1,8 +1,11 @@
-"""What every command shares: the settings, running a coroutine, and mapping errors to exit codes."""
+"""What every command shares: running a coroutine, failing with a message, JSON output, shared options.
+
+Importing this (and any command module) must stay cheap: `slmops --help` loads every command
+module, so heavy imports (NATS, S3, onnx, the services) happen inside the commands.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Coroutine
 from typing import Any, NoReturn, TypeVar
@@ -10,9 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from shared.artifacts import ArtifactError
-from shared.bus import BusError, RemoteError
-from shared.stack.servers import ServerError
+from shared.errors import SlmopsError
 
 T = TypeVar("T")
 console = Console()
@@ -23,19 +24,30 @@ JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON ins
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; the package's errors become a one-line message and exit 1."""
+    """Run a command's coroutine; the platform's errors become a one-line message and exit 1."""
+    import asyncio
+
     try:
         return asyncio.run(coro)
-    except RemoteError as exc:
-        fail(f"{exc.message} ({exc.code})")
-    except (BusError, ArtifactError, ServerError) as exc:
+    except SlmopsError as exc:
         fail(str(exc))
 
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def parse_labels(items: list[str], *, option: str) -> dict[str, str]:
+    """`key=value` strings as a dict; anything else fails naming the option."""
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"{option} wants key=value, got {item!r}")
+        labels[key] = value
+    return labels

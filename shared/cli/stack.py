@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from shared.artifacts import ArtifactError, ArtifactStore
-from shared.cli import render
 from shared.cli.common import JsonOption, console, fail, print_json, run
-from shared.settings import STACK_FILE, Settings, load_settings
-from shared.stack.servers import ServerError
-from shared.stack.supervisor import SERVICES, Stack, init_platform, port_of, service_health
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 stack_app = typer.Typer(help="The platform's processes.", no_args_is_help=True)
 service_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
@@ -32,6 +28,13 @@ def up(
     timeout: float = typer.Option(90.0, help="Seconds to wait for every component to be healthy."),
 ) -> None:
     """Start the embedded stack: nats-server, an S3 server and every service; Ctrl-C stops it all."""
+    import asyncio
+
+    from shared.cli import render
+    from shared.settings import Settings
+    from shared.stack.servers import ServerError
+    from shared.stack.supervisor import Stack, port_of
+
     settings = Settings()
     if _running(settings) is not None:
         fail(f"a stack is already running from {settings.home} (see `slmops status`; `slmops down` stops it)")
@@ -61,6 +64,8 @@ def up(
 
 def down(timeout: float = typer.Option(60.0, help="Seconds to wait for a clean stop.")) -> None:
     """Stop a running embedded stack (services first, then S3 and NATS)."""
+    from shared.settings import Settings
+
     settings = Settings()
     info = _running(settings)
     if info is None:
@@ -78,6 +83,11 @@ def down(timeout: float = typer.Option(60.0, help="Seconds to wait for a clean s
 
 def status(as_json: bool = JsonOption) -> None:
     """What runs, where, and whether it is healthy."""
+    import asyncio
+
+    from shared.cli import render
+    from shared.settings import Settings, load_settings
+
     settings = Settings()
     if _running(settings) is None:
         if as_json:
@@ -97,22 +107,36 @@ def status(as_json: bool = JsonOption) -> None:
 @stack_app.command("init")
 def init() -> None:
     """Create streams, KV buckets, the artifact bucket and the signing key (docker-compose's init job)."""
+    from shared.settings import load_settings
+    from shared.stack.supervisor import init_platform
+
     settings = load_settings()
     run(init_platform(settings))
     console.print(f"platform initialised on {settings.nats_url} and {settings.s3_endpoint}")
 
 
 @service_app.command("run")
-def service_run(name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}")) -> None:
+def service_run(name: str = typer.Argument(..., help="A service, e.g. registry or optimizer.")) -> None:
     """Run service NAME in the foreground until SIGINT/SIGTERM (what `slmops up` and compose run)."""
-    if name not in SERVICES:
-        fail(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
-    module, factory = SERVICES[name].split(":")
-    app = getattr(importlib.import_module(module), factory)(load_settings())
-    asyncio.run(app.run())
+    import asyncio
+
+    from shared.discovery import load_service
+    from shared.errors import SlmopsError
+
+    try:
+        kit = load_service(name)()
+    except SlmopsError as exc:
+        fail(str(exc))
+    asyncio.run(kit.app().run())
 
 
 async def _status(settings: Settings) -> dict[str, Any]:
+    import asyncio
+
+    from shared.artifacts import ArtifactStore
+    from shared.errors import SlmopsError
+    from shared.stack.supervisor import service_health
+
     info = _running(settings) or {}
     components: list[dict[str, Any]] = []
     servers = info.get("servers", {})
@@ -124,7 +148,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
     try:
         await asyncio.to_thread(ArtifactStore.from_settings(settings).ping)
         s3_ok = True
-    except ArtifactError:
+    except SlmopsError:
         s3_ok = False
     components.append(
         {"name": "s3", "pid": servers.get("s3", {}).get("pid"), "address": settings.s3_endpoint, "healthy": s3_ok}
@@ -143,6 +167,8 @@ async def _status(settings: Settings) -> dict[str, Any]:
 
 
 def _up_detached(settings: Settings, nats: int, s3: int, timeout: float) -> None:
+    import asyncio
+
     settings.home.mkdir(parents=True, exist_ok=True)
     log_path = settings.home / "stack.log"
     cmd = [
@@ -167,6 +193,9 @@ def _up_detached(settings: Settings, nats: int, s3: int, timeout: float) -> None
             if proc.poll() is not None:
                 fail(f"the stack failed to start; see {log_path}:\n{log_path.read_text(errors='replace')[-2000:]}")
             if _running(settings) is not None:
+                from shared.cli import render
+                from shared.settings import load_settings
+
                 report = asyncio.run(_status(load_settings()))
                 if all(c["healthy"] for c in report["components"]):
                     console.print(render.stack_status(report))
@@ -179,6 +208,8 @@ def _up_detached(settings: Settings, nats: int, s3: int, timeout: float) -> None
 
 def _running(settings: Settings) -> dict[str, Any] | None:
     """The stack file of a live supervisor, or None (a stale file from a crash is ignored)."""
+    from shared.settings import STACK_FILE
+
     path = settings.home / STACK_FILE
     try:
         info = json.loads(path.read_text())

@@ -24,20 +24,6 @@ class ObjectRef(Frozen):
     bucket: str | None = Field(default=None, min_length=3, max_length=63)
 
 
-class RpcError(Frozen):
-    code: str
-    message: str
-
-
-class RpcReply(Frozen):
-    """What every request/reply answers: a result or an error, never both."""
-
-    schema_version: Literal[1] = 1
-    ok: bool
-    result: Any = None
-    error: RpcError | None = None
-
-
 class CommandOutcome(Frozen):
     """Sent (best effort, core NATS) to the `Slmops-Reply-To` inbox a command carried, once decided.
 

@@ -12,9 +12,12 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from functools import cache
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from shared.errors import InvalidRequest
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
@@ -55,7 +58,7 @@ class _RawEnvelope(BaseModel):
     data: dict[str, Any]
 
 
-class InvalidMessage(ValueError):
+class InvalidMessage(InvalidRequest, ValueError):
     """Bytes that are not a valid message of a known type; the caller's fault, never retried.
 
     Args:
@@ -79,6 +82,23 @@ def register_message(cls: type[DataT]) -> type[DataT]:
     return cls
 
 
+@cache
+def wire_model(model: type[DataT]) -> type[Envelope[DataT]]:
+    """The envelope of one payload type, with `type` and `schema_version` pinned to its own.
+
+    This is the wire form of that message: what the JSON Schema export and the AsyncAPI document
+    describe, and the class `decode` returns, so a handler annotated with it is documented exactly.
+    """
+    return create_model(
+        f"{model.__name__}Envelope",
+        __base__=Envelope[model],  # type: ignore[valid-type]
+        __doc__=model.__doc__,
+        __module__=model.__module__,
+        type=(Literal[model.TYPE], ...),  # type: ignore[arg-type]
+        schema_version=(Literal[model.SCHEMA_VERSION], ...),  # type: ignore[arg-type]
+    )
+
+
 def message_types() -> dict[tuple[str, int], type[Message]]:
     """Every known `(type, schema_version)` and its payload model (for schema export and docs)."""
     return dict(_CATALOGUE)
@@ -96,7 +116,7 @@ def deterministic_id(*parts: str) -> str:
 
 def wrap(data: DataT, *, source: str, id: str | None = None, time: datetime | None = None) -> Envelope[DataT]:
     """Put a payload in its envelope."""
-    return Envelope[DataT](
+    return wire_model(type(data))(
         type=data.TYPE,
         schema_version=data.SCHEMA_VERSION,
         id=id or new_id(),
@@ -142,7 +162,8 @@ def decode(raw: bytes, *, expected: tuple[type[Message], ...] = ()) -> Envelope[
         data = model.model_validate(env.data)
     except ValidationError as exc:
         raise InvalidMessage(f"invalid {env.type!r} data: {_describe(exc)}") from None
-    return Envelope[model](  # type: ignore[valid-type]
+    # Every field is validated already: construct the typed envelope without validating it twice.
+    return wire_model(model).model_construct(
         type=env.type, schema_version=env.schema_version, id=env.id, time=env.time, source=env.source, data=data
     )
 

@@ -12,9 +12,13 @@ from pydantic import AwareDatetime, Field
 
 from shared.messages.common import NAME_PATTERN, SHA256_HEX, VERSION_PATTERN, Frozen, ObjectRef
 from shared.messages.envelope import Message, register_message
+from shared.messages.rpc import Rpc
 
 Name = str
 Labels = dict[str, str]
+
+# Protobuf limits a single-file ONNX model to 2 GiB; every service that reads one holds to it.
+MAX_MODEL_BYTES = 2 * 1024**3 - 1
 
 
 class TensorSpec(Frozen):
@@ -248,3 +252,12 @@ class PublicKey(Frozen):
     algorithm: Literal["ed25519"] = "ed25519"
     public_key_pem: str
     key_id: str = Field(description="sha256 of the raw 32-byte public key")
+
+
+# --- request/reply operations ----------------------------------------------------------------
+
+LIST_MODELS = Rpc(ListModels, list[ModelSummary])
+GET_MODEL = Rpc(GetModel, ModelDetail)
+GET_ALIASES = Rpc(GetAliases, list[AliasRecord])
+GET_DOWNLOAD_URL = Rpc(GetDownloadUrl, DownloadUrl)
+GET_PUBLIC_KEY = Rpc(GetPublicKey, PublicKey)

@@ -17,8 +17,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.errors import SlmopsError
 
-class ServerError(RuntimeError):
+
+class ServerError(SlmopsError):
     """A server binary is missing, or a server did not become ready."""
 
 

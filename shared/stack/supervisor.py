@@ -28,17 +28,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from shared import bus, subjects, topology
+from shared import bus, topology
 from shared.artifacts import ArtifactStore
+from shared.clients import health
+from shared.discovery import service_names
 from shared.settings import STACK_FILE, Settings
 from shared.signing import load_or_create_private_key, public_key_pem
 from shared.stack.servers import ServerError, ServerProcess, free_port, start_nats, start_s3, stop_process
-
-# Every service that exists, by name -> the factory `slmops service run NAME` calls.
-SERVICES: dict[str, str] = {
-    "registry": "services.registry.app:build_app",
-    "optimizer": "services.optimizer.app:build_app",
-}
 
 
 @dataclass
@@ -70,21 +66,14 @@ async def init_platform(settings: Settings) -> None:
 
 async def service_health(settings: Settings, names: list[str], *, timeout: float = 2.0) -> dict[str, bool]:
     """Ping each service's health subject; True if it answered ready."""
-    result = {name: False for name in names}
     try:
         nc = await bus.connect(settings, name="slmops-health", timeout=timeout)
     except bus.BusError:
-        return result
+        return {name: False for name in names}
     try:
-        for name in names:
-            try:
-                msg = await nc.request(subjects.health(name), b"{}", timeout=timeout)
-                result[name] = bool(json.loads(msg.data).get("ok"))
-            except Exception:  # no responders, timeout, garbage: all mean "not healthy"
-                result[name] = False
+        return {name: await health(nc, name, timeout=timeout) for name in names}
     finally:
         await nc.close()
-    return result
 
 
 class Stack:
@@ -101,7 +90,7 @@ class Stack:
                 "s3_endpoint": f"127.0.0.1:{self._s3_port}",
             }
         )
-        self.service_names = services if services is not None else list(SERVICES)
+        self.service_names = services if services is not None else service_names()
         self.nats: ServerProcess | None = None
         self.s3: ServerProcess | None = None
         self.services: dict[str, ServiceProcess] = {}

@@ -10,8 +10,9 @@ from nats.aio.client import Client
 
 from shared import bus
 from shared.artifacts import ArtifactStore
+from shared.clients import RegistryClient
 from shared.messages.common import ObjectRef
-from shared.messages.registry import ListModels, RegisterModel
+from shared.messages.registry import RegisterModel
 from tests.conftest import ServiceRunner
 from tests.support import sample_files, stream_messages, unique
 
@@ -67,7 +68,7 @@ async def test_kill9_mid_stream_loses_and_duplicates_nothing(
 
 async def _registered_versions(nc: Client, name: str) -> list[str]:
     try:
-        models = await bus.request(nc, "registry", "list", ListModels(name=name), source="tests", timeout=2)
+        models = await RegistryClient(nc, source="tests", timeout=2).list_models(name)
     except bus.BusError:
         return []
-    return models[0]["versions"] if models else []
+    return models[0].versions if models else []

@@ -24,8 +24,9 @@ from services.edge_agent.http_api import serve
 from services.edge_agent.link import DeviceLink
 from shared import bus, signing
 from shared.artifacts import ArtifactStore
+from shared.clients import RegistryClient
 from shared.messages.device import DesiredState
-from shared.messages.registry import GetModel, ModelDetail
+from shared.messages.registry import ModelDetail
 from shared.settings import Settings
 from tests.conftest import service_env
 from tests.integration.test_registry import register
@@ -38,9 +39,7 @@ async def registered(nc: Client, artifacts: ArtifactStore, tmp_path: Path, *, se
     model, _ = sample_files(tmp_path / f"m{seed}", seed=seed)
     name = unique("dev")
     await register(nc, artifacts, model, name, "1.0")
-    return ModelDetail.model_validate(
-        await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
-    )
+    return await RegistryClient(nc, source="tests").get_model(name, "1.0")
 
 
 async def desire(nc: Client, device_id: str, detail: ModelDetail, **overrides: object) -> int:
@@ -279,9 +278,7 @@ async def test_the_smoke_input_named_in_the_desired_state_is_fetched_verified_an
     model, eval_set = sample_files(tmp_path / "m", seed=42)
     name = unique("smk")
     await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)
-    detail = ModelDetail.model_validate(
-        await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
-    )
+    detail = await RegistryClient(nc, source="tests").get_model(name, "1.0")
     assert detail.version.eval_set is not None
     smoke = SmokeInput(digest=detail.version.eval_set.digest, size_bytes=detail.version.eval_set.size_bytes)
     device = unique("rpi")

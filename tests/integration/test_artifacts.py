@@ -15,8 +15,8 @@ from shared.artifacts import (
     ArtifactTooLarge,
     StorageUnavailable,
     blob_key,
-    sha256_file,
 )
+from shared.digests import sha256_file
 from shared.settings import Settings
 from shared.stack.servers import free_port
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared import bus, dlq, topology
+from shared.kit.broker import make_broker
 from shared.settings import Settings
 from shared.stack.servers import free_port, start_nats
 
@@ -20,7 +21,7 @@ async def test_services_and_clients_authenticate_with_settings(tmp_path: Path) -
         nc = await bus.connect(good)
         await topology.ensure_topology(nc.jetstream())
         await nc.close()
-        broker = bus.make_broker(good, service="test")
+        broker = make_broker(good, service="test")
         await broker.connect()
         await broker.stop()
         with pytest.raises(bus.BusError, match="cannot reach NATS"):

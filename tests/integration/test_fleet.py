@@ -23,14 +23,17 @@ import pytest
 from nats.aio.client import Client
 from typer.testing import CliRunner
 
-from services.edge_agent.fleet import FleetReport, FleetSimulator, SimulationConfig, parse_faults
-from services.edge_agent.fleet.faults import Fault
+from services.edge_agent.cli import fleet_app
+from services.edge_agent.fleet.config import SimulationConfig
+from services.edge_agent.fleet.faults import Fault, parse_faults
+from services.edge_agent.fleet.report import FleetReport
+from services.edge_agent.fleet.simulator import FleetSimulator
 from shared import bus, topology
 from shared.artifacts import ArtifactStore
-from shared.cli.fleet import fleet_app
+from shared.clients import RegistryClient
 from shared.messages.device import DesiredState, DeviceStatus, TelemetryWindow
 from shared.messages.envelope import decode
-from shared.messages.registry import GetModel, ModelDetail
+from shared.messages.registry import ModelDetail
 from shared.settings import Settings
 from tests.conftest import ServiceRunner, service_env
 from tests.integration.test_registry import register
@@ -80,8 +83,7 @@ async def _run_scenario(settings: Settings, artifacts: ArtifactStore, tmp: Path)
         for version, seed in (("1.0", 0), ("2.0", 4417)):  # 4417: no other test asserts on its blob
             model, _ = sample_files(tmp / version, seed=seed)
             assert (await register(nc, artifacts, model, name, version)).status == "applied"
-            got = await bus.request(nc, "registry", "get", GetModel(name=name, ref=version), source="tests")
-            details.append(ModelDetail.model_validate(got))
+            details.append(await RegistryClient(nc, source="tests").get_model(name, version))
         v1, v2 = details
         config = SimulationConfig(
             devices=DEVICES,

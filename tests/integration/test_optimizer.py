@@ -13,6 +13,7 @@ from nats.js.errors import NotFoundError
 
 from shared import bus, subjects
 from shared.artifacts import ArtifactStore
+from shared.clients import RegistryClient
 from shared.messages.envelope import decode
 from shared.messages.optimizer import (
     Budgets,
@@ -24,7 +25,6 @@ from shared.messages.optimizer import (
     PassSpec,
     Recipe,
 )
-from shared.messages.registry import GetModel, ModelDetail
 from shared.settings import Settings
 from tests.conftest import ServiceRunner
 from tests.integration.test_registry import register
@@ -80,9 +80,7 @@ async def test_search_registers_the_best_candidate_as_a_variant_with_lineage(
     assert ("int8-pc", "evaluated") in stages and ("fp16", "evaluated") in stages
     assert progress[-1].completed == progress[-1].total == 2
 
-    detail = ModelDetail.model_validate(
-        await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
-    )
+    detail = await RegistryClient(nc, source="tests").get_model(name, "1.0")
     (variant,) = detail.variants
     assert variant.variant == "int8-pc" and variant.artifact.digest == winner.digest
     assert variant.parent_digest == base.result["digest"]
@@ -108,9 +106,7 @@ async def test_a_profile_no_candidate_meets_fails_with_each_gap(
     assert miss.budget == "max_size_bytes" and miss.best_candidate == "int8-pc" and miss.gap > 0
     broken = next(c for c in final.candidates if c.recipe.name == "broken")
     assert broken.error and "calibration_samples" in broken.error, "a bad recipe fails its candidate, not the search"
-    detail = ModelDetail.model_validate(
-        await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
-    )
+    detail = await RegistryClient(nc, source="tests").get_model(name, "1.0")
     assert detail.variants == []
 
 
@@ -138,7 +134,7 @@ async def test_minilm_for_rpi5_registers_an_int8_variant_within_budget(
     nc: Client, artifacts: ArtifactStore, tmp_path: Path
 ) -> None:
     """The reference SLM through the shipped rpi5 profile, end to end through the services."""
-    from shared.minilm import write_minilm
+    from samples.minilm import write_minilm
 
     model, eval_set = write_minilm(tmp_path)
     name = unique("minilm")
@@ -156,7 +152,7 @@ async def test_configured_profiles_optimize_every_new_model(
     settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
 ) -> None:
     """With SLMOPS_OPTIMIZER_AUTO_PROFILES set, registering a model is enough to get its variant."""
-    auto = ServiceRunner("optimizer", settings.model_copy(update={"optimizer_auto_profiles": "jetson"}))
+    auto = ServiceRunner("optimizer", settings, env={"SLMOPS_OPTIMIZER_AUTO_PROFILES": "jetson"})
     auto.log_path = Path(settings.home) / "optimizer-auto.log"
     await asyncio.to_thread(auto.start)  # start() runs its own event loop for health checks
     try:
@@ -177,9 +173,7 @@ async def test_configured_profiles_optimize_every_new_model(
                 break
         await sub.unsubscribe()
         assert isinstance(event, OptimizationCompleted) and event.profile.name == "jetson"
-        detail = ModelDetail.model_validate(
-            await bus.request(nc, "registry", "get", GetModel(name=name, ref="1.0"), source="tests")
-        )
+        detail = await RegistryClient(nc, source="tests").get_model(name, "1.0")
         assert [v.variant for v in detail.variants] == [event.registered[0].variant]
     finally:
         auto.stop()

@@ -11,14 +11,12 @@ import pytest
 from nats.aio.client import Client
 
 from shared import bus, signing
-from shared.artifacts import ArtifactStore, blob_key, sha256_file
+from shared.artifacts import ArtifactStore, blob_key
+from shared.clients import RegistryClient
+from shared.digests import sha256_file
+from shared.errors import NotFound
 from shared.messages.common import CommandOutcome, ObjectRef
 from shared.messages.registry import (
-    GetAliases,
-    GetDownloadUrl,
-    GetModel,
-    GetPublicKey,
-    ListModels,
     ModelDetail,
     RegisterModel,
     RegisterVariant,
@@ -51,9 +49,7 @@ async def register(
 
 
 async def get(nc: Client, name: str, ref: str = "latest") -> ModelDetail:
-    return ModelDetail.model_validate(
-        await bus.request(nc, "registry", "get", GetModel(name=name, ref=ref), source="tests")
-    )
+    return await RegistryClient(nc, source="tests").get_model(name, ref)
 
 
 async def test_register_records_onnx_facts_eval_set_and_signature(
@@ -74,9 +70,9 @@ async def test_register_records_onnx_facts_eval_set_and_signature(
     assert v.onnx.parameters == 1000 * 64 + 64 * 64 + 64 + 3  # weights plus the three tiny constants
     assert v.eval_set is not None and v.eval_set.samples == 32
     assert v.labels == {"task": "embedding"}
-    public = await bus.request(nc, "registry", "public_key", GetPublicKey(), source="tests")
-    assert signing.verify_digest(public["public_key_pem"], digest, v.artifact.signature)
-    assert not signing.verify_digest(public["public_key_pem"], "0" * 64, v.artifact.signature)
+    public = await RegistryClient(nc, source="tests").public_key()
+    assert signing.verify_digest(public.public_key_pem, digest, v.artifact.signature)
+    assert not signing.verify_digest(public.public_key_pem, "0" * 64, v.artifact.signature)
     # the blob is stored content-addressed and the staging uploads are gone
     assert artifacts.exists(blob_key(digest))
     assert v.eval_set.key == blob_key(v.eval_set.digest) and artifacts.exists(v.eval_set.key)
@@ -124,9 +120,8 @@ async def test_bad_files_are_rejected_with_a_reason_and_leave_nothing(
     assert outcome.status == "rejected"
     assert expected in (outcome.reason or "")
     assert set(_keys(artifacts)) - before == set(), "a rejected registration left objects behind"
-    with pytest.raises(bus.RemoteError) as err:
+    with pytest.raises(NotFound, match=r"\(not_found\)"):
         await get(nc, name)
-    assert err.value.code == "not_found"
     entries = await dlq_entries(nc, containing=name)
     assert len(entries) == 1 and expected in entries[0]["Slmops-Dlq-Reason"]
 
@@ -134,7 +129,7 @@ async def test_bad_files_are_rejected_with_a_reason_and_leave_nothing(
 async def test_model_that_fails_the_checker_is_rejected(nc: Client, artifacts: ArtifactStore, tmp_path: Path) -> None:
     import onnx
 
-    from shared.sample_models import build_tiny_embedder
+    from samples.tiny import build_tiny_embedder
 
     broken = build_tiny_embedder()
     broken.graph.node[1].input[1] = "no_such_tensor"  # MatMul reads an undefined value
@@ -187,7 +182,7 @@ async def test_schema_invalid_and_garbage_commands_go_to_the_dlq(nc: Client) -> 
     )
     assert all(e["Slmops-Dlq-Service"] == "registry" for e in entries)
     # and the registry is still serving
-    assert isinstance(await bus.request(nc, "registry", "list", ListModels(), source="tests"), list)
+    assert isinstance(await RegistryClient(nc, source="tests").list_models(), list)
 
 
 async def test_unknown_source_object_is_rejected(nc: Client) -> None:
@@ -256,8 +251,8 @@ async def test_aliases_move_with_history_and_resolve(nc: Client, artifacts: Arti
         assert outcome is not None
     assert outcome.status == "unchanged"
     assert (await get(nc, name, "stable")).version.version == "2.0"
-    history = await bus.request(nc, "registry", "aliases", GetAliases(name=name), source="tests")
-    assert [h["version"] for h in history[0]["history"]] == ["1.0", "2.0"]
+    history = await RegistryClient(nc, source="tests").aliases(name)
+    assert [h.version for h in history[0].history] == ["1.0", "2.0"]
     changed = [e["data"] for e, _ in await stream_messages(nc, "slmops.evt.alias.changed") if e["data"]["name"] == name]
     assert [(c["version"], c["previous"]) for c in changed] == [("1.0", None), ("2.0", "1.0")]
     _, outcome = await bus.send_command(nc, SetAlias(name=name, alias="stable", version="3.0"), source="tests", wait=30)
@@ -270,13 +265,13 @@ async def test_download_url_is_presigned_and_serves_the_signed_bytes(
     model, _ = sample_files(tmp_path)
     outcome = await register(nc, artifacts, model, unique(), "1")
     digest = outcome.result["digest"]
-    reply = await bus.request(nc, "registry", "download_url", GetDownloadUrl(digest=digest), source="tests")
-    assert "X-Amz-Signature" in reply["url"] and reply["expires_in_seconds"] > 0
-    with urllib.request.urlopen(reply["url"], timeout=10) as resp:
+    registry = RegistryClient(nc, source="tests")
+    reply = await registry.download_url(digest)
+    assert "X-Amz-Signature" in reply.url and reply.expires_in_seconds > 0
+    with urllib.request.urlopen(reply.url, timeout=10) as resp:
         assert resp.read() == model.read_bytes()
-    with pytest.raises(bus.RemoteError) as err:
-        await bus.request(nc, "registry", "download_url", GetDownloadUrl(digest="f" * 64), source="tests")
-    assert err.value.code == "not_found"
+    with pytest.raises(NotFound, match=f"no registered artifact or evaluation set has sha256 {'f' * 64}"):
+        await registry.download_url("f" * 64)
 
 
 async def test_events_carry_dedup_id_and_trace_context(nc: Client, artifacts: ArtifactStore, tmp_path: Path) -> None:
@@ -321,10 +316,8 @@ async def test_redelivery_after_a_crash_between_record_and_event_announces_once(
         e for e, _ in await stream_messages(nc, "slmops.evt.model.registered") if e["data"]["record"]["name"] == name
     ]
     assert len(events) == 1 and events[0]["data"]["record"]["command_id"] == command_id
-    reply = await bus.request(
-        nc, "registry", "download_url", GetDownloadUrl(digest=crashed.artifact.digest), source="tests"
-    )
-    assert reply["digest"] == crashed.artifact.digest
+    reply = await RegistryClient(nc, source="tests").download_url(crashed.artifact.digest)
+    assert reply.digest == crashed.artifact.digest
 
 
 async def test_an_evaluation_set_is_served_by_digest_as_a_signed_smoke_input(
@@ -334,9 +327,10 @@ async def test_an_evaluation_set_is_served_by_digest_as_a_signed_smoke_input(
     name = unique()
     await register(nc, artifacts, model, name, "1", eval_set=eval_set)
     digest = sha256_file(eval_set)[0]
-    reply = await bus.request(nc, "registry", "download_url", GetDownloadUrl(digest=digest), source="tests")
-    assert reply["size_bytes"] == eval_set.stat().st_size
-    with urllib.request.urlopen(reply["url"], timeout=10) as resp:
+    registry = RegistryClient(nc, source="tests")
+    reply = await registry.download_url(digest)
+    assert reply.size_bytes == eval_set.stat().st_size
+    with urllib.request.urlopen(reply.url, timeout=10) as resp:
         assert resp.read() == eval_set.read_bytes()
-    public = await bus.request(nc, "registry", "public_key", GetPublicKey(), source="tests")
-    assert signing.verify_digest(public["public_key_pem"], digest, reply["signature"])
+    public = await registry.public_key()
+    assert signing.verify_digest(public.public_key_pem, digest, reply.signature)

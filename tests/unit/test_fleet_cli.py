@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli.fleet import fleet_app
+from services.edge_agent.cli import fleet_app
 
 
 @pytest.mark.parametrize(

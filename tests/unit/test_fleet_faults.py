@@ -6,7 +6,9 @@ from collections import Counter
 
 import pytest
 
-from services.edge_agent.fleet import Fault, FleetConfigError, SimulationConfig, assign_faults, parse_faults
+from services.edge_agent.fleet.config import SimulationConfig
+from services.edge_agent.fleet.errors import FleetConfigError
+from services.edge_agent.fleet.faults import Fault, assign_faults, parse_faults
 
 
 def test_shares_and_counts_parse() -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.edge_agent.fleet import DEFAULT_MIX, FleetConfigError, allocate, assign_classes, load_classes, parse_mix
-from services.edge_agent.fleet.mix import stratified_sample
+from services.edge_agent.fleet.classes import load_classes
+from services.edge_agent.fleet.config import DEFAULT_MIX
+from services.edge_agent.fleet.errors import FleetConfigError
+from services.edge_agent.fleet.mix import allocate, assign_classes, parse_mix, stratified_sample
 
 CLASSES = load_classes()
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from samples.tiny import write_sample
 from services.edge_agent.fleet.inference import Measurement, measure
 from services.edge_agent.fleet.telemetry import busy_percent, draw_window, model_ram_mb
 from services.edge_agent.telemetry import LATENCY_BOUNDS_MS
 from shared.messages.device import TelemetryWindow
-from shared.sample_models import write_sample
 
 DIGEST = "a" * 64
 START = datetime(2026, 1, 1, tzinfo=UTC)

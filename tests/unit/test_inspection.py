@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
+from samples.tiny import build_tiny_embedder, write_sample
 from services.registry.errors import InvalidEvalSet, InvalidModel
 from services.registry.inspection import inspect_eval_set, inspect_model
-from shared.sample_models import build_tiny_embedder, write_sample
 
 
 @pytest.fixture

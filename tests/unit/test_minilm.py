@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from shared import minilm
+from samples import minilm
 
 Embed = Callable[[list[str]], np.ndarray]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from services.edge_agent.fleet.errors import FleetConfigError
 from services.edge_agent.fleet.faults import FaultPlan
 
+DEFAULT_MIX = "rpi5=60,jetson=30,gateway=10"
 DEVICES_PER_CONNECTION = 500
 MAX_CONNECTIONS = 32
 MAX_REAL_INFERENCE = 50

@@ -26,9 +26,10 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from shared import bus, topology
+from shared.clients import RegistryClient
 from shared.messages.device import DesiredState
 from shared.messages.envelope import Message, encode, wrap
-from shared.messages.registry import DownloadUrl, GetDownloadUrl, GetPublicKey, PublicKey
+from shared.messages.registry import DownloadUrl, PublicKey
 from shared.settings import Settings
 
 ACK_TIMEOUT = 10.0
@@ -104,7 +105,7 @@ class FleetConnection:
 
         Raises:
             BusError: the registry did not answer.
-            RemoteError: the registry refused (e.g. no artifact has that digest).
+            NotFound: no registered artifact has that digest (any `CallerError`: the registry refused).
         """
         if not self.share_download_urls:
             return await self._ask_url(digest, source=source)
@@ -118,8 +119,7 @@ class FleetConnection:
         return await asyncio.shield(pending)
 
     async def public_key(self) -> PublicKey:
-        result = await bus.request(self.nc, "registry", "public_key", GetPublicKey(), source="fleet-simulator")
-        return PublicKey.model_validate(result)
+        return await RegistryClient(self.nc, source="fleet-simulator").public_key()
 
     async def desired(self, device_id: str) -> Desired | None:
         """The device's current desired state read from KV (what a device does when it comes back)."""
@@ -141,7 +141,4 @@ class FleetConnection:
 
     async def _ask_url(self, digest: str, *, source: str) -> DownloadUrl:
         self.registry_requests += 1
-        result = await bus.request(
-            self.nc, "registry", "download_url", GetDownloadUrl(digest=digest), source=source, timeout=REGISTRY_TIMEOUT
-        )
-        return DownloadUrl.model_validate(result)
+        return await RegistryClient(self.nc, source=source, timeout=REGISTRY_TIMEOUT).download_url(digest)

@@ -25,8 +25,9 @@ from services.edge_agent.errors import AgentError, DownloadFailed
 from services.edge_agent.fleet.artifacts import CachedArtifact
 from services.edge_agent.fleet.classes import DeviceClass
 from services.edge_agent.fleet.connections import Desired
+from services.edge_agent.fleet.errors import FleetError
 from services.edge_agent.fleet.faults import Fault
-from shared.bus import BusError, RemoteError
+from shared.errors import CallerError, TransientError
 from shared.messages.device import InstallStep, ProgressBytes, Slot
 from shared.messages.registry import DownloadUrl
 
@@ -42,7 +43,7 @@ class Presence(StrEnum):
     CRASHED = "crashed"
 
 
-class DeviceCrashed(Exception):
+class DeviceCrashed(FleetError):
     """Injected fault: the device's process died right after reporting `step`."""
 
     def __init__(self, step: InstallStep) -> None:
@@ -225,9 +226,9 @@ class SimDevice:
             try:
                 # A URL per attempt, as the agent does: a presigned URL may expire during back-off.
                 artifact = await env.fetch(await env.download_url(self, digest))
-            except RemoteError as exc:
+            except CallerError as exc:
                 raise DownloadFailed(f"the registry refused a download URL: {exc}") from None
-            except (BusError, DownloadFailed) as exc:
+            except TransientError as exc:
                 last = str(exc)
                 continue
             await self._step(env, desired, "downloading", attempt=attempt, progress=ProgressBytes(done=0, total=size))

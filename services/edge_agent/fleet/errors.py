@@ -1,7 +1,10 @@
 """The fleet simulator's errors.
 
-    FleetError
-    └── FleetConfigError   a mix, fault plan or option the user gave is invalid (their fault; the message says how)
+    SlmopsError
+    └── FleetError
+        ├── FleetConfigError   InvalidRequest: a mix, fault plan or option the user gave is invalid (the
+        │                      message says how)
+        └── DeviceCrashed      an injected fault: a simulated device's process died (`device.py`)
 
 Errors of the simulated devices themselves are the agent's (`services.edge_agent.errors`): a
 simulated device fails a download, a verification or a load exactly like the real agent does, and
@@ -10,10 +13,12 @@ reports it on its status subject instead of raising.
 
 from __future__ import annotations
 
+from shared import errors
 
-class FleetError(Exception):
+
+class FleetError(errors.SlmopsError):
     """Base of the simulator's own errors."""
 
 
-class FleetConfigError(FleetError, ValueError):
+class FleetConfigError(FleetError, errors.InvalidRequest, ValueError):
     """Invalid simulator input; the message names the offending value and what would be accepted."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 
 from services.edge_agent.fleet.classes import DeviceClass, known_class
+from services.edge_agent.fleet.config import DEFAULT_MIX
 from services.edge_agent.fleet.errors import FleetConfigError
-
-DEFAULT_MIX = "rpi5=60,jetson=30,gateway=10"
 
 
 def parse_mix(text: str, classes: dict[str, DeviceClass]) -> dict[str, float]:

@@ -1,35 +1,34 @@
-"""The registry, reached the way any other system reaches it: request/reply and commands."""
+"""The registry, reached the way any other system reaches it: its typed client over the bus."""
 
 from __future__ import annotations
 
-from nats.aio.client import Client
-
 from services.optimizer.errors import RegistryUnavailable, SourceNotFound
-from shared import bus
+from shared.clients import RegistryClient
+from shared.errors import NotFound, TransientError
 from shared.messages.common import CommandOutcome
-from shared.messages.registry import GetModel, ModelDetail, RegisterVariant
-
-SOURCE = "optimizer"
+from shared.messages.registry import ModelDetail, RegisterVariant
 
 
 class RegistryOverBus:
-    def __init__(self, nc: Client, *, verdict_timeout: float = 300.0) -> None:
-        self._nc = nc
+    """The optimizer's `Registry` port, with the registry's answers mapped to the optimizer's errors."""
+
+    def __init__(self, client: RegistryClient, *, verdict_timeout: float = 300.0) -> None:
+        self._client = client
         self._timeout = verdict_timeout
 
     async def get_model(self, name: str, ref: str) -> ModelDetail:
         try:
-            result = await bus.request(self._nc, "registry", "get", GetModel(name=name, ref=ref), source=SOURCE)
-        except bus.RemoteError as exc:
-            if exc.code == "not_found":
-                raise SourceNotFound(f"{name} {ref}: {exc.message}") from None
+            return await self._client.get_model(name, ref)
+        except NotFound as exc:
+            raise SourceNotFound(f"{name} {ref}: {exc}") from None
+        except TransientError as exc:
             raise RegistryUnavailable(str(exc)) from None
-        except bus.BusError as exc:
-            raise RegistryUnavailable(str(exc)) from None
-        return ModelDetail.model_validate(result)
 
     async def register_variant(self, cmd: RegisterVariant) -> CommandOutcome:
-        _, outcome = await bus.send_command(self._nc, cmd, source=SOURCE, wait=self._timeout)
+        try:
+            _, outcome = await self._client.submit(cmd, wait=self._timeout)
+        except TransientError as exc:
+            raise RegistryUnavailable(str(exc)) from None
         if outcome is None:
             raise RegistryUnavailable(
                 f"the registry gave no verdict on variant {cmd.variant!r} in {self._timeout:.0f}s"

@@ -10,7 +10,6 @@ ActivationSmoothing           smoothing.py     SmoothQuant rescaling of MatMul i
 """
 
 from services.optimizer.passes.base import (
-    MAX_MODEL_BYTES,
     OptimizationPass,
     PassConfig,
     PassContext,
@@ -29,7 +28,6 @@ from services.optimizer.passes.static_int8 import OnnxStaticQuantization, OnnxSt
 __all__ = [
     "ActivationSmoothing",
     "ActivationSmoothingConfig",
-    "MAX_MODEL_BYTES",
     "Float16Conversion",
     "Float16ConversionConfig",
     "Int4WeightOnlyQuantization",

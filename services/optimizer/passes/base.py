@@ -33,9 +33,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.optimizer.errors import InvalidPassConfig, PassError, UnknownPass
 from shared.messages.optimizer import PassSpec
+from shared.messages.registry import MAX_MODEL_BYTES
 
-# Protobuf cannot serialise a message of 2 GiB or more, so a single-file ONNX model must stay below it.
-MAX_MODEL_BYTES = 2 * 1024**3 - 1
 # Operator domains every onnxruntime build implements; anything else is a contrib or custom operator
 # that a device's runtime must provide, so it is reported as a requirement.
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})

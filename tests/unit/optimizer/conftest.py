@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from samples.tiny import build_eval_set, build_tiny_embedder
 from services.optimizer.passes import PassContext
-from shared.sample_models import build_eval_set, build_tiny_embedder
 
 CLASSES = 4
 

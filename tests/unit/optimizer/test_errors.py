@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from services.optimizer.errors import (
     EvaluationError,
     InvalidPassConfig,
@@ -11,6 +13,7 @@ from services.optimizer.errors import (
     SourceNotFound,
     UnknownPass,
 )
+from shared.errors import CallerError, InvalidRequest, NotFound, SlmopsError, TransientError
 
 
 def test_every_error_is_an_optimizer_error() -> None:
@@ -37,8 +40,19 @@ def test_invalid_config_lists_every_problem() -> None:
     assert str(error) == "recipe 'r': invalid config for pass P: a: bad; b: worse"
 
 
-def test_codes_are_distinct() -> None:
-    classes: list[type[OptimizerError]] = [OptimizerError, InvalidRecipe, UnknownPass, InvalidPassConfig]
-    classes += [ProfileError, SourceNotFound]
-    classes += [RegistryUnavailable, PassError, EvaluationError]
-    assert len({cls.code for cls in classes}) == len(classes)
+@pytest.mark.parametrize(
+    ("cls", "branch"),
+    [
+        (InvalidRecipe, InvalidRequest),
+        (UnknownPass, InvalidRequest),
+        (InvalidPassConfig, InvalidRequest),
+        (ProfileError, CallerError),
+        (SourceNotFound, NotFound),
+        (RegistryUnavailable, TransientError),
+        (PassError, CallerError),
+        (EvaluationError, CallerError),
+    ],
+)
+def test_each_error_sits_under_the_branch_the_handlers_act_on(cls: type[OptimizerError], branch: type) -> None:
+    """Caller errors are rejected, transient ones retried: the branch decides, not a string."""
+    assert issubclass(cls, branch) and issubclass(cls, SlmopsError)

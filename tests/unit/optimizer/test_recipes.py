@@ -84,10 +84,10 @@ def test_recipes_sharing_one_base_model_can_run_concurrently(tmp_path: Path) -> 
 
     import onnx
 
+    from samples.tiny import build_eval_set, build_tiny_embedder
     from services.optimizer.passes import PassContext
     from services.optimizer.recipes import run_recipe
     from shared.messages.optimizer import PassSpec, Recipe
-    from shared.sample_models import build_eval_set, build_tiny_embedder
 
     base = tmp_path / "base.onnx"
     onnx.save(build_tiny_embedder(), str(base))

@@ -1,42 +1,27 @@
-"""`slmops model push|list|show|alias|sample`: the registry from the command line."""
+"""`slmops model push|list|show|alias|sample`: the registry from the command line.
+
+Commands call the typed client (`shared.clients.RegistryClient`) and render what it returns; the
+imports that need NATS, S3 or onnx happen inside the commands, so `slmops --help` stays fast.
+"""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from shared import bus
-from shared.artifacts import ArtifactStore
-from shared.cli import render
-from shared.cli.common import CLI_SOURCE, JsonOption, console, fail, print_json, run
-from shared.messages.common import CommandOutcome, ObjectRef
-from shared.messages.registry import (
-    AliasRecord,
-    GetAliases,
-    GetModel,
-    ListModels,
-    ModelDetail,
-    ModelSummary,
-    RegisterModel,
-    SetAlias,
-)
-from shared.sample_models import write_sample
-from shared.settings import Settings, load_settings
+from shared.cli.common import CLI_SOURCE, JsonOption, console, fail, parse_labels, print_json, run
 
+if TYPE_CHECKING:
+    from shared.clients import RegistryClient
+    from shared.messages.common import CommandOutcome
+    from shared.messages.registry import RegisterModel, SetAlias
+    from shared.settings import Settings
+
+T = TypeVar("T")
 model_app = typer.Typer(help="Register and inspect model versions.", no_args_is_help=True)
-
-
-def _labels(values: list[str]) -> dict[str, str]:
-    labels = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"--label wants key=value, got {item!r}")
-        labels[key] = value
-    return labels
 
 
 @model_app.command("push")
@@ -53,12 +38,16 @@ def push(
     as_json: bool = JsonOption,
 ) -> None:
     """Upload FILE and register it as NAME VERSION; prints the registry's verdict."""
+    from shared.messages.common import ObjectRef
+    from shared.messages.registry import RegisterModel
+    from shared.settings import load_settings
+
     try:
         cmd = RegisterModel(
             name=name,
             version=version,
             artifact=ObjectRef(key="pending"),
-            labels=_labels(label),
+            labels=parse_labels(label, option="--label"),
             description=description,
         )
     except ValueError as exc:
@@ -66,9 +55,7 @@ def push(
     outcome = run(_push(load_settings(), cmd, file, eval_set, wait))
     if as_json:
         print_json(outcome.model_dump(mode="json"))
-    elif outcome.status == "rejected":
-        pass
-    else:
+    elif outcome.status != "rejected":
         verb = "registered" if outcome.status == "applied" else "already registered (same bytes)"
         console.print(f"[green]{name} {version} {verb}[/] sha256 {outcome.result.get('digest', '')}")
     if outcome.status == "rejected":
@@ -78,6 +65,13 @@ def push(
 async def _push(
     settings: Settings, cmd: RegisterModel, file: Path, eval_set: Path | None, wait: float
 ) -> CommandOutcome:
+    import asyncio
+
+    from shared import bus
+    from shared.artifacts import ArtifactStore
+    from shared.clients import RegistryClient
+    from shared.messages.common import ObjectRef
+
     store = ArtifactStore.from_settings(settings)
     uploaded = [await asyncio.to_thread(store.upload_staging, file)]
     if eval_set is not None:
@@ -95,7 +89,7 @@ async def _push(
             await asyncio.to_thread(store.delete, obj.key)
         raise
     try:
-        command_id, outcome = await bus.send_command(nc, cmd, source=CLI_SOURCE, wait=wait)
+        command_id, outcome = await RegistryClient(nc, source=CLI_SOURCE).submit(cmd, wait=wait)
     finally:
         await nc.close()
     if outcome is None:
@@ -109,8 +103,9 @@ async def _push(
 @model_app.command("list")
 def list_models(name: str | None = typer.Argument(None, help="Only this model."), as_json: bool = JsonOption) -> None:
     """Registered models, their versions and aliases."""
-    result = run(_request("list", ListModels(name=name)))
-    models = [ModelSummary.model_validate(m) for m in result]
+    from services.registry import render
+
+    models = run(_with_registry(lambda registry: registry.list_models(name)))
     if as_json:
         print_json([m.model_dump(mode="json") for m in models])
     elif not models:
@@ -126,7 +121,9 @@ def show(
     as_json: bool = JsonOption,
 ) -> None:
     """Everything about one version: ONNX facts, digest, signature, eval set, variants, aliases."""
-    detail = ModelDetail.model_validate(run(_request("get", GetModel(name=name, ref=ref))))
+    from services.registry import render
+
+    detail = run(_with_registry(lambda registry: registry.get_model(name, ref)))
     if as_json:
         print_json(detail.model_dump(mode="json"))
     else:
@@ -142,8 +139,11 @@ def alias(
     as_json: bool = JsonOption,
 ) -> None:
     """With ALIAS and VERSION, point the alias at the version; with NAME alone, list aliases and history."""
+    from services.registry import render
+    from shared.messages.registry import SetAlias
+
     if alias_name is None:
-        records = [AliasRecord.model_validate(a) for a in run(_request("aliases", GetAliases(name=name)))]
+        records = run(_with_registry(lambda registry: registry.aliases(name)))
         if as_json:
             print_json([r.model_dump(mode="json") for r in records])
         else:
@@ -155,7 +155,7 @@ def alias(
         cmd = SetAlias(name=name, alias=alias_name, version=version)
     except ValueError as exc:
         fail(f"invalid alias command: {exc}")
-    outcome = run(_command(cmd, wait))
+    outcome = run(_set_alias(cmd, wait))
     if as_json:
         print_json(outcome.model_dump(mode="json"))
     if outcome.status == "rejected":
@@ -173,31 +173,33 @@ def sample(
 ) -> None:
     """Write a model and its evaluation set to try things with: the tiny built-in one, or MiniLM."""
     if minilm:
-        from shared.minilm import MiniLMError, write_minilm
+        from samples.minilm import MiniLMError, write_minilm
 
         try:
             model_path, eval_path = write_minilm(directory)
         except MiniLMError as exc:
             fail(str(exc))
     else:
+        from samples.tiny import write_sample
+
         model_path, eval_path = write_sample(directory)
     console.print(f"wrote {model_path} and {eval_path}")
 
 
-async def _request(operation: str, payload: ListModels | GetModel | GetAliases) -> Any:
+async def _with_registry(query: Callable[[RegistryClient], Awaitable[T]]) -> T:
+    from shared import bus
+    from shared.clients import RegistryClient
+    from shared.settings import load_settings
+
     nc = await bus.connect(load_settings(), name="slmops-cli")
     try:
-        return await bus.request(nc, "registry", operation, payload, source=CLI_SOURCE)
+        return await query(RegistryClient(nc, source=CLI_SOURCE))
     finally:
         await nc.close()
 
 
-async def _command(payload: SetAlias, wait: float) -> CommandOutcome:
-    nc = await bus.connect(load_settings(), name="slmops-cli")
-    try:
-        command_id, outcome = await bus.send_command(nc, payload, source=CLI_SOURCE, wait=wait)
-    finally:
-        await nc.close()
+async def _set_alias(cmd: SetAlias, wait: float) -> CommandOutcome:
+    command_id, outcome = await _with_registry(lambda registry: registry.submit(cmd, wait=wait))
     if outcome is None:
         fail(f"the command {command_id} is queued but the registry gave no verdict within {wait:.0f}s")
     return outcome

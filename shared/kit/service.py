@@ -1,0 +1,307 @@
+"""A service as declarations: what it accepts, answers, follows and emits; the kit does the rest.
+
+A service's `app.py` creates a `ServiceKit`, declares its parts and returns it:
+
+    kit = ServiceKit("registry", settings, build=build_service, description="...")
+    kit.commands(topology.REGISTRY_COMMANDS, {RegisterModel: RegistryService.register_model, ...})
+    kit.rpc(GET_MODEL, lambda registry, request: registry.get_model(request.name, request.ref))
+    kit.emits(ModelRegistered, ...)
+
+From that one set of declarations the kit builds both the running FastStream app (`app()`) and
+the service's AsyncAPI document (`specification()`), so the document cannot drift from the code.
+Declarations are checked as they are made: a consumer must be one declared in `shared/topology.py`,
+every message type it is given must travel on a subject its filter covers, and an operation must be
+the service's own. At start-up the kit connects, creates the topology and the service's durable
+consumers (refusing one the server holds with another configuration), builds the service, and only
+then lets messages in; the health subject answers "ready" after that.
+
+How each message is settled (acks, DLQ, retries, replies) is `shared.kit.policy`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from faststream import AckPolicy, FastStream
+from faststream.message import StreamMessage
+from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from shared import subjects, topology
+from shared.kit.broker import make_broker
+from shared.kit.handlers import durable_handler, request_handler
+from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle
+from shared.logs import setup_logging
+from shared.messages.common import CommandOutcome
+from shared.messages.envelope import Envelope, Message, decode, wire_model
+from shared.messages.rpc import Rpc, RpcReply, ServiceHealth
+from shared.outcomes import Outcome
+from shared.settings import Settings
+from shared.tracing import setup_tracing
+
+S = TypeVar("S")
+S_contra = TypeVar("S_contra", contravariant=True)
+RequestT = TypeVar("RequestT", bound=Message)
+ReplyT = TypeVar("ReplyT")
+
+
+class UseCase(Protocol[S_contra]):
+    """A use case a durable message is handed to: `service.method(payload, *, command_id=...)`."""
+
+    def __call__(self, service: S_contra, payload: Any, /, *, command_id: str) -> Awaitable[Outcome]: ...
+
+
+class KitSetupError(TypeError):
+    """A declaration contradicts the topology or the service's contract (a programming error)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runtime:
+    """What a service's `build` gets at start-up to construct its collaborators."""
+
+    settings: Settings
+    nc: Client
+    js: JetStreamContext
+    publisher: Publisher
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Durable(Generic[S]):
+    consumer: topology.DurableConsumer
+    use_cases: Mapping[type[Message], UseCase[S]]
+    title: str
+    enabled: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Request(Generic[S]):
+    rpc: Rpc[Any, Any]
+    answer: Callable[[S, Any], Awaitable[Any]]
+
+
+@dataclass
+class _Live(Generic[S]):
+    """What start-up builds and the policies and handlers use once messages flow."""
+
+    nc: Any = None
+    publisher: Any = None
+    service: Any = None
+    ready: bool = False
+
+
+@dataclass
+class ServiceKit(Generic[S]):
+    """The declarations of one service (see the module docstring).
+
+    Args:
+        name: the service's name: its subjects (`slmops.rpc.<name>.*`, `slmops.dlq.<name>`), its
+            queue group, its log and trace name.
+        settings: the process's settings (the service's own `Settings` subclass).
+        build: builds the service object from the `Runtime`, once connected.
+        description: one paragraph for the AsyncAPI document.
+    """
+
+    name: str
+    settings: Settings
+    build: Callable[[Runtime], Awaitable[S]]
+    description: str
+    _durables: list[_Durable[S]] = field(default_factory=list)
+    _requests: list[_Request[S]] = field(default_factory=list)
+    _events: list[type[Message]] = field(default_factory=list)
+    _commands: list[type[Message]] = field(default_factory=list)
+
+    # --- declarations ----------------------------------------------------------------------------
+
+    def commands(self, consumer: topology.DurableConsumer, use_cases: Mapping[type[Message], UseCase[S]]) -> None:
+        """Handle these command types from `consumer` (a consumer of SLMOPS_CMDS)."""
+        if consumer.stream != topology.CMDS_STREAM:
+            raise KitSetupError(
+                f"{consumer.durable} reads {consumer.stream}; commands come from {topology.CMDS_STREAM}"
+            )
+        self._durable(consumer, use_cases, subject=subjects.command, title=f"{self.name} commands", enabled=True)
+
+    def follows(
+        self,
+        consumer: topology.DurableConsumer,
+        use_cases: Mapping[type[Message], UseCase[S]],
+        *,
+        enabled: bool = True,
+    ) -> None:
+        """React to these event types from `consumer`; `enabled=False` documents it without running it."""
+        if consumer.stream != topology.EVENTS_STREAM:
+            raise KitSetupError(
+                f"{consumer.durable} reads {consumer.stream}; events come from {topology.EVENTS_STREAM}"
+            )
+        title = f"{self.name} follows {', '.join(t.TYPE for t in use_cases)}"
+        self._durable(consumer, use_cases, subject=subjects.event, title=title, enabled=enabled)
+
+    def rpc(self, rpc: Rpc[RequestT, ReplyT], answer: Callable[[S, RequestT], Awaitable[ReplyT]]) -> None:
+        """Answer `rpc` with `answer(service, request)`, load-balanced over replicas by a queue group."""
+        if rpc.service != self.name:
+            raise KitSetupError(f"{rpc.request.TYPE} belongs to {rpc.service!r}; {self.name} cannot answer it")
+        if any(r.rpc.subject == rpc.subject for r in self._requests):
+            raise KitSetupError(f"{rpc.request.TYPE} is declared twice")
+        self._requests.append(_Request(rpc=rpc, answer=answer))
+
+    def emits(self, *events: type[Message]) -> None:
+        """The events this service publishes (anything else is refused when published)."""
+        self._events.extend(events)
+
+    def sends(self, *commands: type[Message]) -> None:
+        """The commands this service queues for other services."""
+        self._commands.extend(commands)
+
+    def _durable(
+        self,
+        consumer: topology.DurableConsumer,
+        use_cases: Mapping[type[Message], UseCase[S]],
+        *,
+        subject: Callable[[type[Message]], str],
+        title: str,
+        enabled: bool,
+    ) -> None:
+        declared = {c.durable: c for c in topology.DURABLE_CONSUMERS}
+        if declared.get(consumer.durable) != consumer:
+            raise KitSetupError(
+                f"durable consumer {consumer.durable!r} is not the one declared in shared/topology.py; "
+                "declare its whole configuration there, once"
+            )
+        if any(d.consumer.durable == consumer.durable for d in self._durables):
+            raise KitSetupError(f"durable consumer {consumer.durable!r} is declared twice")
+        if not use_cases:
+            raise KitSetupError(f"{consumer.durable}: no message types to handle")
+        for message_type in use_cases:
+            if not consumer.covers(subject(message_type)):
+                raise KitSetupError(
+                    f"{message_type.TYPE} travels on {subject(message_type)}, which {consumer.durable}'s "
+                    f"filter {consumer.filter_subject} does not cover"
+                )
+        self._durables.append(_Durable(consumer=consumer, use_cases=dict(use_cases), title=title, enabled=enabled))
+
+    # --- what the declarations become ------------------------------------------------------------
+
+    def app(self) -> FastStream:
+        """The running service: logs, traces, broker, topology, consumers, handlers, health."""
+        setup_logging(self.name, self.settings.log_level)
+        tracer_provider = setup_tracing(self.settings, service=self.name)
+        broker = make_broker(self.settings, service=self.name, tracer_provider=tracer_provider)
+        log = logging.getLogger(f"slmops.{self.name}")
+        app = FastStream(broker, logger=log)
+        live: _Live[S] = _Live()
+        consumers = [self._tuned(d.consumer) for d in self._durables if d.enabled]
+
+        @app.on_startup
+        async def connect_and_build() -> None:
+            await broker.connect()
+            nc = broker.connection
+            js = nc.jetstream()
+            await topology.ensure_topology(js)
+            for consumer in consumers:
+                await topology.ensure_consumer(js, consumer)
+            live.nc = nc
+            live.publisher = Publisher(
+                service=self.name, js=js, events=frozenset(self._events), commands=frozenset(self._commands)
+            )
+            live.service = await self.build(Runtime(settings=self.settings, nc=nc, js=js, publisher=live.publisher))
+            live.ready = True
+            log.info(f"{self.name} ready", extra={"nats": self.settings.nats_url, "s3": self.settings.s3_endpoint})
+
+        self._wire(broker, live, documenting=False)
+        return app
+
+    def specification_broker(self) -> NatsBroker:
+        """A broker carrying every declaration, never connected: what the AsyncAPI document describes."""
+        broker = make_broker(Settings(nats_url="nats://nats:4222"), service=self.name, traced=False)
+        self._wire(broker, _Live(), documenting=True)
+        return broker
+
+    def request_contracts(self) -> list[Rpc[Any, Any]]:
+        """The operations this service answers (their replies go into its AsyncAPI document)."""
+        return [r.rpc for r in self._requests]
+
+    def _tuned(self, consumer: topology.DurableConsumer) -> topology.DurableConsumer:
+        return consumer.tuned(ack_wait_seconds=self.settings.ack_wait_seconds, max_deliver=self.settings.max_deliver)
+
+    def _wire(self, broker: NatsBroker, live: _Live[S], *, documenting: bool) -> None:
+        for durable in self._durables:
+            if durable.enabled or documenting:
+                self._wire_durable(broker, live, durable, documenting=documenting)
+        for request in self._requests:
+            self._wire_request(broker, live, request)
+        self._wire_health(broker, live)
+        for event in self._events:
+            broker.publisher(subjects.event(event), schema=wire_model(event), title=event.TYPE)
+        for command in self._commands:
+            broker.publisher(subjects.command(command), schema=wire_model(command), title=command.TYPE)
+        broker.publisher(
+            subjects.dlq(self.name),
+            schema=bytes,
+            title=f"{self.name} dead letters",
+            description=(
+                "Input the service could not accept: the original bytes, unchanged, with the reason in the "
+                "Slmops-Dlq-Reason header (and Slmops-Dlq-Subject, Slmops-Dlq-Service)."
+            ),
+        )
+        if any(d.consumer.stream == topology.CMDS_STREAM for d in self._durables):
+            broker.publisher(
+                "_INBOX.>",
+                schema=CommandOutcome,
+                title=f"{self.name} command outcomes",
+                description="Sent, best effort, to the inbox a command names in its Slmops-Reply-To header.",
+            )
+
+    def _wire_durable(self, broker: NatsBroker, live: _Live[S], durable: _Durable[S], *, documenting: bool) -> None:
+        consumer = durable.consumer if documenting else self._tuned(durable.consumer)
+        policy = DurablePolicy(service=self.name, consumer=consumer, live=live)
+        router = NatsRouter(middlewares=[functools.partial(Settle, policy=policy)])
+        types = tuple(durable.use_cases)
+
+        def dispatch(use_case: UseCase[S]) -> Callable[[Message, str], Awaitable[Outcome]]:
+            return lambda payload, message_id: use_case(live.service, payload, command_id=message_id)
+
+        router.subscriber(
+            consumer.filter_subject,
+            stream=JStream(name=consumer.stream, declare=False),
+            durable=consumer.durable,
+            pull_sub=PullSub(batch_size=consumer.batch_size, timeout=consumer.fetch_timeout_seconds),
+            config=consumer.consumer_config(),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_decoder(types),
+            title=durable.title,
+            description=consumer.description,
+        )(durable_handler(types, {t: dispatch(u) for t, u in durable.use_cases.items()}))
+        broker.include_router(router)
+
+    def _wire_request(self, broker: NatsBroker, live: _Live[S], request: _Request[S]) -> None:
+        router = NatsRouter(
+            middlewares=[functools.partial(Settle, policy=RequestPolicy(service=self.name, rpc=request.rpc))]
+        )
+        router.subscriber(
+            request.rpc.subject,
+            queue=self.name,
+            decoder=_decoder((request.rpc.request,)),
+            title=f"{self.name} {request.rpc.operation}",
+            description=request.rpc.request.__doc__,
+        )(request_handler(request.rpc.request, lambda payload: request.answer(live.service, payload)))
+        broker.include_router(router)
+
+    def _wire_health(self, broker: NatsBroker, live: _Live[S]) -> None:
+        @broker.subscriber(subjects.health(self.name), title=f"{self.name} health")
+        async def health(msg: NatsMessage) -> bytes:
+            reply = RpcReply[ServiceHealth](ok=live.ready, result=ServiceHealth(service=self.name, ready=live.ready))
+            return reply.model_dump_json().encode()
+
+
+def _decoder(types: tuple[type[Message], ...]) -> Callable[[StreamMessage[Any]], Awaitable[Envelope[Any]]]:
+    """FastStream's decoder for a subscriber: the platform's `decode`, so every reason reads the same."""
+
+    async def decode_envelope(message: StreamMessage[Any]) -> Envelope[Any]:
+        return decode(message.body, expected=types)
+
+    return decode_envelope
