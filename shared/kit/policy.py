@@ -125,6 +125,9 @@ class DurablePolicy:
         heartbeat = asyncio.create_task(_keep_alive(raw, self.consumer.ack_wait_seconds / 3))
         try:
             outcome: Outcome = await call_next(message)
+            # Announced before the ack: a failure here (NATS down, an undeclared event) is retried
+            # like one in the use case, which is idempotent, and the events' ids de-duplicate.
+            await self.live.publisher.outcome(outcome)
         except CallerError as exc:
             await self._reject(raw, reason=str(exc), message_id=envelope.id, reply_to=reply_to)
             return
@@ -135,7 +138,6 @@ class DurablePolicy:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await self.live.publisher.outcome(outcome)
         await _reply(
             self.live.nc, reply_to, CommandOutcome(command_id=envelope.id, status=outcome.status, result=outcome.result)
         )

@@ -32,8 +32,10 @@ from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from opentelemetry.trace import TracerProvider
 
 from shared import subjects, topology
+from shared.bus import REPLY_TO
 from shared.kit.broker import make_broker
 from shared.kit.handlers import durable_handler, request_handler
 from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle
@@ -179,17 +181,21 @@ class ServiceKit(Generic[S]):
         for message_type in use_cases:
             if not consumer.covers(subject(message_type)):
                 raise KitSetupError(
-                    f"{message_type.TYPE} travels on {subject(message_type)}, which {consumer.durable}'s "
-                    f"filter {consumer.filter_subject} does not cover"
+                    f"{message_type.TYPE} travels on {subject(message_type)}, which the filter of "
+                    f"{consumer.durable} ({consumer.filter_subject}) does not cover"
                 )
         self._durables.append(_Durable(consumer=consumer, use_cases=dict(use_cases), title=title, enabled=enabled))
 
     # --- what the declarations become ------------------------------------------------------------
 
     def app(self) -> FastStream:
-        """The running service: logs, traces, broker, topology, consumers, handlers, health."""
+        """The service as its own process runs it: JSON logs and tracing installed, then `application()`."""
         setup_logging(self.name, self.settings.log_level)
-        tracer_provider = setup_tracing(self.settings, service=self.name)
+        return self.application(tracer_provider=setup_tracing(self.settings, service=self.name))
+
+    def application(self, *, tracer_provider: TracerProvider | None = None) -> FastStream:
+        """The running service (broker, topology, consumers, handlers, health), leaving the process's
+        logging and tracing alone, so a test or another program can embed it."""
         broker = make_broker(self.settings, service=self.name, tracer_provider=tracer_provider)
         log = logging.getLogger(f"slmops.{self.name}")
         app = FastStream(broker, logger=log)
@@ -274,9 +280,20 @@ class ServiceKit(Generic[S]):
             ack_policy=AckPolicy.MANUAL,
             decoder=_decoder(types),
             title=durable.title,
-            description=consumer.description,
+            description=f"{consumer.description} {self._settling(consumer)}",
         )(durable_handler(types, {t: dispatch(u) for t, u in durable.use_cases.items()}))
         broker.include_router(router)
+
+    def _settling(self, consumer: topology.DurableConsumer) -> str:
+        """How this channel's messages are settled, for the document's readers."""
+        note = (
+            f"Each message is a JSON envelope of one of the types below, with Nats-Msg-Id = its id. One that is "
+            f"not, or that the service rejects, goes to {subjects.dlq(self.name)} with the reason and is not "
+            f"retried; one whose handling fails is retried with back-off, at most {consumer.max_deliver} times."
+        )
+        if consumer.stream == topology.CMDS_STREAM:
+            note += f" A sender that names an inbox in the {REPLY_TO} header gets the CommandOutcome there."
+        return note
 
     def _wire_request(self, broker: NatsBroker, live: _Live[S], request: _Request[S]) -> None:
         router = NatsRouter(
