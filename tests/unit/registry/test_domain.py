@@ -1,3 +1,5 @@
+"""The registry's rules (services/registry/domain.py): registration decisions, alias history, references."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
