@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from nats.js.api import KeyValueConfig
 
+from services.registry.adapters.nats_kv import KvRecordStore
 from shared import bus, signing
 from shared.artifacts import ArtifactStore, blob_key
 from shared.clients import RegistryClient
@@ -24,6 +28,7 @@ from shared.messages.registry import (
     SetAlias,
 )
 from tests.support import dlq_entries, sample_files, stream_messages, unique
+from tests.unit.registry.adapters.record_store_contract import RecordStoreContract
 
 pytestmark = pytest.mark.usefixtures("running_registry")
 
@@ -334,3 +339,15 @@ async def test_an_evaluation_set_is_served_by_digest_as_a_signed_smoke_input(
         assert resp.read() == eval_set.read_bytes()
     public = await registry.public_key()
     assert signing.verify_digest(public.public_key_pem, digest, reply.signature)
+
+
+class TestKvRecordStore(RecordStoreContract):
+    """The record store contract against JetStream KV, the one the in-memory store is held to."""
+
+    @pytest.fixture
+    async def records(self, nc: Client) -> AsyncIterator[KvRecordStore]:
+        js = nc.jetstream()
+        bucket = f"contract-{uuid.uuid4().hex[:10]}"
+        kv = await js.create_key_value(KeyValueConfig(bucket=bucket, history=5))
+        yield KvRecordStore(kv)
+        await js.delete_key_value(bucket)
