@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv test demo up down lint clean bench-optimize bench-fleet
+.PHONY: venv test demo up down lint clean bench-optimize bench-fleet bench-extras check-agent-extra
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -46,3 +46,11 @@ bench-optimize: venv
 
 bench-fleet: venv
 	$(BIN)/python bench/fleet.py
+
+# Each role's extra in a fresh venv: what it runs, what it leaves out, its installed size.
+bench-extras: venv
+	$(BIN)/python bench/extras.py
+
+# What a device installs (`pip install 'slmops[agent]'`) runs `slmops agent` without the services' stack.
+check-agent-extra: venv
+	$(BIN)/python bench/extras.py --only agent

@@ -1,11 +1,10 @@
-"""The message catalogue as a contract: every type round-trips, rejects bad input with a reason a
-sender can act on, and is published as a JSON Schema that accepts exactly what `decode` accepts."""
+"""The message catalogue as a contract: every type round-trips and rejects bad input with a reason a
+sender can act on (the JSON Schema export of the same samples is tests/unit/shared/test_schema.py)."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,7 +70,6 @@ from shared.messages.rollout import (
     WaveStarted,
 )
 from shared.messages.telemetry import DriftDetected
-from shared.schema import export_json_schemas
 
 D1, D2 = "1" * 64, "2" * 64
 T0 = datetime(2026, 11, 29, 17, 0, tzinfo=UTC)
@@ -325,44 +323,3 @@ def test_desired_state_is_a_versioned_kv_value() -> None:
         DesiredState.model_validate(json.loads(raw) | {"schema_version": 2})
     with pytest.raises(ValidationError, match="traceparent"):
         DesiredState.model_validate(json.loads(raw) | {"traceparent": "not-a-trace"})
-
-
-def test_export_writes_one_schema_per_type_with_the_envelope_required(tmp_path: Path) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    written = export_json_schemas(tmp_path / "schemas")
-    names = {p.name for p in written}
-    assert {f"{t}.v{v}.json" for t, v in message_types()} | {"kv.desired.v1.json"} == names
-    for path in written:
-        schema = json.loads(path.read_text())
-        jsonschema.Draft202012Validator.check_schema(schema)
-        if path.name.startswith("kv."):
-            continue
-        assert ENVELOPE_FIELDS <= set(schema["required"]), path.name
-        type_ = schema["properties"]["type"]["const"]
-        assert path.name == f"{type_}.v{schema['properties']['schema_version']['const']}.json"
-
-
-@pytest.mark.parametrize("type_", sorted(SAMPLES))
-def test_exported_schema_accepts_the_wire_form_and_pins_the_type(type_: str, tmp_path: Path) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    export_json_schemas(tmp_path)
-    validator = jsonschema.Draft202012Validator(json.loads((tmp_path / f"{type_}.v1.json").read_text()))
-    doc = json.loads(encode(wrap(SAMPLES[type_], source="tests")))
-    validator.validate(doc)
-    assert not validator.is_valid(doc | {"type": "something.else"})
-    assert not validator.is_valid(doc | {"surprise": 1})
-
-
-def test_export_is_deterministic(tmp_path: Path) -> None:
-    first = {p.name: p.read_bytes() for p in export_json_schemas(tmp_path / "a")}
-    second = {p.name: p.read_bytes() for p in export_json_schemas(tmp_path / "b")}
-    assert first == second
-    assert json.loads(first["kv.desired.v1.json"])["properties"]["schema_version"]["const"] == 1
-
-
-def test_published_schemas_in_docs_are_current(tmp_path: Path) -> None:
-    """docs/schema/ is what other systems read; regenerate with `slmops schema export`."""
-    published = Path(__file__).resolve().parents[2] / "docs" / "schema"
-    fresh = {p.name: p.read_text() for p in export_json_schemas(tmp_path)}
-    current = {p.name: p.read_text() for p in published.glob("*.json")}
-    assert current == fresh, "docs/schema is stale: run `slmops schema export docs/schema`"
