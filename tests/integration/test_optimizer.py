@@ -11,6 +11,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from services.optimizer.profiles import load_profiles
 from shared import bus, subjects
 from shared.artifacts import ArtifactStore
 from shared.clients import RegistryClient
@@ -130,17 +131,25 @@ async def test_requests_that_cannot_run_fail_with_a_reason(
     assert isinstance(final, OptimizationFailed) and reason in final.reason
 
 
+def rpi5_without_latency_budget() -> DeviceProfile:
+    """The shipped rpi5 profile (its recipes, size and fidelity budgets) sent inline, minus its latency
+    budget: host-measured latency varies with the machine's load, and a test must not depend on timing."""
+    rpi5 = load_profiles()["rpi5"]
+    return rpi5.model_copy(update={"budgets": rpi5.budgets.model_copy(update={"max_p95_latency_ms": None})})
+
+
 async def test_minilm_for_rpi5_registers_an_int8_variant_within_budget(
     nc: Client, artifacts: ArtifactStore, tmp_path: Path
 ) -> None:
-    """The reference SLM through the shipped rpi5 profile, end to end through the services."""
+    """The reference SLM through the rpi5 profile's recipes, size and fidelity budgets, end to end."""
     from samples.minilm import write_minilm
 
     model, eval_set = write_minilm(tmp_path)
     name = unique("minilm")
     await register(nc, artifacts, model, name, "1.0.0", eval_set=eval_set)
-    final, _ = await optimize(nc, OptimizeModel(name=name, version="1.0.0", profile="rpi5"))
+    final, _ = await optimize(nc, OptimizeModel(name=name, version="1.0.0", profile=rpi5_without_latency_budget()))
     assert isinstance(final, OptimizationCompleted), getattr(final, "reason", final)
+    assert final.profile.budgets.max_p95_latency_ms is None
     (winner,) = final.registered
     naive = next(c for c in final.candidates if c.recipe.name == "int8-naive")
     assert naive.metrics is not None and not naive.metrics.meets_budget, "naive per-tensor INT8 must not pass"
