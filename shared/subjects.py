@@ -21,6 +21,11 @@ TELEMETRY = f"{ROOT}.telemetry"
 
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
 
+# The device protocol's subjects, as templates (the AsyncAPI document shows them so).
+DEVICE_HELLO = DEVICE + ".{device_id}.hello"
+DEVICE_STATUS = DEVICE + ".{device_id}.status"
+DEVICE_TELEMETRY = TELEMETRY + ".{device_id}"
+
 
 def command(msg: type[Message] | Message) -> str:
     """Subject of a command payload type, e.g. `slmops.cmd.model.register`."""
@@ -48,15 +53,15 @@ def dlq(service: str) -> str:
 
 
 def device_hello(device_id: str) -> str:
-    return f"{DEVICE}.{_token(device_id)}.hello"
+    return DEVICE_HELLO.format(device_id=_token(device_id))
 
 
 def device_status(device_id: str) -> str:
-    return f"{DEVICE}.{_token(device_id)}.status"
+    return DEVICE_STATUS.format(device_id=_token(device_id))
 
 
 def telemetry(device_id: str) -> str:
-    return f"{TELEMETRY}.{_token(device_id)}"
+    return DEVICE_TELEMETRY.format(device_id=_token(device_id))
 
 
 def _token(value: str) -> str:

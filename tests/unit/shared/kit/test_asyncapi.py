@@ -84,3 +84,21 @@ def test_documents_are_deterministic(tmp_path: Path) -> None:
     first = {p.name: json.loads(p.read_text()) for p in export_asyncapi(tmp_path / "a")}
     second = {p.name: json.loads(p.read_text()) for p in export_asyncapi(tmp_path / "b")}
     assert first == second
+
+
+def test_the_device_protocol_is_documented_from_the_device_side() -> None:
+    device = json.loads((PUBLISHED / "device.json").read_text())
+    actions = {name: op["action"] for name, op in device["operations"].items()}
+    assert actions == {
+        "device hello": "send",
+        "device status": "send",
+        "device telemetry": "send",
+        "desired state": "receive",
+        "registry download_url": "send",
+        "registry public_key": "send",
+    }
+    assert device["channels"]["device status"]["address"] == "slmops.device.{device_id}.status"
+    assert "device_id" in device["channels"]["desired state"]["parameters"]
+    assert "reply" in device["operations"]["registry download_url"]
+    window = device["components"]["schemas"]["TelemetryWindow"]
+    assert window["additionalProperties"] is False, "aggregates only: no field outside the schema"
