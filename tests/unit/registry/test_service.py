@@ -76,6 +76,14 @@ async def register(
     return await registry.register_model(cmd, command_id=command_id)
 
 
+async def register_two(
+    registry: RegistryService, blobs: MemoryBlobs, first: Path, second: Path, versions: tuple[str, str] = ("1.0", "2.0")
+) -> None:
+    """Register two versions, one after the other (so the second is `latest`)."""
+    await register(registry, blobs, first, versions[0], command_id="r1")
+    await register(registry, blobs, second, versions[1], command_id="r2")
+
+
 def variant_command(blobs: MemoryBlobs, path: Path, *, version: str = "1.0") -> RegisterVariant:
     return RegisterVariant(
         name=NAME,
@@ -324,8 +332,7 @@ async def test_a_variant_of_an_unregistered_version_is_not_found_and_consumed(
 async def test_an_alias_moves_with_its_history_and_announces_each_change(
     registry: RegistryService, blobs: MemoryBlobs, model: Path, other_model: Path
 ) -> None:
-    await register(registry, blobs, model, "1.0", command_id="r1")
-    await register(registry, blobs, other_model, "2.0", command_id="r2")
+    await register_two(registry, blobs, model, other_model)
     first = await registry.set_alias(SetAlias(name=NAME, alias="stable", version="1.0"), command_id="a1")
     second = await registry.set_alias(SetAlias(name=NAME, alias="stable", version="2.0"), command_id="a2")
     assert [e for e, _ in (*first.events, *second.events)] == [
@@ -353,8 +360,7 @@ async def test_pointing_an_alias_where_it_points_is_unchanged(
 async def test_a_redelivered_alias_command_re_announces(
     registry: RegistryService, blobs: MemoryBlobs, model: Path, other_model: Path
 ) -> None:
-    await register(registry, blobs, model, "1.0", command_id="r1")
-    await register(registry, blobs, other_model, "2.0", command_id="r2")
+    await register_two(registry, blobs, model, other_model)
     await registry.set_alias(SetAlias(name=NAME, alias="stable", version="1.0"), command_id="a1")
     cmd = SetAlias(name=NAME, alias="stable", version="2.0")
     first = await registry.set_alias(cmd, command_id="a2")
@@ -387,8 +393,7 @@ async def test_an_alias_change_that_loses_a_race_decides_again_on_the_winner(
 ) -> None:
     store = RacingStore(races=1, rival="1.0")
     registry = RegistryService(store=store, blobs=blobs, signing_key=signing_key)
-    await register(registry, blobs, model, "1.0", command_id="r1")
-    await register(registry, blobs, other_model, "2.0", command_id="r2")
+    await register_two(registry, blobs, model, other_model)
     outcome = await registry.set_alias(SetAlias(name=NAME, alias="stable", version="2.0"), command_id="a1")
     ((event, _),) = outcome.events
     assert isinstance(event, AliasChanged) and event.previous == "1.0", "the rival's write is what we moved from"
@@ -418,8 +423,7 @@ async def test_an_alias_to_an_unregistered_version_is_not_found(
 async def test_list_summarises_each_model_in_registration_order(
     registry: RegistryService, blobs: MemoryBlobs, model: Path, other_model: Path
 ) -> None:
-    await register(registry, blobs, model, "2.0", command_id="r1")
-    await register(registry, blobs, other_model, "10.0", command_id="r2")
+    await register_two(registry, blobs, model, other_model, ("2.0", "10.0"))
     await registry.set_alias(SetAlias(name=NAME, alias="stable", version="2.0"), command_id="a1")
     (summary,) = await registry.list_models()
     assert (summary.name, summary.versions, summary.latest) == (NAME, ["2.0", "10.0"], "10.0")
@@ -430,8 +434,7 @@ async def test_list_summarises_each_model_in_registration_order(
 async def test_get_resolves_a_version_an_alias_or_latest(
     registry: RegistryService, blobs: MemoryBlobs, model: Path, other_model: Path
 ) -> None:
-    await register(registry, blobs, model, "1.0", command_id="r1")
-    await register(registry, blobs, other_model, "2.0", command_id="r2")
+    await register_two(registry, blobs, model, other_model)
     await registry.set_alias(SetAlias(name=NAME, alias="stable", version="1.0"), command_id="a1")
     assert (await registry.get_model(NAME)).version.version == "2.0"
     stable = await registry.get_model(NAME, "stable")
