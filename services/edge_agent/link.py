@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from services.edge_agent.desired import Desired
 from shared import bus, subjects, topology
 from shared.clients import RegistryClient
-from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, TelemetryWindow
+from shared.messages.device import DeviceHello, DeviceStatus, TelemetryWindow
 from shared.messages.envelope import Message, deterministic_id, new_id, wrap
 from shared.messages.registry import DownloadUrl, PublicKey
 
@@ -26,15 +26,37 @@ SOURCE_PREFIX = "device"
 log = logging.getLogger("slmops.agent")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Desired:
-    """A desired state and the KV revision it was written at (the device echoes the revision)."""
+def status_message_id(status: DeviceStatus) -> str:
+    """The `Nats-Msg-Id` of a status: device, revision, step, attempt and progress (a retry is one message)."""
+    progress = f"{status.progress.done}" if status.progress else ""
+    return deterministic_id(
+        "device.status", status.device_id, str(status.desired_revision), status.step, str(status.attempt), progress
+    )
 
-    state: DesiredState
-    revision: int
+
+def telemetry_message_id(window: TelemetryWindow) -> str:
+    """The `Nats-Msg-Id` of a telemetry window: device, model and window start."""
+    return deterministic_id("telemetry", window.device_id, window.model_digest, window.window_start.isoformat())
+
+
+async def read_desired(kv: KeyValue, device_id: str) -> Desired | None:
+    """The device's desired state as KV holds it now (None: no key, or deleted).
+
+    Raises:
+        pydantic.ValidationError: the value is not a valid desired state.
+    """
+    try:
+        entry = await kv.get(device_id)
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    return Desired.from_entry(entry.value, revision=entry.revision)
 
 
 class DeviceLink:
+    """The `ports.Link` of a real device: one NATS connection, its own subjects."""
+
     def __init__(self, nc: Client, *, device_id: str) -> None:
         self._nc = nc
         self._js = nc.jetstream()
@@ -47,15 +69,10 @@ class DeviceLink:
         await self._publish(hello, subjects.device_hello(self.device_id), new_id())
 
     async def status(self, status: DeviceStatus) -> None:
-        progress = f"{status.progress.done}" if status.progress else ""
-        msg_id = deterministic_id(
-            "device.status", self.device_id, str(status.desired_revision), status.step, str(status.attempt), progress
-        )
-        await self._publish(status, subjects.device_status(self.device_id), msg_id)
+        await self._publish(status, subjects.device_status(self.device_id), status_message_id(status))
 
     async def telemetry(self, window: TelemetryWindow) -> None:
-        msg_id = deterministic_id("telemetry", self.device_id, window.model_digest, window.window_start.isoformat())
-        await self._publish(window, subjects.telemetry(self.device_id), msg_id)
+        await self._publish(window, subjects.telemetry(self.device_id), telemetry_message_id(window))
 
     async def download_url(self, digest: str) -> DownloadUrl:
         return await self._registry.download_url(digest)
@@ -64,14 +81,7 @@ class DeviceLink:
         return await self._registry.public_key()
 
     async def current_desired(self) -> Desired | None:
-        kv = await self._bucket()
-        try:
-            entry = await kv.get(self.device_id)
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        return Desired(state=DesiredState.model_validate_json(entry.value), revision=int(entry.revision or 0))
+        return await read_desired(await self._bucket(), self.device_id)
 
     async def watch_desired(self) -> AsyncIterator[Desired | None]:
         """The current desired state, then every change (None: the key was deleted)."""
@@ -85,14 +95,14 @@ class DeviceLink:
                     yield None
                     continue
                 try:
-                    state = DesiredState.model_validate_json(entry.value)
+                    desired = Desired.from_entry(entry.value, revision=entry.revision)
                 except ValidationError as exc:
                     # Not a valid instruction: keep serving what we have (the protocol's rule).
                     log.warning(
                         "ignoring an invalid desired state", extra={"revision": entry.revision, "error": str(exc)}
                     )
                     continue
-                yield Desired(state=state, revision=int(entry.revision or 0))
+                yield desired
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
 

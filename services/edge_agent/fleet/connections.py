@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import nats.errors
 from nats.aio.client import Client
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from services.edge_agent.desired import Desired
+from services.edge_agent.link import read_desired
 from shared import bus, topology
 from shared.clients import RegistryClient
-from shared.messages.device import DesiredState
 from shared.messages.envelope import Message, encode, wrap
 from shared.messages.registry import DownloadUrl, PublicKey
 from shared.settings import Settings
@@ -36,14 +36,6 @@ ACK_TIMEOUT = 10.0
 PUBLISH_ATTEMPTS = 3
 MAX_PENDING_ACKS = 2000
 REGISTRY_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class Desired:
-    """A desired state and the KV revision it was written at (echoed in every status)."""
-
-    state: DesiredState
-    revision: int
 
 
 @dataclass
@@ -125,13 +117,7 @@ class FleetConnection:
         """The device's current desired state read from KV (what a device does when it comes back)."""
         if self._kv is None:
             self._kv = await self.js.key_value(topology.KV_DESIRED)
-        try:
-            entry = await self._kv.get(device_id)
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        return Desired(state=DesiredState.model_validate_json(entry.value), revision=int(entry.revision or 0))
+        return await read_desired(self._kv, device_id)
 
     async def _ask_and_cache(self, digest: str) -> DownloadUrl:
         url = await self._ask_url(digest, source=f"fleet-connection-{self.index}")
