@@ -1,10 +1,11 @@
 """The agent: follow the desired state, install safely, serve inferences, report telemetry.
 
 Three loops run side by side: a heartbeat (hello with the active digest), the desired-state
-follower, and the telemetry window. Installing is a sequence of steps, each reported on the status
-subject; any failure stops the install with a reason and leaves the previous model serving,
-because the active slot only changes in the last step (see `slots.py`). A newer desired revision
-cancels an install in progress; an agent restarted mid-install resumes its partial download.
+follower, and the telemetry window. Installing is the protocol's state machine (`install.py`, the
+same code the fleet simulator runs) over this host's seams (`local_install.py`): each step is
+reported on the status subject; any failure stops the install with a reason and leaves the
+previous model serving, because the active slot only changes in the last step. A newer desired
+revision cancels an install in progress; an agent restarted mid-install resumes its partial download.
 """
 
 from __future__ import annotations
@@ -15,25 +16,22 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from services.edge_agent import slots as slot_store
 from services.edge_agent.capabilities import Capabilities
-from services.edge_agent.download import download
-from services.edge_agent.errors import AgentError, LoadFailed, NotReady, VerificationFailed
-from services.edge_agent.link import Desired, DeviceLink
+from services.edge_agent.errors import LoadFailed, NotReady
+from services.edge_agent.install import RetryPolicy, converge
+from services.edge_agent.local_install import LocalInstall
+from services.edge_agent.ports import Link
 from services.edge_agent.runtime import LoadedModel, ModelRuntime
-from services.edge_agent.slots import LocalState, Slot, SlotStore
+from services.edge_agent.slots import SlotStore
 from services.edge_agent.telemetry import WindowRecorder, embeddings_agree
-from services.edge_agent.verify import verify_artifact
 from shared import bus
-from shared.digests import sha256_file
-from shared.errors import SlmopsError
-from shared.messages.device import DeviceHello, DeviceStatus, InstallStep, ProgressBytes
+from shared.messages.device import DeviceHello
 
 AGENT_VERSION = "0.1.0"
 log = logging.getLogger("slmops.agent")
@@ -48,12 +46,21 @@ class AgentConfig:
     heartbeat_seconds: float = 30.0
     telemetry_seconds: float = 10.0
     download_attempts: int = 4
+    download_backoff: float = 0.5
     download_rate_limit_bps: int | None = None
     threads: int = 1
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, *, link: DeviceLink, capabilities: Capabilities) -> None:
+    """One device: serves the active model, follows its desired state, reports telemetry.
+
+    Args:
+        config: who the device is and its timings.
+        link: the bus (`link.DeviceLink`), or `adapters.memory.MemoryLink` in tests.
+        capabilities: what this host offers (sent in every hello).
+    """
+
+    def __init__(self, config: AgentConfig, *, link: Link, capabilities: Capabilities) -> None:
         self.config = config
         self.link = link
         self.capabilities = capabilities
@@ -61,7 +68,16 @@ class Agent:
         self.runtime = ModelRuntime()
         self._recorder_lock = threading.Lock()
         self._recorder: WindowRecorder | None = None
-        self._public_key: str | None = None
+        self._policy = RetryPolicy(attempts=config.download_attempts, backoff=config.download_backoff)
+        self._installer = LocalInstall(
+            link=link,
+            store=self.store,
+            runtime=self.runtime,
+            serve=self._serve,
+            policy=self._policy,
+            threads=config.threads,
+            rate_limit_bps=config.download_rate_limit_bps,
+        )
         self._install: asyncio.Task[None] | None = None
         self._install_revision = 0
         self._cpu = _CpuMeter()
@@ -156,7 +172,9 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._install
             self._install_revision = desired.revision
-            self._install = asyncio.create_task(self._converge(desired), name=f"install-{desired.revision}")
+            self._install = asyncio.create_task(
+                converge(desired, self._installer, policy=self._policy), name=f"install-{desired.revision}"
+            )
 
     async def _telemetry_loop(self) -> None:
         while True:
@@ -177,126 +195,17 @@ class Agent:
         )
         await self.link.telemetry(window)
 
-    # --- converging on a desired state -------------------------------------------------------
+    # --- installing -----------------------------------------------------------------------------
 
-    async def _converge(self, desired: Desired) -> None:
-        d = desired.state
-        state = await asyncio.to_thread(self.store.load)
-        report = _Reporter(self, desired)
-        try:
-            if state.active_content and state.active_content.digest == d.digest:
-                await report("active", slot=state.active)
-                return
-            if (slot := state.slot_with(d.digest)) is not None:
-                await self._switch(state, slot, desired)  # back to the kept slot: no download
-                await report("active", slot=slot)
-                return
-            await self._install_new(state, desired, report)
-        except asyncio.CancelledError:
-            raise
-        except AgentError as exc:
-            log.warning("install failed", extra={"digest": d.digest, "reason": str(exc)})
-            await report("failed", reason=str(exc))
-        except bus.BusError as exc:
-            await report("failed", reason=f"cannot reach the registry: {exc}")
-        except SlmopsError as exc:  # the registry refused (no such digest, say)
-            await report("failed", reason=f"the registry refused: {exc}")
-
-    async def _install_new(self, state: LocalState, desired: Desired, report: _Reporter) -> None:
-        d = desired.state
-        await report("received")
-        public_key = await self._registry_public_key()
-        part = self.store.partial_download(d.digest)
-        loop = asyncio.get_running_loop()
-
-        def publish_progress(done: int, total: int) -> None:
-            if report.should_report_progress(done, total):
-                asyncio.run_coroutine_threadsafe(
-                    report("downloading", progress=ProgressBytes(done=min(done, total), total=total)), loop
-                ).result(timeout=30)
-
-        def get_url() -> str:
-            return asyncio.run_coroutine_threadsafe(self.link.download_url(d.digest), loop).result(timeout=30).url
-
-        def on_attempt(attempt: int) -> None:
-            report.attempt = attempt
-
-        await report(
-            "downloading", progress=ProgressBytes(done=part.stat().st_size if part.exists() else 0, total=d.size_bytes)
-        )
-        await asyncio.to_thread(
-            download,
-            get_url,
-            part,
-            size=d.size_bytes,
-            attempts=self.config.download_attempts,
-            rate_limit_bps=self.config.download_rate_limit_bps,
-            on_progress=publish_progress,
-            on_attempt=on_attempt,
-        )
-        await report("downloaded")
-        await report("verifying")
-        try:
-            await asyncio.to_thread(
-                verify_artifact, part, digest=d.digest, signature=d.signature, public_key_pem=public_key
-            )
-        except VerificationFailed:
-            part.unlink(missing_ok=True)  # never keep bytes that failed verification
-            raise
-        await report("verified")
-        target = state.inactive
-        # The slot is about to be overwritten: record that first, so a crash never leaves the state
-        # naming content the slot no longer holds.
-        cleared = LocalState(active=state.active, slots={**state.slots, target: None})
-        await asyncio.to_thread(self.store.commit, cleared)
-        path = await asyncio.to_thread(self.store.place, target, part)
-        await report("loading", slot=target)
-        loaded = await asyncio.to_thread(LoadedModel, path, digest=d.digest, threads=self.config.threads)
-        await report("smoke_testing", slot=target)
-        smoke = await self._smoke_inputs(desired, public_key)
-        await asyncio.to_thread(loaded.smoke, smoke)
-        content = slot_store.installed(d.digest, model=d.model, version=d.version, variant=d.variant)
-        await self._activate(LocalState(active=target, slots={**cleared.slots, target: content}), loaded, desired)
-        await report("active", slot=target)
-
-    async def _switch(self, state: LocalState, slot: Slot, desired: Desired) -> None:
-        loaded = await asyncio.to_thread(
-            LoadedModel, self.store.model_path(slot), digest=desired.state.digest, threads=self.config.threads
-        )
-        await asyncio.to_thread(loaded.smoke, None)
-        await self._activate(replace(state, active=slot), loaded, desired)
-
-    async def _activate(self, new_state: LocalState, loaded: LoadedModel, desired: Desired) -> None:
-        """The one step that changes what serves: commit the state, then swap the session."""
-        previous, _ = self.runtime.current()
-        await asyncio.to_thread(self.store.commit, new_state)
-        await self._flush_window()  # close the old model's window before the new one serves
-        self.runtime.swap(loaded, shadow=previous if desired.state.shadow and previous else None)
+    async def _serve(self, loaded: LoadedModel, shadow: LoadedModel | None) -> None:
+        """After a durable switch: close the old model's window, swap the sessions, say hello."""
+        with contextlib.suppress(bus.BusError):  # the switch is durable: a lost window must not undo it
+            await self._flush_window()  # close the old model's window before the new one serves
+        self.runtime.swap(loaded, shadow=shadow)
         with self._recorder_lock:
             self._recorder = WindowRecorder(digest=loaded.digest, started=datetime.now(UTC))
         with contextlib.suppress(bus.BusError):
             await self._hello()
-
-    async def _smoke_inputs(self, desired: Desired, public_key: str) -> dict[str, np.ndarray] | None:
-        smoke = desired.state.smoke_input
-        if smoke is None:
-            return None
-        target = self.store.downloads / f"{smoke.digest}.npz"
-        url = (await self.link.download_url(smoke.digest)).url
-        await asyncio.to_thread(
-            download, lambda: url, target, size=smoke.size_bytes, attempts=self.config.download_attempts
-        )
-        digest, _ = await asyncio.to_thread(sha256_file, target)
-        if digest != smoke.digest:
-            target.unlink(missing_ok=True)
-            raise VerificationFailed(f"smoke input sha256 mismatch: expected {smoke.digest}, got {digest}")
-        with np.load(target, allow_pickle=False) as npz:
-            return {name: npz[name][:1] for name in npz.files}
-
-    async def _registry_public_key(self) -> str:
-        if self._public_key is None:
-            self._public_key = (await self.link.public_key()).public_key_pem
-        return self._public_key
 
     def _load_active(self) -> None:
         state = self.store.load()
@@ -313,47 +222,6 @@ class Agent:
         self.runtime.swap(loaded, shadow=None)
         with self._recorder_lock:
             self._recorder = WindowRecorder(digest=content.digest, started=datetime.now(UTC))
-
-
-class _Reporter:
-    """Publishes the steps of one install, for one desired revision."""
-
-    def __init__(self, agent: Agent, desired: Desired) -> None:
-        self._agent = agent
-        self._desired = desired
-        self.attempt = 1
-        self._last_progress = -1.0
-
-    async def __call__(
-        self,
-        step: InstallStep,
-        *,
-        slot: Slot | None = None,
-        reason: str | None = None,
-        progress: ProgressBytes | None = None,
-    ) -> None:
-        status = DeviceStatus(
-            device_id=self._agent.config.device_id,
-            desired_revision=self._desired.revision,
-            digest=self._desired.state.digest,
-            step=step,
-            slot=slot,
-            active_digest=self._agent.active_digest,
-            reason=reason,
-            attempt=self.attempt,
-            progress=progress,
-        )
-        log.info("install step", extra={"step": step, "digest": status.digest, "revision": status.desired_revision})
-        with contextlib.suppress(bus.BusError):  # a lost status is repaired by the next one
-            await self._agent.link.status(status)
-
-    def should_report_progress(self, done: int, total: int) -> bool:
-        """At most every 10% (and at the end), so a slow link does not flood the status stream."""
-        share = done / total if total else 1.0
-        if share >= 1.0 or share - self._last_progress >= 0.1:
-            self._last_progress = share
-            return True
-        return False
 
 
 class _CpuMeter:

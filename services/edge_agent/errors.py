@@ -4,6 +4,7 @@
     └── AgentError
         ├── VerificationFailed   CallerError: the bytes are not what the registry signed; never retried
         ├── DownloadFailed       TransientError: the download did not complete after the bounded retries
+        ├── DownloadRefused      CallerError: the registry refused a download URL (no such digest); not retried
         ├── LoadFailed           CallerError: onnxruntime cannot load the model, or the smoke input fails
         └── NotReady             TransientError: no model is active yet (inference asked too early)
 
@@ -26,6 +27,10 @@ class VerificationFailed(AgentError, errors.CallerError):
 
 class DownloadFailed(AgentError, errors.TransientError):
     """The bytes did not arrive in full within the bounded attempts."""
+
+
+class DownloadRefused(AgentError, errors.CallerError):
+    """The registry refused to hand out a URL for the digest: retrying the same digest fails the same way."""
 
 
 class LoadFailed(AgentError, errors.CallerError):

@@ -14,9 +14,10 @@ import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
-Slot = Literal["a", "b"]
+from services.edge_agent.install import Slots
+from shared.messages.device import Slot
+
 SLOTS: tuple[Slot, Slot] = ("a", "b")
 STATE_FILE = "state.json"
 
@@ -39,16 +40,9 @@ class LocalState:
     def active_content(self) -> SlotContent | None:
         return self.slots[self.active] if self.active else None
 
-    @property
-    def inactive(self) -> Slot:
-        return "b" if self.active == "a" else "a"
-
-    def slot_with(self, digest: str) -> Slot | None:
-        for slot in SLOTS:
-            content = self.slots[slot]
-            if content is not None and content.digest == digest:
-                return slot
-        return None
+    def view(self) -> Slots:
+        """The digests in the slots, as the install state machine decides on them."""
+        return Slots(active=self.active, contents={s: c.digest if c else None for s, c in self.slots.items()})
 
 
 class SlotStore:

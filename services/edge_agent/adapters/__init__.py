@@ -1,0 +1,1 @@
+"""Implementations of the agent's ports (`services/edge_agent/ports.py`) other than the NATS one."""

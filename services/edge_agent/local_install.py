@@ -1,0 +1,205 @@
+"""The install seams of a real device: slots on disk, HTTP downloads, the registry's key, onnxruntime.
+
+`install.converge` decides and orders the steps; this module only does each one on this host:
+* bytes: `<digest>.part` in the slot store's downloads, fetched by `download.fetch_range` on a
+  thread (HTTP Range resume), hopping back to the event loop only when a progress status is due;
+* verification: `verify.verify_artifact` with the registry's public key (asked once, then cached);
+* slots: `SlotStore.commit` (temp file, fsync, rename) to clear a slot and to switch, `SlotStore.place`
+  to move verified bytes in;
+* runtime: `LoadedModel` and its smoke run; after the switch is durable, the agent's `serve`
+  callback swaps the sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from services.edge_agent import download as http
+from services.edge_agent.errors import LoadFailed, VerificationFailed
+from services.edge_agent.install import Progress, RetryPolicy, Slots, download
+from services.edge_agent.ports import Link
+from services.edge_agent.runtime import LoadedModel, ModelRuntime
+from services.edge_agent.slots import LocalState, SlotStore, installed
+from services.edge_agent.verify import verify_artifact
+from shared import bus
+from shared.digests import sha256_file
+from shared.messages.device import DesiredState, DeviceStatus, Slot, SmokeInput
+from shared.messages.registry import DownloadUrl
+
+PROGRESS_HOP_TIMEOUT = 30.0
+log = logging.getLogger("slmops.agent")
+
+# Make `active` serve, with `shadow` (or nothing) alongside it: the agent's runtime swap.
+Serve = Callable[[LoadedModel, LoadedModel | None], Awaitable[None]]
+
+
+class LocalInstall:
+    """`install.InstallIO[LoadedModel]` of the agent; one per agent (installs run one at a time).
+
+    Args:
+        link: the device's link (statuses, URLs, the public key).
+        store: the slot store on disk.
+        runtime: the serving sessions (read to keep the previous model as shadow).
+        serve: what the agent does once a switch is durable (close the window, swap, hello).
+        policy: the download attempts, also for the smoke input.
+        threads: onnxruntime intra-op threads per session.
+        rate_limit_bps: cap on download speed (None: as fast as the link goes).
+    """
+
+    def __init__(
+        self,
+        *,
+        link: Link,
+        store: SlotStore,
+        runtime: ModelRuntime,
+        serve: Serve,
+        policy: RetryPolicy,
+        threads: int = 1,
+        rate_limit_bps: int | None = None,
+    ) -> None:
+        self.device_id = link.device_id
+        self._link = link
+        self._store = store
+        self._runtime = runtime
+        self._serve = serve
+        self._policy = policy
+        self._threads = threads
+        self._rate_limit_bps = rate_limit_bps
+        self._public_key: str | None = None
+
+    # --- statuses and local state ---------------------------------------------------------------
+
+    async def report(self, status: DeviceStatus) -> None:
+        extra = {"step": status.step, "digest": status.digest, "revision": status.desired_revision}
+        if status.step == "failed":
+            log.warning("install failed", extra=extra | {"reason": status.reason})
+        else:
+            log.info("install step", extra=extra)
+        with contextlib.suppress(bus.BusError):  # a lost status is repaired by the next one
+            await self._link.status(status)
+
+    async def slots(self) -> Slots:
+        return (await asyncio.to_thread(self._store.load)).view()
+
+    # --- bytes ------------------------------------------------------------------------------------
+
+    async def download_url(self, digest: str) -> DownloadUrl:
+        return await self._link.download_url(digest)
+
+    async def held(self, digest: str, *, size: int) -> int:
+        return await asyncio.to_thread(http.held, self._store.partial_download(digest), size=size)
+
+    async def transfer(self, url: DownloadUrl, *, attempt: int, have: int, size: int, progress: Progress) -> int:
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()  # set when this coroutine ends, cancelled or not: the thread stops too
+
+        def on_progress(done: int) -> None:
+            if not stop.is_set() and progress.due(done):
+                asyncio.run_coroutine_threadsafe(progress.publish(done), loop).result(timeout=PROGRESS_HOP_TIMEOUT)
+
+        try:
+            return await asyncio.to_thread(
+                http.fetch_range,
+                url.url,
+                self._store.partial_download(url.digest),
+                have=have,
+                rate_limit_bps=self._rate_limit_bps,
+                on_progress=on_progress,
+                stop=stop,
+            )
+        finally:
+            stop.set()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def verify(self, desired: DesiredState) -> None:
+        key = await self._registry_public_key()
+        part = self._store.partial_download(desired.digest)
+        await asyncio.to_thread(
+            verify_artifact, part, digest=desired.digest, signature=desired.signature, public_key_pem=key
+        )
+
+    async def discard(self, digest: str) -> None:
+        self._store.partial_download(digest).unlink(missing_ok=True)
+
+    # --- slots ------------------------------------------------------------------------------------
+
+    async def clear(self, slot: Slot) -> None:
+        await asyncio.to_thread(self._commit_cleared, slot)
+
+    async def place(self, slot: Slot, desired: DesiredState) -> None:
+        await asyncio.to_thread(self._store.place, slot, self._store.partial_download(desired.digest))
+
+    async def switch(self, slot: Slot, loaded: LoadedModel, desired: DesiredState) -> None:
+        previous, _ = self._runtime.current()
+        await asyncio.to_thread(self._commit_active, slot, desired)
+        await self._serve(loaded, previous if desired.shadow else None)
+
+    async def keep(self, slot: Slot, desired: DesiredState) -> None:
+        active, shadow = self._runtime.current()
+        if active is None or desired.shadow == (shadow is not None):
+            return
+        if not desired.shadow:
+            self._runtime.swap(active, shadow=None)
+            return
+        state = await asyncio.to_thread(self._store.load)
+        other = state.view().inactive
+        content = state.slots[other]
+        if content is None:
+            return  # nothing to compare with: serve alone
+        try:
+            previous = await asyncio.to_thread(
+                LoadedModel, self._store.model_path(other), digest=content.digest, threads=self._threads
+            )
+        except LoadFailed as exc:  # the shadow model must never hurt the one serving
+            log.warning("the previous model does not load for shadow mode", extra={"reason": str(exc)})
+            return
+        self._runtime.swap(active, shadow=previous)
+
+    def _commit_cleared(self, slot: Slot) -> None:
+        state = self._store.load()
+        self._store.commit(LocalState(active=state.active, slots={**state.slots, slot: None}))
+
+    def _commit_active(self, slot: Slot, desired: DesiredState) -> None:
+        state = self._store.load()
+        content = state.slots[slot]
+        if content is None or content.digest != desired.digest:
+            content = installed(desired.digest, model=desired.model, version=desired.version, variant=desired.variant)
+        self._store.commit(LocalState(active=slot, slots={**state.slots, slot: content}))
+
+    # --- runtime ----------------------------------------------------------------------------------
+
+    async def load(self, slot: Slot, desired: DesiredState) -> LoadedModel:
+        return await asyncio.to_thread(
+            LoadedModel, self._store.model_path(slot), digest=desired.digest, threads=self._threads
+        )
+
+    async def smoke(self, loaded: LoadedModel, desired: DesiredState) -> None:
+        inputs = await self._smoke_inputs(desired.smoke_input) if desired.smoke_input else None
+        await asyncio.to_thread(loaded.smoke, inputs)
+
+    async def _smoke_inputs(self, smoke: SmokeInput) -> dict[str, np.ndarray]:
+        """The first row of each array of the smoke input, fetched like a model and its sha256 checked."""
+        target = self._store.downloads / f"{smoke.digest}.npz"
+        if not target.exists():
+            await download(self, smoke.digest, size=smoke.size_bytes, policy=self._policy)
+            os.replace(self._store.partial_download(smoke.digest), target)
+        digest, _ = await asyncio.to_thread(sha256_file, target)
+        if digest != smoke.digest:
+            target.unlink(missing_ok=True)
+            raise VerificationFailed(f"smoke input sha256 mismatch: expected {smoke.digest}, got {digest}")
+        with np.load(target, allow_pickle=False) as npz:
+            return {name: npz[name][:1] for name in npz.files}
+
+    async def _registry_public_key(self) -> str:
+        if self._public_key is None:
+            self._public_key = (await self._link.public_key()).public_key_pem
+        return self._public_key

@@ -1,0 +1,142 @@
+"""The state machine over the agent's real seams: slots on disk, real transfers, onnxruntime, no server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from samples.tiny import write_sample
+from services.edge_agent.adapters.memory import MemoryLink, Offer
+from services.edge_agent.desired import Desired
+from services.edge_agent.install import RetryPolicy, converge, download
+from services.edge_agent.local_install import LocalInstall
+from services.edge_agent.runtime import LoadedModel, ModelRuntime
+from services.edge_agent.slots import SlotStore
+from shared import signing
+from shared.bus import BusError
+from shared.messages.device import InstallStep, SmokeInput
+from tests.unit.edge_agent.conftest import INSTALL, want
+
+POLICY = RetryPolicy(attempts=3, backoff=0.0)
+
+
+class Device:
+    """A real device's install seams in a temporary directory, and what they served."""
+
+    def __init__(self, link: MemoryLink, root: Path) -> None:
+        self.link = link
+        self.store = SlotStore(root)
+        self.runtime = ModelRuntime()
+        self.served: list[tuple[str, str | None]] = []
+        self.installer = LocalInstall(
+            link=link, store=self.store, runtime=self.runtime, serve=self.serve, policy=POLICY
+        )
+        self._revision = 0
+
+    async def serve(self, loaded: LoadedModel, shadow: LoadedModel | None) -> None:
+        self.runtime.swap(loaded, shadow=shadow)
+        self.served.append((loaded.digest, shadow.digest if shadow else None))
+
+    async def converge(self, offer: Offer, **overrides: object) -> list[InstallStep]:
+        """Install `offer` as the next revision; the steps reported for it."""
+        self._revision += 1
+        await converge(Desired(state=want(offer, **overrides), revision=self._revision), self.installer, policy=POLICY)
+        return [s.step for s in self.link.statuses if s.desired_revision == self._revision]
+
+    def state(self) -> dict[str, object]:
+        return dict(json.loads((self.store.root / "state.json").read_text()))
+
+
+@pytest.fixture
+def device(link: MemoryLink, tmp_path: Path) -> Device:
+    return Device(link, tmp_path / "device")
+
+
+async def test_install_places_the_model_in_a_slot_and_commits_it_active(device: Device, v1: Offer) -> None:
+    steps = await device.converge(v1)
+    assert [s for s in steps if s != "downloading"] == [s for s in INSTALL if s != "downloading"]
+    assert device.state()["active"] == "a" and device.store.load().view().active_digest == v1.digest
+    assert device.store.model_path("a").read_bytes() == v1.path.read_bytes()
+    assert device.served == [(v1.digest, None)] and not device.store.partial_download(v1.digest).exists()
+
+
+async def test_tampered_bytes_are_refused_and_deleted(device: Device, v1: Offer, v2: Offer) -> None:
+    await device.converge(v1)
+    v2.path.write_bytes(bytes(b ^ 0xFF for b in v2.path.read_bytes()))  # same size, other bytes
+    steps = await device.converge(v2)
+    assert steps[-1] == "failed" and "sha256 mismatch" in (device.link.statuses[-1].reason or "")
+    assert device.store.load().view().active_digest == v1.digest
+    assert not device.store.partial_download(v2.digest).exists()
+
+
+async def test_a_signature_the_registry_did_not_make_is_refused(device: Device, v1: Offer, tmp_path: Path) -> None:
+    forged = signing.sign_digest(signing.load_or_create_private_key(tmp_path / "forger.pem"), v1.digest)
+    steps = await device.converge(v1, signature=forged)
+    assert steps[-2:] == ["verifying", "failed"] and "signature" in (device.link.statuses[-1].reason or "")
+    assert device.store.load().view().active_digest is None and device.served == []
+
+
+async def test_rolling_back_to_the_kept_slot_needs_no_download(device: Device, v1: Offer, v2: Offer) -> None:
+    await device.converge(v1)
+    await device.converge(v2)
+    requests = len(device.link.url_requests)
+    assert await device.converge(v1) == ["active"]
+    assert len(device.link.url_requests) == requests and device.state()["active"] == "a"
+    assert device.link.statuses[-1].slot == "a" and device.served[-1] == (v1.digest, None)
+
+
+async def test_a_model_that_does_not_load_leaves_its_slot_cleared_and_the_previous_one_active(
+    device: Device, v1: Offer, v2: Offer, tmp_path: Path
+) -> None:
+    await device.converge(v1)
+    await device.converge(v2)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model at all")
+    steps = await device.converge(device.link.offer(junk))
+    assert steps[-2:] == ["loading", "failed"] and "cannot load" in (device.link.statuses[-1].reason or "")
+    slots = device.state()["slots"]
+    assert isinstance(slots, dict) and slots["a"] is None, "cleared durably before it was overwritten"
+    assert device.store.load().view().active_digest == v2.digest
+
+
+async def test_the_named_smoke_input_is_fetched_checked_and_kept(device: Device, v1: Offer, tmp_path: Path) -> None:
+    _, eval_set = write_sample(tmp_path / "eval", seed=1)
+    smoke = device.link.offer(eval_set)
+    steps = await device.converge(v1, smoke_input=SmokeInput(digest=smoke.digest, size_bytes=smoke.size_bytes))
+    assert steps[-1] == "active" and (device.store.downloads / f"{smoke.digest}.npz").exists()
+
+
+async def test_a_smoke_input_with_other_bytes_fails_the_install(device: Device, v1: Offer, tmp_path: Path) -> None:
+    _, eval_set = write_sample(tmp_path / "eval", seed=1)
+    smoke = device.link.offer(eval_set)
+    eval_set.write_bytes(bytes(b ^ 0xFF for b in eval_set.read_bytes()))
+    steps = await device.converge(v1, smoke_input=SmokeInput(digest=smoke.digest, size_bytes=smoke.size_bytes))
+    assert steps[-2:] == ["smoke_testing", "failed"]
+    assert "smoke input sha256 mismatch" in (device.link.statuses[-1].reason or "")
+    assert device.store.load().view().active_digest is None
+
+
+async def test_downloads_give_up_after_bounded_attempts_and_count_url_failures(device: Device, v1: Offer) -> None:
+    device.link.fail_next_urls(BusError("registry did not answer"))
+    v1.path.unlink()  # every URL the link hands out now points at nothing
+    steps = await device.converge(v1)
+    assert steps[-1] == "failed" and "did not complete after 3 attempts" in (device.link.statuses[-1].reason or "")
+    assert device.link.url_requests == [v1.digest] * 3
+
+
+async def test_a_complete_partial_download_needs_no_request(device: Device, v1: Offer) -> None:
+    device.store.partial_download(v1.digest).write_bytes(v1.path.read_bytes())
+    assert await download(device.installer, v1.digest, size=v1.size_bytes, policy=POLICY) == 1
+    assert device.link.url_requests == []
+
+
+async def test_the_serving_digest_again_turns_shadow_mode_on_and_off(device: Device, v1: Offer, v2: Offer) -> None:
+    await device.converge(v1)
+    await device.converge(v2)
+    assert await device.converge(v2, shadow=True) == ["active"]
+    active, shadow = device.runtime.current()
+    assert active is not None and active.digest == v2.digest and shadow is not None and shadow.digest == v1.digest
+    await device.converge(v2, shadow=False)
+    assert device.runtime.current()[1] is None
