@@ -1,15 +1,18 @@
-"""One simulated device: its A/B slots and the install state machine of the device protocol.
+"""One simulated device: its A/B slots, and its side of the install state machine's seams.
 
-The steps, their order, the reasons and the "never active unless verified" rule are the agent's
-(`services/edge_agent/agent.py`): received → downloading (with progress) → downloaded → verifying →
-verified → loading → smoke_testing → active, or failed with a reason. A desired digest already
-serving is reported active at once; one still in the other slot is a switch back, with no
-download. Only the active slot changes in the last step, so a failure or a crash at any step leaves
-the previous model serving.
+The state machine is the agent's own (`services/edge_agent/install.py`): the same steps in the
+same order, the same reasons, retries and "never active unless verified" rule. This module only
+says what each seam does on a simulated device (`SimInstall`):
 
-What is simulated is time and the link: a transfer sleeps for size / link speed; verification,
-loading and the smoke run take the host-measured time times the class's speed factor. Everything
-that decides an outcome goes through `InstallEnv`, whose implementation does the real checks.
+* time and the link are simulated: a transfer sleeps for size / link speed, reporting progress as
+  it goes; verification, loading and the smoke run take the host-measured time times the class's
+  speed factor;
+* everything that decides an outcome goes through `InstallEnv`, whose implementation (the
+  simulator) does the real checks: a real presigned URL, the real bytes, `verify_artifact`, a real
+  onnxruntime load and smoke run per digest;
+* injected faults act in the seams: a `slow` link, a transfer that breaks part-way
+  (`download_fail`, `flaky`), a `corrupt` copy (the env's verification fails it), and a `crash`
+  right after reporting a step (`DeviceCrashed`, raised out of the state machine).
 """
 
 from __future__ import annotations
@@ -21,20 +24,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from services.edge_agent.errors import AgentError, DownloadFailed
+from services.edge_agent.desired import Desired
+from services.edge_agent.errors import DownloadFailed
 from services.edge_agent.fleet.artifacts import CachedArtifact
 from services.edge_agent.fleet.classes import DeviceClass
-from services.edge_agent.fleet.connections import Desired
 from services.edge_agent.fleet.errors import FleetError
 from services.edge_agent.fleet.faults import Fault
-from shared.errors import CallerError, TransientError
-from shared.messages.device import InstallStep, ProgressBytes, Slot
+from services.edge_agent.install import Progress, RetryPolicy, Slots, converge
+from shared.messages.device import DesiredState, DeviceStatus, InstallStep, Slot
 from shared.messages.registry import DownloadUrl
 
 # Steps after which an injected crash may happen (the bytes are in flight or being installed).
 CRASH_STEPS: tuple[InstallStep, ...] = ("downloading", "downloaded", "verified", "loading", "smoke_testing")
-PROGRESS_SECONDS = 1.0  # a progress report at most this often...
-PROGRESS_SHARE = 0.1  # ...and only after another 10% of the bytes, like the agent
+PROGRESS_SECONDS = 1.0  # a simulated transfer advances in steps of at most this long
+BREAK_SHARE = 0.3  # where an injected broken download stops
 
 
 class Presence(StrEnum):
@@ -57,6 +60,10 @@ class InstallPolicy:
     download_backoff: float
     slow_factor: float
 
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.download_attempts, backoff=self.download_backoff)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LoadTiming:
@@ -71,25 +78,25 @@ class InstallEnv(Protocol):
 
     policy: InstallPolicy
 
-    async def report(
-        self,
-        device: SimDevice,
-        desired: Desired,
-        step: InstallStep,
-        *,
-        slot: Slot | None = None,
-        reason: str | None = None,
-        attempt: int = 1,
-        progress: ProgressBytes | None = None,
-    ) -> None: ...
+    async def publish(self, device: SimDevice, status: DeviceStatus) -> None:
+        """Put the status on the device's subject (a lost publish is counted, not raised)."""
+        ...
 
-    async def download_url(self, device: SimDevice, digest: str) -> DownloadUrl: ...
+    async def download_url(self, device: SimDevice, digest: str) -> DownloadUrl:
+        """A presigned URL from the registry (`CallerError`: refused; `TransientError`: no answer)."""
+        ...
 
-    async def fetch(self, url: DownloadUrl) -> CachedArtifact: ...
+    async def fetch(self, url: DownloadUrl) -> CachedArtifact:
+        """The bytes behind `url`, downloaded for real once per digest (`DownloadFailed` if not)."""
+        ...
 
-    async def verify(self, device: SimDevice, artifact: CachedArtifact, desired: Desired) -> None: ...
+    async def verify(self, device: SimDevice, artifact: CachedArtifact, desired: DesiredState) -> None:
+        """This device's copy checked for real (`VerificationFailed`)."""
+        ...
 
-    async def load(self, device: SimDevice, digest: str) -> LoadTiming: ...
+    async def load(self, device: SimDevice, digest: str) -> LoadTiming:
+        """The host-measured load and smoke times of `digest` (`LoadFailed` if it does not load)."""
+        ...
 
     async def sleep(self, seconds: float) -> None: ...
 
@@ -167,15 +174,12 @@ class SimDevice:
             return None
         return self.slots["b" if self.active == "a" else "a"]
 
-    @property
-    def inactive_slot(self) -> Slot:
-        return "b" if self.active == "a" else "a"
-
     def slot_with(self, digest: str) -> Slot | None:
-        for slot, content in self.slots.items():
-            if content == digest:
-                return slot
-        return None
+        return self.view().slot_with(digest)
+
+    def view(self) -> Slots:
+        """The slots as the install state machine decides on them."""
+        return Slots(active=self.active, contents=self.slots)
 
     async def converge(self, desired: Desired, env: InstallEnv) -> None:
         """Make `desired` the serving model, reporting each step; failures end as `failed`.
@@ -183,95 +187,96 @@ class SimDevice:
         Raises:
             DeviceCrashed: the injected crash of a `crash` device (once); the caller restarts it.
         """
-        digest = desired.state.digest
-        if self.active_digest == digest:
-            self.shadow = desired.state.shadow
-            await env.report(self, desired, "active", slot=self.active)
-            return
-        if (slot := self.slot_with(digest)) is not None:
-            timing = await env.load(self, digest)
-            await env.sleep(self._device_seconds(timing.load_ms + timing.smoke_ms))
-            self.active, self.shadow = slot, desired.state.shadow  # back to the kept slot: no download
-            await env.report(self, desired, "active", slot=slot)
-            return
-        await env.report(self, desired, "received")
-        attempt = 1
-        try:
-            artifact, attempt = await self._download(desired, env)
-            await self._step(env, desired, "downloaded", attempt=attempt)
-            await self._step(env, desired, "verifying", attempt=attempt)
-            await env.sleep(desired.state.size_bytes / self.device_class.hash_bytes_per_second)
-            await env.verify(self, artifact, desired)
-            await self._step(env, desired, "verified", attempt=attempt)
-            target = self.inactive_slot
-            # The slot is about to be overwritten: from here a crash leaves it empty, never half-written.
-            self.slots[target] = None
-            await self._step(env, desired, "loading", slot=target, attempt=attempt)
-            timing = await env.load(self, digest)
-            await env.sleep(self._device_seconds(timing.load_ms))
-            await self._step(env, desired, "smoke_testing", slot=target, attempt=attempt)
-            await env.sleep(self._device_seconds(timing.smoke_ms))
-            self.slots[target] = digest
-            self.active, self.shadow = target, desired.state.shadow  # the atomic switch
-            await env.report(self, desired, "active", slot=target, attempt=attempt)
-        except AgentError as exc:
-            await env.report(self, desired, "failed", reason=str(exc), attempt=attempt)
+        await converge(desired, SimInstall(self, env), policy=env.policy.retry)
 
-    async def _download(self, desired: Desired, env: InstallEnv) -> tuple[CachedArtifact, int]:
-        policy, digest, size = env.policy, desired.state.digest, desired.state.size_bytes
-        last = "no attempt made"
-        for attempt in range(1, policy.download_attempts + 1):
-            if attempt > 1:
-                await env.sleep(policy.download_backoff * 2 ** (attempt - 2))
-            try:
-                # A URL per attempt, as the agent does: a presigned URL may expire during back-off.
-                artifact = await env.fetch(await env.download_url(self, digest))
-            except CallerError as exc:
-                raise DownloadFailed(f"the registry refused a download URL: {exc}") from None
-            except TransientError as exc:
-                last = str(exc)
-                continue
-            await self._step(env, desired, "downloading", attempt=attempt, progress=ProgressBytes(done=0, total=size))
-            breaks = self.fault is Fault.DOWNLOAD_FAIL or (self.fault is Fault.FLAKY and attempt == 1)
-            done = await self._transfer(env, desired, attempt=attempt, stop_share=0.3 if breaks else 1.0)
-            if done == size:
-                return artifact, attempt
-            last = f"the connection dropped after {done} of {size} bytes (injected {self.fault} fault)"
-        raise DownloadFailed(f"download did not complete after {policy.download_attempts} attempts: {last}")
+    def device_seconds(self, host_ms: float) -> float:
+        """How long something that takes `host_ms` on this host takes on this device."""
+        return host_ms * self.device_class.speed_factor / 1000.0
 
-    async def _transfer(self, env: InstallEnv, desired: Desired, *, attempt: int, stop_share: float) -> int:
-        """Sleep through the transfer at this device's link speed; returns the bytes received."""
-        size = desired.state.size_bytes
-        speed = self.device_class.link_bytes_per_second
-        if self.fault is Fault.SLOW:
-            speed /= env.policy.slow_factor
-        self.transfers += 1
-        stop = int(size * stop_share)
-        done = reported = 0
+
+class SimInstall:
+    """`install.InstallIO[LoadTiming]` of one simulated device, for one install."""
+
+    __slots__ = ("device", "device_id", "_env", "_artifact")
+
+    def __init__(self, device: SimDevice, env: InstallEnv) -> None:
+        self.device = device
+        self.device_id = device.device_id
+        self._env = env
+        self._artifact: CachedArtifact | None = None
+
+    async def report(self, status: DeviceStatus) -> None:
+        dev = self.device
+        await self._env.publish(dev, status)
+        dev.last_step, dev.last_reason = status.step, status.reason
+        if status.step == "active" or status.step == "failed":
+            dev.settled_revision = status.desired_revision
+            if status.step == "active":
+                dev.converged_at = asyncio.get_running_loop().time()
+                dev.window_start = None  # the next window is about the new model only
+        elif dev.crash_step == status.step:
+            dev.crash_step = None  # crashes once
+            raise DeviceCrashed(status.step)
+
+    async def slots(self) -> Slots:
+        return self.device.view()
+
+    async def download_url(self, digest: str) -> DownloadUrl:
+        return await self._env.download_url(self.device, digest)
+
+    async def held(self, digest: str, *, size: int) -> int:
+        return 0  # a simulated device keeps no partial bytes: every attempt starts over
+
+    async def transfer(self, url: DownloadUrl, *, attempt: int, have: int, size: int, progress: Progress) -> int:
+        """Sleep through the transfer at this device's link speed; an injected fault breaks it at 30 %."""
+        dev = self.device
+        self._artifact = await self._env.fetch(url)
+        speed = dev.device_class.link_bytes_per_second
+        if dev.fault is Fault.SLOW:
+            speed /= self._env.policy.slow_factor
+        dev.transfers += 1
+        breaks = dev.fault is Fault.DOWNLOAD_FAIL or (dev.fault is Fault.FLAKY and attempt == 1)
+        stop = int(size * BREAK_SHARE) if breaks else size
+        done = have
         while done < stop:
             seconds = min(PROGRESS_SECONDS, (stop - done) / speed)
-            await env.sleep(seconds)
+            await self._env.sleep(seconds)
             done = min(stop, done + max(1, round(speed * seconds)))
-            if done < size and done - reported >= size * PROGRESS_SHARE:
-                reported = done
-                progress = ProgressBytes(done=done, total=size)
-                await env.report(self, desired, "downloading", attempt=attempt, progress=progress)
+            await progress.update(done)
+        if done < size:
+            raise DownloadFailed(f"the connection dropped after {done} of {size} bytes (injected {dev.fault} fault)")
         return done
 
-    async def _step(
-        self,
-        env: InstallEnv,
-        desired: Desired,
-        step: InstallStep,
-        *,
-        attempt: int,
-        slot: Slot | None = None,
-        progress: ProgressBytes | None = None,
-    ) -> None:
-        await env.report(self, desired, step, slot=slot, attempt=attempt, progress=progress)
-        if self.crash_step == step:
-            self.crash_step = None  # crashes once
-            raise DeviceCrashed(step)
+    async def sleep(self, seconds: float) -> None:
+        await self._env.sleep(seconds)
 
-    def _device_seconds(self, host_ms: float) -> float:
-        return host_ms * self.device_class.speed_factor / 1000.0
+    async def verify(self, desired: DesiredState) -> None:
+        if self._artifact is None:
+            raise RuntimeError("verify before any transfer")  # the state machine never does this
+        await self._env.sleep(desired.size_bytes / self.device.device_class.hash_bytes_per_second)
+        await self._env.verify(self.device, self._artifact, desired)
+
+    async def discard(self, digest: str) -> None:
+        self._artifact = None  # the device's copy is gone; the cache keeps the verified original
+
+    async def clear(self, slot: Slot) -> None:
+        self.device.slots[slot] = None  # from here a crash leaves the slot empty, never half-written
+
+    async def place(self, slot: Slot, desired: DesiredState) -> None:
+        """Nothing to move: the slot's content is a digest, set by the switch."""
+
+    async def load(self, slot: Slot, desired: DesiredState) -> LoadTiming:
+        timing = await self._env.load(self.device, desired.digest)
+        await self._env.sleep(self.device.device_seconds(timing.load_ms))
+        return timing
+
+    async def smoke(self, loaded: LoadTiming, desired: DesiredState) -> None:
+        await self._env.sleep(self.device.device_seconds(loaded.smoke_ms))
+
+    async def switch(self, slot: Slot, loaded: LoadTiming, desired: DesiredState) -> None:
+        dev = self.device
+        dev.slots[slot] = desired.digest
+        dev.active, dev.shadow = slot, desired.shadow  # the atomic switch
+
+    async def keep(self, slot: Slot, desired: DesiredState) -> None:
+        self.device.shadow = desired.shadow

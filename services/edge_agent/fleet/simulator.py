@@ -36,30 +36,24 @@ import onnxruntime as ort
 from nats.js.kv import KV_DEL, KV_PURGE
 from pydantic import ValidationError
 
+from services.edge_agent.desired import Desired
 from services.edge_agent.errors import LoadFailed
 from services.edge_agent.fleet import resources
 from services.edge_agent.fleet.artifacts import ArtifactCache, CachedArtifact
 from services.edge_agent.fleet.classes import DeviceClass, known_class, load_classes
 from services.edge_agent.fleet.config import SimulationConfig
-from services.edge_agent.fleet.connections import Desired, FleetConnection
+from services.edge_agent.fleet.connections import FleetConnection
 from services.edge_agent.fleet.device import DeviceCrashed, InstallPolicy, LoadTiming, Presence, SimDevice
 from services.edge_agent.fleet.faults import Fault, assign_faults
 from services.edge_agent.fleet.inference import InferenceWorker
 from services.edge_agent.fleet.mix import assign_classes, stratified_sample
 from services.edge_agent.fleet.report import ClassSummary, Convergence, FleetReport, Resources, SharedWork
 from services.edge_agent.fleet.telemetry import busy_percent, draw_window, model_ram_mb
+from services.edge_agent.link import status_message_id, telemetry_message_id
 from services.edge_agent.telemetry import WindowRecorder
 from shared import subjects, topology
-from shared.messages.device import (
-    DesiredState,
-    DeviceHello,
-    DeviceStatus,
-    InstallStep,
-    ProgressBytes,
-    Slot,
-    TelemetryWindow,
-)
-from shared.messages.envelope import deterministic_id, new_id
+from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, InstallStep, TelemetryWindow
+from shared.messages.envelope import new_id
 from shared.messages.registry import DownloadUrl
 from shared.settings import Settings
 
@@ -326,14 +320,14 @@ class FleetSimulator:
             if dev is None or entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                 continue
             try:
-                state = DesiredState.model_validate_json(entry.value)
+                desired = Desired.from_entry(entry.value, revision=entry.revision)
             except ValidationError:
                 self.events["invalid_desired_state"] += 1
                 continue
             if dev.presence is not Presence.ONLINE:
                 self.events["desired_missed_while_away"] += 1
                 continue
-            self._converge(dev, Desired(state=state, revision=int(entry.revision or 0)))
+            self._converge(dev, desired)
 
     def _converge(self, dev: SimDevice, desired: Desired) -> None:
         """Start acting on `desired` unless the device is already on it; a newer revision wins."""
@@ -486,10 +480,12 @@ class FleetSimulator:
     async def _publish_window(self, dev: SimDevice, window: TelemetryWindow | None) -> None:
         if window is None:
             return
-        msg_id = deterministic_id("telemetry", dev.device_id, window.model_digest, window.window_start.isoformat())
         conn = self.connections[dev.connection]
         if await conn.publish(
-            subjects.telemetry(dev.device_id), window, msg_id=msg_id, source=f"device:{dev.device_id}"
+            subjects.telemetry(dev.device_id),
+            window,
+            msg_id=telemetry_message_id(window),
+            source=f"device:{dev.device_id}",
         ):
             self.messages["telemetry"] += 1
 
@@ -560,56 +556,23 @@ class _RealWindow:
 
 
 class _Env:
-    """The world as one device sees it during an install: real checks behind simulated time."""
+    """`device.InstallEnv`: the world as one device sees it during an install, real checks behind simulated time."""
 
     def __init__(self, sim: FleetSimulator, dev: SimDevice) -> None:
         self._sim = sim
         self._conn = sim.connections[dev.connection]
         self.policy = sim.policy
 
-    async def report(
-        self,
-        device: SimDevice,
-        desired: Desired,
-        step: InstallStep,
-        *,
-        slot: Slot | None = None,
-        reason: str | None = None,
-        attempt: int = 1,
-        progress: ProgressBytes | None = None,
-    ) -> None:
-        status = DeviceStatus(
-            device_id=device.device_id,
-            desired_revision=desired.revision,
-            digest=desired.state.digest,
-            step=step,
-            slot=slot,
-            active_digest=device.active_digest,
-            reason=reason,
-            attempt=attempt,
-            progress=progress,
-        )
-        # The agent's id rule (device, revision, step, attempt, progress): a retried publish is one message.
-        msg_id = deterministic_id(
-            "device.status",
-            device.device_id,
-            str(desired.revision),
-            step,
-            str(attempt),
-            str(progress.done) if progress else "",
-        )
+    async def publish(self, device: SimDevice, status: DeviceStatus) -> None:
         published = await self._conn.publish(
-            subjects.device_status(device.device_id), status, msg_id=msg_id, source=f"device:{device.device_id}"
+            subjects.device_status(device.device_id),
+            status,
+            msg_id=status_message_id(status),  # the agent's id rule: a retried publish is one message
+            source=f"device:{device.device_id}",
         )
         if published:
-            self._sim.steps[step] += 1
+            self._sim.steps[status.step] += 1
             self._sim.messages["status"] += 1
-        device.last_step, device.last_reason = step, reason
-        if step in ("active", "failed"):
-            device.settled_revision = desired.revision
-        if step == "active":
-            device.converged_at = asyncio.get_running_loop().time()
-            device.window_start = None  # the next window is about the new model only
 
     async def download_url(self, device: SimDevice, digest: str) -> DownloadUrl:
         return await self._conn.download_url(digest, source=f"device:{device.device_id}")
@@ -622,12 +585,12 @@ class _Env:
         self._sim.artifacts.setdefault(artifact.digest, artifact)
         return artifact
 
-    async def verify(self, device: SimDevice, artifact: CachedArtifact, desired: Desired) -> None:
+    async def verify(self, device: SimDevice, artifact: CachedArtifact, desired: DesiredState) -> None:
         cache = self._sim.cache
         if cache is None:
             raise RuntimeError("the simulator is not started")
         await cache.verify(
-            artifact, signature=desired.state.signature, corrupt=device.fault is Fault.CORRUPT, rng=self._sim.rng
+            artifact, signature=desired.signature, corrupt=device.fault is Fault.CORRUPT, rng=self._sim.rng
         )
 
     async def load(self, device: SimDevice, digest: str) -> LoadTiming:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,23 +11,15 @@ import pytest
 from services.edge_agent.errors import VerificationFailed
 from services.edge_agent.fleet.artifacts import CachedArtifact
 from services.edge_agent.fleet.classes import BUILT_IN
-from services.edge_agent.fleet.connections import Desired
 from services.edge_agent.fleet.device import DeviceCrashed, InstallPolicy, LoadTiming, SimDevice
 from services.edge_agent.fleet.faults import Fault
-from shared.messages.device import DesiredState, InstallStep, ProgressBytes, Slot
+from shared.bus import BusError
+from shared.errors import NotFound
+from shared.messages.device import DesiredState, DeviceStatus, InstallStep, ProgressBytes, Slot
 from shared.messages.registry import DownloadUrl
+from tests.unit.edge_agent.conftest import DEVICE, INSTALL, desired
 
 V1, V2 = "1" * 64, "2" * 64
-INSTALL: list[InstallStep] = [
-    "received",
-    "downloading",
-    "downloaded",
-    "verifying",
-    "verified",
-    "loading",
-    "smoke_testing",
-    "active",
-]
 
 
 @dataclass
@@ -53,28 +44,24 @@ class World:
     url_requests: int = 0
     slept: float = 0.0
     bad_digests: set[str] = field(default_factory=set)
+    url_errors: list[Exception] = field(default_factory=list)  # raised by the next URL requests, in order
 
-    async def report(
-        self,
-        device: SimDevice,
-        desired: Desired,
-        step: InstallStep,
-        *,
-        slot: Slot | None = None,
-        reason: str | None = None,
-        attempt: int = 1,
-        progress: ProgressBytes | None = None,
-    ) -> None:
-        self.reported.append(Reported(step, desired.revision, slot, device.active_digest, reason, attempt, progress))
+    async def publish(self, device: SimDevice, status: DeviceStatus) -> None:
+        s = status
+        self.reported.append(
+            Reported(s.step, s.desired_revision, s.slot, s.active_digest, s.reason, s.attempt, s.progress)
+        )
 
     async def download_url(self, device: SimDevice, digest: str) -> DownloadUrl:
         self.url_requests += 1
+        if self.url_errors:
+            raise self.url_errors.pop(0)
         return DownloadUrl(url="http://s3/x", digest=digest, size_bytes=1000, signature="sig", expires_in_seconds=300)
 
     async def fetch(self, url: DownloadUrl) -> CachedArtifact:
         return CachedArtifact(digest=url.digest, size_bytes=url.size_bytes, path=Path("/nonexistent"))
 
-    async def verify(self, device: SimDevice, artifact: CachedArtifact, desired: Desired) -> None:
+    async def verify(self, device: SimDevice, artifact: CachedArtifact, desired: DesiredState) -> None:
         if artifact.digest in self.bad_digests or device.fault is Fault.CORRUPT:
             raise VerificationFailed(f"sha256 mismatch: expected {artifact.digest}")
 
@@ -90,7 +77,7 @@ class World:
 
 def device(fault: Fault | None = None, cls: str = "rpi5") -> SimDevice:
     return SimDevice(
-        device_id="d-1",
+        device_id=DEVICE,
         index=0,
         device_class=BUILT_IN[cls],
         fault=fault,
@@ -98,19 +85,6 @@ def device(fault: Fault | None = None, cls: str = "rpi5") -> SimDevice:
         real_inference=False,
         rng=random.Random(0),
     )
-
-
-def desired(digest: str, revision: int, *, size: int = 1000) -> Desired:
-    state = DesiredState(
-        device_id="d-1",
-        model="m",
-        version="1",
-        digest=digest,
-        size_bytes=size,
-        signature="sig",
-        issued_at=datetime.now(UTC),
-    )
-    return Desired(state=state, revision=revision)
 
 
 async def test_a_new_digest_goes_through_every_step_into_the_inactive_slot() -> None:
@@ -193,3 +167,18 @@ async def test_a_crash_mid_install_leaves_the_previous_model_serving(crash_step:
     world.reported.clear()
     await dev.converge(desired(V2, 2), world)  # after the restart: crashes only once
     assert world.steps() == INSTALL and dev.active_digest == V2
+
+
+async def test_a_registry_refusal_fails_at_once_without_retrying() -> None:
+    dev, world = device(), World(url_errors=[NotFound("no artifact has that digest (not_found)")])
+    await dev.converge(desired(V1, 1), world)
+    assert world.steps() == ["received", "failed"] and world.url_requests == 1
+    assert "the registry refused a download URL" in (world.reported[-1].reason or "")
+    assert world.slept == 0.0
+
+
+async def test_a_registry_that_does_not_answer_costs_an_attempt_and_is_retried() -> None:
+    dev, world = device(), World(url_errors=[BusError("registry did not answer download_url within 10s")])
+    await dev.converge(desired(V1, 1), world)
+    assert world.steps()[-1] == "active" and world.reported[-1].attempt == 2
+    assert world.url_requests == 2 and world.slept >= 0.5
