@@ -32,13 +32,22 @@ def export_json_schemas(directory: Path) -> list[Path]:
     Returns:
         The files written, sorted by name.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     documents = {f"{t}.v{v}": _envelope_schema(t, v, model) for (t, v), model in message_types().items()}
     documents |= {stem: _record_schema(stem, model) for stem, model in RECORDS.items()}
+    return write_documents(directory, documents)
+
+
+def write_documents(directory: Path, documents: dict[str, dict[str, Any]]) -> list[Path]:
+    """Write each document as `<name>.json`, keys sorted, so the files diff cleanly under review.
+
+    Returns:
+        The files written, sorted by name. Other files in `directory` are left alone.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem in sorted(documents):
-        path = directory / f"{stem}.json"
-        path.write_text(json.dumps(documents[stem], indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for name in sorted(documents):
+        path = directory / f"{name}.json"
+        path.write_text(json.dumps(documents[name], indent=2, sort_keys=True) + "\n", encoding="utf-8")
         written.append(path)
     return written
 

@@ -11,7 +11,6 @@ be committed to `docs/asyncapi/` and checked current by a test.
 
 from __future__ import annotations
 
-import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, Tele
 from shared.messages.envelope import wire_model
 from shared.messages.registry import GET_DOWNLOAD_URL, GET_PUBLIC_KEY
 from shared.messages.rpc import RpcReply, ServiceHealth
+from shared.schema import write_documents
 from shared.settings import Settings
 
 COMPONENT_REF = "#/components/schemas/{model}"
@@ -96,15 +96,9 @@ def export_asyncapi(directory: Path) -> list[Path]:
     Returns:
         The files written, sorted by name. Other files in `directory` are left alone.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     documents = {name: service_document(load_service(name)()) for name in service_names()}
     documents["device"] = device_document()
-    written = []
-    for name in sorted(documents):
-        path = directory / f"{name}.json"
-        path.write_text(json.dumps(documents[name], indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        written.append(path)
-    return written
+    return write_documents(directory, documents)
 
 
 def _add_reply(document: dict[str, Any], reply: type[BaseModel], *, operation: str, name: str) -> None:
