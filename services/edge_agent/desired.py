@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from shared.messages.device import DesiredState
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Desired:
     """A desired state and the KV revision it was written at (the device echoes the revision)."""
 

@@ -29,9 +29,9 @@ Errors, and what becomes of them:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from services.edge_agent.desired import Desired
 from services.edge_agent.errors import AgentError, DownloadFailed, DownloadRefused, VerificationFailed
@@ -42,12 +42,10 @@ from shared.messages.registry import DownloadUrl
 PROGRESS_SHARE = 0.1  # a `downloading` status after another 10 % of the bytes, not more often
 
 LoadedT = TypeVar("LoadedT")
-# A download's progress, by attempt: the status `downloading` carries both.
-ProgressSink = Callable[[int, ProgressBytes], Awaitable[None]]
 Action = Literal["keep", "switch", "install"]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Slots:
     """What a device's two slots hold (a digest or nothing) and which one serves."""
 
@@ -70,7 +68,7 @@ class Slots:
         return None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Plan:
     """What a device does for a desired digest.
 
@@ -93,7 +91,7 @@ def plan(slots: Slots, digest: str) -> Plan:
     return Plan(action="install", slot=slots.inactive)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RetryPolicy:
     """Bounded download attempts with exponential back-off (the protocol's: 4 attempts, 0.5 s doubling)."""
 
@@ -103,6 +101,19 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Seconds to wait before `attempt` (1-based): none before the first, then `backoff` doubling."""
         return 0.0 if attempt <= 1 else self.backoff * 2 ** (attempt - 2)
+
+
+class ProgressSink(Protocol):
+    """Who hears of a download's progress, by attempt (the install: a `downloading` status)."""
+
+    async def downloading(self, attempt: int, progress: ProgressBytes) -> None: ...
+
+
+class _Silent:
+    """A download nobody reports on (the smoke input)."""
+
+    async def downloading(self, attempt: int, progress: ProgressBytes) -> None:
+        return None
 
 
 class Progress:
@@ -129,7 +140,7 @@ class Progress:
         return True
 
     async def publish(self, done: int) -> None:
-        await self._sink(self.attempt, ProgressBytes(done=done, total=self.total))
+        await self._sink.downloading(self.attempt, ProgressBytes(done=done, total=self.total))
 
     async def update(self, done: int) -> None:
         """Publish `done` if it is due (what a transfer on the event loop calls)."""
@@ -224,12 +235,8 @@ class InstallIO(ByteSource, Protocol[LoadedT]):
         ...
 
 
-async def _no_progress(attempt: int, progress: ProgressBytes) -> None:
-    """A download nobody reports on (the smoke input)."""
-
-
 async def download(
-    source: ByteSource, digest: str, *, size: int, policy: RetryPolicy, on_progress: ProgressSink = _no_progress
+    source: ByteSource, digest: str, *, size: int, policy: RetryPolicy, on_progress: ProgressSink | None = None
 ) -> int:
     """Fetch `size` bytes of `digest`, resuming what is held, with a fresh URL per attempt.
 
@@ -238,7 +245,8 @@ async def download(
         digest: what to fetch.
         size: how many bytes make it complete.
         policy: the bounded attempts and their back-off.
-        on_progress: called with each attempt's starting point, then as `Progress` finds due.
+        on_progress: told each attempt's starting point, then what `Progress` finds due (None:
+            nobody is told).
 
     Returns:
         The attempt that completed it.
@@ -247,13 +255,14 @@ async def download(
         DownloadRefused: the registry refused a URL for `digest`.
         DownloadFailed: still incomplete after `policy.attempts` (what is held is kept).
     """
+    sink = on_progress or _Silent()
     last = "no attempt made"
     for attempt in range(1, policy.attempts + 1):
         if attempt > 1:
             await source.sleep(policy.delay(attempt))
         have = await source.held(digest, size=size)
         if have >= size:
-            await on_progress(attempt, ProgressBytes(done=size, total=size))
+            await sink.downloading(attempt, ProgressBytes(done=size, total=size))
             return attempt
         try:
             url = await source.download_url(digest)
@@ -262,8 +271,8 @@ async def download(
         except SlmopsError as exc:  # did not answer (or failed inside): a failed attempt
             last = f"no download URL: {exc}"
             continue
-        await on_progress(attempt, ProgressBytes(done=have, total=size))
-        progress = Progress(on_progress, attempt=attempt, start=have, total=size)
+        await sink.downloading(attempt, ProgressBytes(done=have, total=size))
+        progress = Progress(sink, attempt=attempt, start=have, total=size)
         try:
             done = await source.transfer(url, attempt=attempt, have=have, size=size, progress=progress)
         except TransientError as exc:
@@ -278,6 +287,9 @@ async def download(
 async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPolicy) -> None:
     """Make `desired` the serving model, reporting each step; a failure ends as a `failed` status.
 
+    One function on purpose: ten thousand simulated devices run it at once, and every frame an
+    await passes through, and every object an install holds, costs the simulator CPU and GC time.
+
     Args:
         desired: the desired state and the revision every status echoes.
         io: the device's seams.
@@ -286,75 +298,67 @@ async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPol
     Raises:
         asyncio.CancelledError: a newer revision cancelled this install (nothing more is reported).
     """
-    install = _Install(desired, io, policy=policy, slots=await io.slots())
-    await install.run()
+    state = desired.state
+    slots = await io.slots()
+    decided = plan(slots, state.digest)
+    action, slot = decided.action, decided.slot
+    report = _Reporter(desired, io, active_digest=slots.active_digest)
+    del slots, decided  # not needed past the decision: ten thousand waiting installs would hold them
+    try:
+        if action == "keep":
+            await io.keep(slot, state)
+        elif action == "switch":  # back to the kept slot: no download
+            loaded = await io.load(slot, state)
+            await io.smoke(loaded, state)
+            await io.switch(slot, loaded, state)
+            report.active_digest = state.digest
+        else:
+            await report("received")
+            report.attempt = await download(io, state.digest, size=state.size_bytes, policy=policy, on_progress=report)
+            await report("downloaded")
+            await report("verifying")
+            try:
+                await io.verify(state)
+            except VerificationFailed:
+                await io.discard(state.digest)  # never keep bytes that failed verification
+                raise
+            await report("verified")
+            # The slot is about to be overwritten: record that first, so a crash never leaves the
+            # state naming content the slot no longer holds.
+            await io.clear(slot)
+            await io.place(slot, state)
+            await report("loading", slot=slot)
+            loaded = await io.load(slot, state)
+            await report("smoke_testing", slot=slot)
+            await io.smoke(loaded, state)
+            await io.switch(slot, loaded, state)  # the one step that changes what serves
+            report.active_digest = state.digest
+        await report("active", slot=slot)
+    except AgentError as exc:
+        await report("failed", reason=str(exc))
+    except CallerError as exc:
+        await report("failed", reason=f"the registry refused: {exc}")
+    except TransientError as exc:
+        await report("failed", reason=f"cannot reach the registry: {exc}")
 
 
-class _Install(Generic[LoadedT]):
-    """One install: the desired revision, what serves now, and the attempt the statuses carry."""
+class _Reporter:
+    """The statuses of one install: its revision, what serves now, and the attempt they carry."""
 
-    def __init__(self, desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPolicy, slots: Slots) -> None:
+    __slots__ = ("desired", "io", "active_digest", "attempt")
+
+    def __init__(self, desired: Desired, io: InstallIO[Any], *, active_digest: str | None) -> None:
         self.desired = desired
         self.io = io
-        self.policy = policy
-        self.plan = plan(slots, desired.state.digest)
-        self.active_digest = slots.active_digest
+        self.active_digest = active_digest
         self.attempt = 1
 
-    async def run(self) -> None:
-        state, slot = self.desired.state, self.plan.slot
-        try:
-            if self.plan.action == "keep":
-                await self.io.keep(slot, state)
-                await self.report("active", slot=slot)
-            elif self.plan.action == "switch":  # back to the kept slot: no download
-                loaded = await self.io.load(slot, state)
-                await self.io.smoke(loaded, state)
-                await self.switch(slot, loaded)
-                await self.report("active", slot=slot)
-            else:
-                await self.install(slot)
-        except AgentError as exc:
-            await self.report("failed", reason=str(exc))
-        except CallerError as exc:
-            await self.report("failed", reason=f"the registry refused: {exc}")
-        except TransientError as exc:
-            await self.report("failed", reason=f"cannot reach the registry: {exc}")
-
-    async def install(self, target: Slot) -> None:
-        state, io = self.desired.state, self.io
-        await self.report("received")
-        self.attempt = await download(
-            io, state.digest, size=state.size_bytes, policy=self.policy, on_progress=self.downloading
-        )
-        await self.report("downloaded")
-        await self.report("verifying")
-        try:
-            await io.verify(state)
-        except VerificationFailed:
-            await io.discard(state.digest)  # never keep bytes that failed verification
-            raise
-        await self.report("verified")
-        # The slot is about to be overwritten: record that first, so a crash never leaves the state
-        # naming content the slot no longer holds.
-        await io.clear(target)
-        await io.place(target, state)
-        await self.report("loading", slot=target)
-        loaded = await io.load(target, state)
-        await self.report("smoke_testing", slot=target)
-        await io.smoke(loaded, state)
-        await self.switch(target, loaded)
-        await self.report("active", slot=target)
-
-    async def switch(self, slot: Slot, loaded: LoadedT) -> None:
-        await self.io.switch(slot, loaded, self.desired.state)
-        self.active_digest = self.desired.state.digest
-
     async def downloading(self, attempt: int, progress: ProgressBytes) -> None:
+        """`ProgressSink`: a `downloading` status for `attempt`."""
         self.attempt = attempt
-        await self.report("downloading", progress=progress)
+        await self("downloading", progress=progress)
 
-    async def report(
+    async def __call__(
         self,
         step: InstallStep,
         *,

@@ -83,6 +83,7 @@ class FleetSimulator:
             slow_factor=config.slow_factor,
         )
         self.connections: list[FleetConnection] = []
+        self._envs: list[_Env] = []  # one per connection: what its devices install through
         self.devices: list[SimDevice] = []
         self._by_id: dict[str, SimDevice] = {}
         self.rng = random.Random(config.seed)
@@ -133,6 +134,7 @@ class FleetSimulator:
                 )
             )
         )
+        self._envs = [_Env(self, conn) for conn in self.connections]
         public_key = await self.connections[0].public_key()
         self._workdir = Path(tempfile.mkdtemp(prefix="slmops-fleet-"))
         self.cache = ArtifactCache(self._workdir, public_key_pem=public_key.public_key_pem)
@@ -342,7 +344,7 @@ class FleetSimulator:
 
     async def _run_install(self, dev: SimDevice, desired: Desired) -> None:
         try:
-            await dev.converge(desired, _Env(self, dev))
+            await dev.converge(desired, self._envs[dev.connection])
         except DeviceCrashed as crash:
             self._crash(dev, crash)
         except asyncio.CancelledError:
@@ -556,11 +558,14 @@ class _RealWindow:
 
 
 class _Env:
-    """`device.InstallEnv`: the world as one device sees it during an install, real checks behind simulated time."""
+    """`device.InstallEnv` of the devices on one connection: real checks behind simulated time.
 
-    def __init__(self, sim: FleetSimulator, dev: SimDevice) -> None:
+    One per connection, not per install: it holds nothing of a device's.
+    """
+
+    def __init__(self, sim: FleetSimulator, conn: FleetConnection) -> None:
         self._sim = sim
-        self._conn = sim.connections[dev.connection]
+        self._conn = conn
         self.policy = sim.policy
 
     async def publish(self, device: SimDevice, status: DeviceStatus) -> None:

@@ -119,8 +119,14 @@ def test_back_off_doubles_from_the_second_attempt(attempt: int, seconds: float) 
     assert POLICY.delay(attempt) == seconds
 
 
-async def _ignore(attempt: int, progress: ProgressBytes) -> None:
-    """A sink for `Progress` tables: only `due` is under test."""
+@dataclass
+class Attempts:
+    """`ProgressSink` that notes the attempt of each progress it is told."""
+
+    attempts: list[int] = field(default_factory=list)
+
+    async def downloading(self, attempt: int, progress: ProgressBytes) -> None:
+        self.attempts.append(attempt)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +140,7 @@ async def _ignore(attempt: int, progress: ProgressBytes) -> None:
 def test_progress_is_due_after_another_tenth_and_never_at_the_end(
     start: int, counts: list[int], due: list[bool]
 ) -> None:
-    progress = Progress(_ignore, attempt=1, start=start, total=1000)
+    progress = Progress(Attempts(), attempt=1, start=start, total=1000)
     assert [progress.due(done) for done in counts] == due
 
 
@@ -210,14 +216,10 @@ async def test_broken_and_short_transfers_are_retried_then_fail_with_the_last_re
 
 async def test_the_download_gives_up_after_bounded_attempts_and_counts_url_failures() -> None:
     dev = RecordingDevice(url_errors=[BusError("registry did not answer")], transfers=[10, 10, 10])
-    attempts: list[int] = []
-
-    async def started(attempt: int, progress: ProgressBytes) -> None:
-        attempts.append(attempt)
-
+    started = Attempts()
     with pytest.raises(DownloadFailed, match="did not complete after 3 attempts"):
         await download(dev, Z, size=SIZE, policy=POLICY, on_progress=started)
-    assert attempts == [2, 3] and dev.calls.count("url") == 3
+    assert started.attempts == [2, 3] and dev.calls.count("url") == 3
 
 
 async def test_a_complete_partial_download_needs_no_request() -> None:
