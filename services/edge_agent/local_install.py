@@ -1,7 +1,7 @@
 """The install seams of a real device: slots on disk, HTTP downloads, the registry's key, onnxruntime.
 
 `install.converge` decides and orders the steps; this module only does each one on this host:
-* bytes: `<digest>.part` in the slot store's downloads, fetched by `download.fetch_range` on a
+* bytes: `<digest>.part` in the slot store's downloads, fetched by `transfer.fetch_range` on a
   thread (HTTP Range resume), hopping back to the event loop only when a progress status is due;
 * verification: `verify.verify_artifact` with the registry's public key (asked once, then cached);
 * slots: `SlotStore.commit` (temp file, fsync, rename) to clear a slot and to switch, `SlotStore.place`
@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from services.edge_agent import download as http
+from services.edge_agent import transfer as http
 from services.edge_agent.errors import LoadFailed, VerificationFailed
 from services.edge_agent.install import Progress, RetryPolicy, Slots, download
 from services.edge_agent.ports import Link

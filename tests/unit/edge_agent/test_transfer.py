@@ -1,4 +1,4 @@
-"""One download attempt: what is worth resuming, a whole body when the range is ignored, errors mapped."""
+"""One HTTP transfer attempt: what is worth resuming, a whole body when the range is ignored, errors mapped."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.edge_agent.download import fetch_range, held
 from services.edge_agent.errors import DownloadFailed
+from services.edge_agent.transfer import fetch_range, held
 
 
 def test_held_is_what_the_partial_file_has(tmp_path: Path) -> None:
