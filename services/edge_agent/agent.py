@@ -51,6 +51,29 @@ class AgentConfig:
     threads: int = 1
 
 
+def hello(config: AgentConfig, capabilities: Capabilities, *, active_digest: str | None) -> DeviceHello:
+    """The hello (and heartbeat) this device sends.
+
+    Raises:
+        pydantic.ValidationError: the id, class or labels are not what the protocol allows; the CLI
+            builds one before connecting, so a bad option fails with the field's reason at once.
+    """
+    c = capabilities
+    return DeviceHello(
+        device_id=config.device_id,
+        device_class=config.device_class,
+        arch=c.arch,
+        ram_mb=c.ram_mb,
+        cpu_count=c.cpu_count,
+        accelerators=c.accelerators,
+        onnxruntime_version=c.onnxruntime_version,
+        execution_providers=c.execution_providers,
+        labels=config.labels,
+        agent_version=AGENT_VERSION,
+        active_digest=active_digest,
+    )
+
+
 class Agent:
     """One device: serves the active model, follows its desired state, reports telemetry.
 
@@ -146,22 +169,7 @@ class Agent:
                 await self._hello()
 
     async def _hello(self) -> None:
-        c = self.capabilities
-        await self.link.hello(
-            DeviceHello(
-                device_id=self.config.device_id,
-                device_class=self.config.device_class,
-                arch=c.arch,
-                ram_mb=c.ram_mb,
-                cpu_count=c.cpu_count,
-                accelerators=c.accelerators,
-                onnxruntime_version=c.onnxruntime_version,
-                execution_providers=c.execution_providers,
-                labels=self.config.labels,
-                agent_version=AGENT_VERSION,
-                active_digest=self.active_digest,
-            )
-        )
+        await self.link.hello(hello(self.config, self.capabilities, active_digest=self.active_digest))
 
     async def _follow_desired(self) -> None:
         async for desired in self.link.watch_desired():

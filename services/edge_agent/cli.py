@@ -52,35 +52,23 @@ def agent(
     ram_mb: int | None = typer.Option(None, help="Override the detected RAM (MiB)."),
 ) -> None:
     """Follow this device's desired model: download, verify, switch slots, serve, report."""
-    from services.edge_agent.agent import AgentConfig
+    from services.edge_agent.agent import AgentConfig, hello
     from services.edge_agent.capabilities import detect
-    from shared.messages.device import DeviceHello
 
-    parsed = parse_labels([p.strip() for p in labels.split(",") if p.strip()], option="--labels")
-    try:  # validate id, class and labels the way the platform will, before connecting
-        caps = detect(arch=arch, ram_mb=ram_mb)
-        DeviceHello(
-            device_id=device_id,
-            device_class=device_class,
-            arch=caps.arch,
-            ram_mb=caps.ram_mb,
-            cpu_count=caps.cpu_count,
-            onnxruntime_version=caps.onnxruntime_version,
-            execution_providers=caps.execution_providers,
-            labels=parsed,
-            agent_version="check",
-        )
-    except ValueError as exc:
-        fail(f"invalid device settings: {exc}")
     config = AgentConfig(
         device_id=device_id,
         device_class=device_class,
-        labels=parsed,
+        labels=parse_labels([p.strip() for p in labels.split(",") if p.strip()], option="--labels"),
         state_dir=state_dir,
         heartbeat_seconds=heartbeat,
         telemetry_seconds=telemetry,
         download_rate_limit_bps=rate_limit,
     )
+    try:  # validate id, class and labels the way the platform will, before connecting
+        caps = detect(arch=arch, ram_mb=ram_mb)
+        hello(config, caps, active_digest=None)
+    except ValueError as exc:
+        fail(f"invalid device settings: {exc}")
     run(_run_agent(config, caps, http_port=http_port))
 
 

@@ -1,11 +1,16 @@
-"""`slmops fleet simulate` refuses bad options before it connects to anything."""
+"""`slmops fleet simulate` and `slmops agent` refuse bad options before they connect to anything."""
 
 from __future__ import annotations
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from services.edge_agent.cli import fleet_app
+from services.edge_agent.cli import agent, fleet_app
+
+# `agent` is a single command (the root CLI adds it by entry point): a one-command app to invoke it.
+agent_app = typer.Typer()
+agent_app.command()(agent)
 
 
 @pytest.mark.parametrize(
@@ -23,4 +28,21 @@ def test_bad_options_exit_2_with_the_reason(args: list[str], message: str, monke
     monkeypatch.setenv("SLMOPS_NATS_URL", "nats://127.0.0.1:1")  # nothing listens: it must fail before connecting
     result = CliRunner().invoke(fleet_app, ["simulate", *args])
     assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device-id", "bad id", "--class", "rpi5"], "device_id"),
+        (["--device-id", "ok", "--class", "Not A Class"], "device_class"),
+        (["--device-id", "ok", "--class", "rpi5", "--labels", "site"], "--labels wants key=value, got 'site'"),
+    ],
+)
+def test_the_agent_refuses_a_bad_identity_before_it_connects(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLMOPS_NATS_URL", "nats://127.0.0.1:1")  # nothing listens: it must fail before connecting
+    result = CliRunner().invoke(agent_app, args)
+    assert result.exit_code == 1, result.output
     assert message in " ".join(result.output.split())
