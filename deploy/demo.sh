@@ -2,7 +2,9 @@
 # `make demo`: the main job on the embedded stack, start to finish, on one machine.
 # Today: start the stack; register the built-in tiny model and show the registry's checks; register
 # the reference SLM (all-MiniLM-L6-v2) and let the optimizer find and register its best variant for
-# a Raspberry Pi 5 and for a small gateway; show the lineage; stop. It grows as services land.
+# a Raspberry Pi 5 and for a small gateway; show the lineage; install it on an edge agent and serve
+# an inference; list the channels of the AsyncAPI documents other systems build against; stop. It
+# grows as services land.
 set -euo pipefail
 
 export SLMOPS_HOME="${SLMOPS_HOME:-$PWD/.slmops}"
@@ -66,6 +68,21 @@ vector = reply["outputs"][0][0]
 print(f"served by {reply['digest'][:16]}...: a {len(vector)}-dim embedding, first values {[round(x, 3) for x in vector[:4]]}")
 PY
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
+
+step "what other systems build against: each service's AsyncAPI document, generated from its declarations"
+slmops schema export "$work/schema" --asyncapi "$work/asyncapi"
+python3 - "$work/asyncapi" <<'PY'
+import json, pathlib, sys
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+    doc = json.loads(path.read_text())
+    by_action = {"receive": [], "send": []}
+    for op in doc["operations"].values():
+        address = doc["channels"][op["channel"]["$ref"].split("/")[-1].replace("%20", " ")]["address"]
+        by_action[op["action"]].append(address + (" (+reply)" if "reply" in op else ""))
+    print(f"{doc['info']['title']}:")
+    for action, addresses in by_action.items():
+        print(f"  {action:7} {', '.join(sorted(addresses))}")
+PY
 
 step "stop"
 slmops down
