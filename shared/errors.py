@@ -23,6 +23,8 @@ class SlmopsError(Exception):
     """Base of every error SLMOps raises on purpose."""
 
     code = "internal"
+    # The code a service answered with, when this error came over the bus (None: raised here).
+    remote_code: str | None = None
 
 
 class CallerError(SlmopsError):
@@ -75,8 +77,8 @@ def wire_code(exc: BaseException) -> str:
 
 
 def error_for_code(code: str, message: str) -> SlmopsError:
-    """The exception a client raises for an error reply (an unknown code: a plain `SlmopsError`).
-
-    The message keeps the code, so a log line or the CLI shows what the service answered.
-    """
-    return RPC_ERRORS.get(code, SlmopsError)(f"{message} ({code})")
+    """The exception a client raises for an error reply (an unknown code: a plain `SlmopsError`),
+    with the service's message and, in `remote_code`, the code it answered with."""
+    error = RPC_ERRORS.get(code, SlmopsError)(message)
+    error.remote_code = code
+    return error

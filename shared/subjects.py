@@ -25,6 +25,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
 DEVICE_HELLO = DEVICE + ".{device_id}.hello"
 DEVICE_STATUS = DEVICE + ".{device_id}.status"
 DEVICE_TELEMETRY = TELEMETRY + ".{device_id}"
+_DEVICE_TEMPLATES = {"device.hello": DEVICE_HELLO, "device.status": DEVICE_STATUS, "telemetry.window": DEVICE_TELEMETRY}
 
 
 def command(msg: type[Message] | Message) -> str:
@@ -35,6 +36,13 @@ def command(msg: type[Message] | Message) -> str:
 def event(msg: type[Message] | Message) -> str:
     """Subject of an event payload type, e.g. `slmops.evt.model.registered`."""
     return f"{EVT}.{msg.TYPE}"
+
+
+def followed(msg: type[Message]) -> str:
+    """Where messages of a type travel outside the command stream, as a pattern a consumer filter
+    must cover: the event subject, or for the device protocol's messages every device's (`*`)."""
+    template = _DEVICE_TEMPLATES.get(msg.TYPE)
+    return template.format(device_id="*") if template else event(msg)
 
 
 def rpc(service: str, operation: str) -> str:

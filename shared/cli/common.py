@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from shared.errors import SlmopsError
 
@@ -24,7 +25,8 @@ JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON ins
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """Print `message` (verbatim: a pydantic reason's brackets are not markup) and exit with `code`."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -35,7 +37,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except SlmopsError as exc:
-        fail(str(exc))
+        fail(f"{exc} ({exc.remote_code})" if exc.remote_code else str(exc))
 
 
 def print_json(data: Any) -> None:

@@ -38,7 +38,10 @@ class RegistryClient:
         timeout: seconds to wait for a query's answer.
 
     Raises (every query): `BusError` when the registry does not answer, `shared.errors.NotFound`
-    for a name, version, alias or digest it does not know, `InvalidRequest` for a malformed request.
+    for a name, version, alias or digest it does not know, `InvalidRequest` for a malformed request,
+    `TransientError` when the registry could not serve it now (S3 down), and a plain `SlmopsError`
+    when it failed (`internal`) or answered something malformed. Each carries the code the registry
+    answered with in `remote_code`.
     """
 
     def __init__(self, nc: Client, *, source: str, timeout: float = 10.0) -> None:

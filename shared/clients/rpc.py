@@ -7,8 +7,7 @@ Raises, for every call:
 
 from __future__ import annotations
 
-import json
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -19,7 +18,7 @@ from shared import subjects
 from shared.bus import BusError, message_headers
 from shared.errors import SlmopsError, error_for_code
 from shared.messages.envelope import Message, encode, wrap
-from shared.messages.rpc import Rpc
+from shared.messages.rpc import Rpc, RpcReply, ServiceHealth
 
 RequestT = TypeVar("RequestT", bound=Message)
 ReplyT = TypeVar("ReplyT")
@@ -50,7 +49,7 @@ async def health(nc: Client, service: str, *, timeout: float = 2.0) -> bool:
     """True if `service` answers its health ping as ready; any failure to answer is False."""
     try:
         msg = await nc.request(subjects.health(service), b"{}", timeout=timeout)
-        doc: Any = json.loads(msg.data)
+        reply = RpcReply[ServiceHealth].model_validate_json(msg.data)
     except Exception:  # no responders, timeout, garbage: all mean "not healthy"
         return False
-    return isinstance(doc, dict) and doc.get("ok") is True
+    return reply.ok and reply.result is not None and reply.result.ready

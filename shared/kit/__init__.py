@@ -6,10 +6,11 @@
     broker.py     the FastStream NATS broker with OpenTelemetry
     asyncapi.py   the AsyncAPI documents of every service, for `slmops schema export`
 
-Only a service's `app.py` imports this package; its use cases return `shared.outcomes.Outcome`.
+Only a service's `app.py` imports this package (and `slmops schema export`, to describe it); its use
+cases return `shared.outcomes.Outcome` and know nothing of it.
 """
 
 from shared.kit.policy import Publisher
-from shared.kit.service import KitSetupError, Runtime, ServiceKit, UseCase
+from shared.kit.service import CommandUseCase, EventUseCase, KitSetupError, Runtime, ServiceKit
 
-__all__ = ["KitSetupError", "Publisher", "Runtime", "ServiceKit", "UseCase"]
+__all__ = ["CommandUseCase", "EventUseCase", "KitSetupError", "Publisher", "Runtime", "ServiceKit"]

@@ -20,14 +20,13 @@ from pydantic import BaseModel
 
 from shared import subjects, topology
 from shared.discovery import load_service, service_names
-from shared.kit.broker import make_broker
+from shared.kit.broker import documentation_broker
 from shared.kit.service import ServiceKit
 from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, TelemetryWindow
 from shared.messages.envelope import wire_model
 from shared.messages.registry import GET_DOWNLOAD_URL, GET_PUBLIC_KEY
 from shared.messages.rpc import RpcReply, ServiceHealth
 from shared.schema import write_documents
-from shared.settings import Settings
 
 COMPONENT_REF = "#/components/schemas/{model}"
 
@@ -51,7 +50,7 @@ def service_document(kit: ServiceKit[Any]) -> dict[str, Any]:
 def device_document() -> dict[str, Any]:
     """The device protocol (docs/DEVICE_PROTOCOL.md) seen from a device: what it sends, what it follows
     and what it asks, so a third-party device in any language can be built against a document."""
-    broker = make_broker(Settings(nats_url="nats://nats:4222"), service="device", traced=False)
+    broker = documentation_broker("device")
     sends = (
         (DeviceHello, "device hello", subjects.DEVICE_HELLO, "At start and then as its heartbeat, in full each time."),
         (DeviceStatus, "device status", subjects.DEVICE_STATUS, "Each install step, with the desired revision."),

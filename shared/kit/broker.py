@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
 
 from faststream.nats import NatsBroker, NatsUserPassword
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
@@ -12,29 +10,31 @@ from opentelemetry.trace import TracerProvider
 
 from shared.settings import Settings
 
+# The server the published AsyncAPI documents name, whatever the environment that exports them says.
+DOCUMENTED_SERVER = "nats://nats:4222"
 
-def make_broker(
-    settings: Settings, *, service: str, tracer_provider: TracerProvider | None = None, traced: bool = True
-) -> NatsBroker:
-    """A broker for `service`: consume and publish spans with trace propagation, JSON logs.
 
-    Args:
-        traced: False for a broker that only describes the service (the AsyncAPI export).
-    """
+def make_broker(settings: Settings, *, service: str, tracer_provider: TracerProvider | None = None) -> NatsBroker:
+    """A broker for `service`: consume and publish spans with trace propagation, JSON logs."""
     security = (
         NatsUserPassword(username=settings.nats_user, password=settings.nats_password or "")
         if settings.nats_user
         else None
     )
-    middlewares: Sequence[Any] = [NatsTelemetryMiddleware(tracer_provider=tracer_provider)] if traced else []
     return NatsBroker(
         settings.nats_url,
         security=security,
         name=f"slmops-{service}",
-        middlewares=middlewares,
+        middlewares=[NatsTelemetryMiddleware(tracer_provider=tracer_provider)],
         # FastStream logs every message received/processed; that is DEBUG detail here, and the
         # broker's logger goes through our JSON formatter like every other.
         logger=logging.getLogger(f"slmops.{service}.broker"),
         log_level=logging.DEBUG,
         graceful_timeout=15.0,
     )
+
+
+def documentation_broker(service: str) -> NatsBroker:
+    """A broker that only describes `service` (the AsyncAPI export): never connected, no security or
+    tracing, and the same server address in every environment, so the document is reproducible."""
+    return NatsBroker(DOCUMENTED_SERVER, name=f"slmops-{service}", logger=logging.getLogger(f"slmops.{service}.broker"))

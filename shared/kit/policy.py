@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -88,20 +88,24 @@ class Publisher:
 
     async def event(self, event: Message, event_id: str) -> None:
         """Publish an event durably with its deterministic id (JetStream drops a republished copy)."""
-        if type(event) not in self.events:
-            raise TypeError(f"{self.service} publishes {event.TYPE!r} without declaring it with emits()")
+        self._check(events=[event])
         await bus.publish(self.js, wrap(event, source=self.service, id=event_id), subjects.event(event))
 
-    async def command(self, command: Message, command_id: str) -> None:
-        if type(command) not in self.commands:
-            raise TypeError(f"{self.service} sends {command.TYPE!r} without declaring it with sends()")
-        await bus.publish(self.js, wrap(command, source=self.service, id=command_id), subjects.command(command))
-
     async def outcome(self, outcome: Outcome) -> None:
+        """Publish an outcome's events, then its commands; nothing at all if any type is undeclared."""
+        self._check(events=[e for e, _ in outcome.events], commands=[c for c, _ in outcome.commands])
         for event, event_id in outcome.events:
-            await self.event(event, event_id)
+            await bus.publish(self.js, wrap(event, source=self.service, id=event_id), subjects.event(event))
         for command, command_id in outcome.commands:
-            await self.command(command, command_id)
+            await bus.publish(self.js, wrap(command, source=self.service, id=command_id), subjects.command(command))
+
+    def _check(self, *, events: Sequence[Message] = (), commands: Sequence[Message] = ()) -> None:
+        for event in events:
+            if type(event) not in self.events:
+                raise TypeError(f"{self.service} publishes {event.TYPE!r} without declaring it with emits()")
+        for command in commands:
+            if type(command) not in self.commands:
+                raise TypeError(f"{self.service} sends {command.TYPE!r} without declaring it with sends()")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +125,11 @@ class DurablePolicy:
             envelope = cast(Envelope[Any], await message.decode())
         except InvalidMessage as exc:
             await self._reject(raw, reason=exc.reason, message_id=position, reply_to=reply_to)
+            return
+        except Exception as exc:  # a decoder bug must not strand the message either
+            await self._reject(
+                raw, reason=f"cannot decode: {type(exc).__name__}: {exc}", message_id=position, reply_to=reply_to
+            )
             return
         heartbeat = asyncio.create_task(_keep_alive(raw, self.consumer.ack_wait_seconds / 3))
         try:
@@ -160,14 +169,19 @@ class DurablePolicy:
     async def _reject(self, raw: Msg, *, reason: str, message_id: str, reply_to: str | None) -> None:
         log.warning("message rejected", extra={"message_id": message_id, "subject": raw.subject, "reason": reason})
         position = str(raw.metadata.sequence.stream)
-        await dead_letter(
-            self.live.publisher.js,
-            service=self.service,
-            body=raw.data,
-            reason=reason,
-            original_subject=raw.subject,
-            original_id=position,
-        )
+        try:
+            await dead_letter(
+                self.live.publisher.js,
+                service=self.service,
+                body=raw.data,
+                reason=reason,
+                original_subject=raw.subject,
+                original_id=position,
+            )
+        except Exception as exc:  # the DLQ is unreachable: keep the message, try again later
+            log.warning("cannot dead-letter, will retry", extra={"message_id": message_id, "error": repr(exc)})
+            await raw.nak(delay=MAX_RETRY_DELAY)
+            return
         await _reply(self.live.nc, reply_to, CommandOutcome(command_id=message_id, status="rejected", reason=reason))
         await raw.ack()
 
@@ -182,7 +196,9 @@ class RequestPolicy:
     async def settle(self, call_next: CallNext, message: StreamMessage[Any]) -> bytes:
         try:
             await message.decode()
-            result = await call_next(message)
+            # Encoded here, inside the try: a result that is not the declared reply type is a bug,
+            # answered as one, not a reply that never comes.
+            return self.rpc.answer(await call_next(message))
         except InvalidMessage as exc:
             return error_reply(InvalidRequest.code, exc.reason)
         except SlmopsError as exc:
@@ -190,7 +206,6 @@ class RequestPolicy:
         except Exception as exc:  # a bug: say so rather than leave the caller waiting for a timeout
             log.exception("request failed", extra={"operation": self.rpc.request.TYPE})
             return error_reply(SlmopsError.code, f"{self.service} failed on {self.rpc.operation}: {type(exc).__name__}")
-        return self.rpc.answer(result)
 
 
 async def _keep_alive(raw: Msg, every: float) -> None:
@@ -201,5 +216,7 @@ async def _keep_alive(raw: Msg, every: float) -> None:
 
 
 async def _reply(nc: Client, inbox: str | None, outcome: CommandOutcome) -> None:
+    """Best effort: a sender that is gone, or a lost reply, never holds up the ack."""
     if inbox and inbox.startswith("_INBOX."):
-        await nc.publish(inbox, outcome.model_dump_json().encode())
+        with contextlib.suppress(Exception):
+            await nc.publish(inbox, outcome.model_dump_json().encode())

@@ -8,7 +8,7 @@ A service's `app.py` creates a `ServiceKit`, declares its parts and returns it:
     kit.emits(ModelRegistered, ...)
 
 From that one set of declarations the kit builds both the running FastStream app (`app()`) and
-the service's AsyncAPI document (`specification()`), so the document cannot drift from the code.
+the service's AsyncAPI document (`specification_broker()`), so the document cannot drift from the code.
 Declarations are checked as they are made: a consumer must be one declared in `shared/topology.py`,
 every message type it is given must travel on a subject its filter covers, and an operation must be
 the service's own. At start-up the kit connects, creates the topology and the service's durable
@@ -36,7 +36,7 @@ from opentelemetry.trace import TracerProvider
 
 from shared import subjects, topology
 from shared.bus import REPLY_TO
-from shared.kit.broker import make_broker
+from shared.kit.broker import documentation_broker, make_broker
 from shared.kit.handlers import durable_handler, request_handler
 from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle
 from shared.logs import setup_logging
@@ -48,15 +48,26 @@ from shared.settings import Settings
 from shared.tracing import setup_tracing
 
 S = TypeVar("S")
+HEALTH = "health"
 S_contra = TypeVar("S_contra", contravariant=True)
 RequestT = TypeVar("RequestT", bound=Message)
 ReplyT = TypeVar("ReplyT")
 
 
-class UseCase(Protocol[S_contra]):
-    """A use case a durable message is handed to: `service.method(payload, *, command_id=...)`."""
+class CommandUseCase(Protocol[S_contra]):
+    """What a command is handed to: `service.method(command, *, command_id=...)`."""
 
-    def __call__(self, service: S_contra, payload: Any, /, *, command_id: str) -> Awaitable[Outcome]: ...
+    def __call__(self, service: S_contra, command: Any, /, *, command_id: str) -> Awaitable[Outcome]: ...
+
+
+class EventUseCase(Protocol[S_contra]):
+    """What a followed message (an event, a device report) is handed to: `service.method(event, *, event_id=...)`."""
+
+    def __call__(self, service: S_contra, event: Any, /, *, event_id: str) -> Awaitable[Outcome]: ...
+
+
+# A use case with the message's id passed under the name its kind uses.
+Dispatch = Callable[[S, Message, str], Awaitable[Outcome]]
 
 
 class KitSetupError(TypeError):
@@ -76,7 +87,7 @@ class Runtime:
 @dataclass(frozen=True, kw_only=True)
 class _Durable(Generic[S]):
     consumer: topology.DurableConsumer
-    use_cases: Mapping[type[Message], UseCase[S]]
+    use_cases: Mapping[type[Message], Dispatch[S]]
     title: str
     enabled: bool
 
@@ -120,33 +131,38 @@ class ServiceKit(Generic[S]):
 
     # --- declarations ----------------------------------------------------------------------------
 
-    def commands(self, consumer: topology.DurableConsumer, use_cases: Mapping[type[Message], UseCase[S]]) -> None:
+    def commands(
+        self, consumer: topology.DurableConsumer, use_cases: Mapping[type[Message], CommandUseCase[S]]
+    ) -> None:
         """Handle these command types from `consumer` (a consumer of SLMOPS_CMDS)."""
         if consumer.stream != topology.CMDS_STREAM:
             raise KitSetupError(
                 f"{consumer.durable} reads {consumer.stream}; commands come from {topology.CMDS_STREAM}"
             )
-        self._durable(consumer, use_cases, subject=subjects.command, title=f"{self.name} commands", enabled=True)
+        dispatch = {t: _with_command_id(u) for t, u in use_cases.items()}
+        self._durable(consumer, dispatch, subject=subjects.command, title=f"{self.name} commands", enabled=True)
 
     def follows(
         self,
         consumer: topology.DurableConsumer,
-        use_cases: Mapping[type[Message], UseCase[S]],
+        use_cases: Mapping[type[Message], EventUseCase[S]],
         *,
         enabled: bool = True,
     ) -> None:
-        """React to these event types from `consumer`; `enabled=False` documents it without running it."""
-        if consumer.stream != topology.EVENTS_STREAM:
-            raise KitSetupError(
-                f"{consumer.durable} reads {consumer.stream}; events come from {topology.EVENTS_STREAM}"
-            )
+        """React to these message types from `consumer` (events, or the device protocol's reports);
+        `enabled=False` documents it without running it."""
+        if consumer.stream == topology.CMDS_STREAM:
+            raise KitSetupError(f"{consumer.durable} reads {consumer.stream}: declare its handlers with commands()")
         title = f"{self.name} follows {', '.join(t.TYPE for t in use_cases)}"
-        self._durable(consumer, use_cases, subject=subjects.event, title=title, enabled=enabled)
+        dispatch = {t: _with_event_id(u) for t, u in use_cases.items()}
+        self._durable(consumer, dispatch, subject=subjects.followed, title=title, enabled=enabled)
 
     def rpc(self, rpc: Rpc[RequestT, ReplyT], answer: Callable[[S, RequestT], Awaitable[ReplyT]]) -> None:
         """Answer `rpc` with `answer(service, request)`, load-balanced over replicas by a queue group."""
         if rpc.service != self.name:
             raise KitSetupError(f"{rpc.request.TYPE} belongs to {rpc.service!r}; {self.name} cannot answer it")
+        if rpc.operation == HEALTH:
+            raise KitSetupError(f"{rpc.request.TYPE}: every service answers {HEALTH} already (the kit does)")
         if any(r.rpc.subject == rpc.subject for r in self._requests):
             raise KitSetupError(f"{rpc.request.TYPE} is declared twice")
         self._requests.append(_Request(rpc=rpc, answer=answer))
@@ -162,7 +178,7 @@ class ServiceKit(Generic[S]):
     def _durable(
         self,
         consumer: topology.DurableConsumer,
-        use_cases: Mapping[type[Message], UseCase[S]],
+        use_cases: Mapping[type[Message], Dispatch[S]],
         *,
         subject: Callable[[type[Message]], str],
         title: str,
@@ -223,7 +239,7 @@ class ServiceKit(Generic[S]):
 
     def specification_broker(self) -> NatsBroker:
         """A broker carrying every declaration, never connected: what the AsyncAPI document describes."""
-        broker = make_broker(Settings(nats_url="nats://nats:4222"), service=self.name, traced=False)
+        broker = documentation_broker(self.name)
         self._wire(broker, _Live(), documenting=True)
         return broker
 
@@ -268,8 +284,8 @@ class ServiceKit(Generic[S]):
         router = NatsRouter(middlewares=[functools.partial(Settle, policy=policy)])
         types = tuple(durable.use_cases)
 
-        def dispatch(use_case: UseCase[S]) -> Callable[[Message, str], Awaitable[Outcome]]:
-            return lambda payload, message_id: use_case(live.service, payload, command_id=message_id)
+        def bound(use_case: Dispatch[S]) -> Callable[[Message, str], Awaitable[Outcome]]:
+            return lambda payload, message_id: use_case(live.service, payload, message_id)
 
         router.subscriber(
             consumer.filter_subject,
@@ -281,7 +297,7 @@ class ServiceKit(Generic[S]):
             decoder=_decoder(types),
             title=durable.title,
             description=f"{consumer.description} {self._settling(consumer)}",
-        )(durable_handler(types, {t: dispatch(u) for t, u in durable.use_cases.items()}))
+        )(durable_handler(types, {t: bound(u) for t, u in durable.use_cases.items()}))
         broker.include_router(router)
 
     def _settling(self, consumer: topology.DurableConsumer) -> str:
@@ -289,7 +305,7 @@ class ServiceKit(Generic[S]):
         note = (
             f"Each message is a JSON envelope of one of the types below, with Nats-Msg-Id = its id. One that is "
             f"not, or that the service rejects, goes to {subjects.dlq(self.name)} with the reason and is not "
-            f"retried; one whose handling fails is retried with back-off, at most {consumer.max_deliver} times."
+            f"retried; one whose handling fails is tried again with back-off, {consumer.max_deliver} times at most."
         )
         if consumer.stream == topology.CMDS_STREAM:
             note += f" A sender that names an inbox in the {REPLY_TO} header gets the CommandOutcome there."
@@ -309,7 +325,7 @@ class ServiceKit(Generic[S]):
         broker.include_router(router)
 
     def _wire_health(self, broker: NatsBroker, live: _Live[S]) -> None:
-        @broker.subscriber(subjects.health(self.name), title=f"{self.name} health")
+        @broker.subscriber(subjects.rpc(self.name, HEALTH), title=f"{self.name} {HEALTH}")
         async def health(msg: NatsMessage) -> bytes:
             reply = RpcReply[ServiceHealth](ok=live.ready, result=ServiceHealth(service=self.name, ready=live.ready))
             return reply.model_dump_json().encode()
@@ -322,3 +338,11 @@ def _decoder(types: tuple[type[Message], ...]) -> Callable[[StreamMessage[Any]],
         return decode(message.body, expected=types)
 
     return decode_envelope
+
+
+def _with_command_id(use_case: CommandUseCase[S]) -> Dispatch[S]:
+    return lambda service, command, message_id: use_case(service, command, command_id=message_id)
+
+
+def _with_event_id(use_case: EventUseCase[S]) -> Dispatch[S]:
+    return lambda service, event, message_id: use_case(service, event, event_id=message_id)

@@ -145,6 +145,8 @@ def decode(raw: bytes, *, expected: tuple[type[Message], ...] = ()) -> Envelope[
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidMessage(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidMessage("body is not JSON this platform reads: nested too deeply") from None
     try:
         env = _RawEnvelope.model_validate(doc)
     except ValidationError as exc:

@@ -74,7 +74,9 @@ async def answer_get(service: StandIn, request: Any) -> Any:
     raise errors[request.name]
 
 
-async def answer_list(service: StandIn, request: Any) -> list[ModelSummary]:
+async def answer_list(service: StandIn, request: Any) -> Any:
+    if request.name == "not-a-list":  # a bug: a result that is not the declared reply type
+        return ModelSummary(name="tiny", versions=["1.0"], aliases={}, latest="1.0")
     return [ModelSummary(name="tiny", versions=["1.0"], aliases={"stable": "1.0"}, latest="1.0")]
 
 
@@ -166,12 +168,14 @@ async def test_a_bug_is_retried_max_deliver_times_then_dead_lettered(kit_setting
         assert service.calls["buggy"] == 2
 
 
-async def test_publishing_what_the_service_did_not_declare_is_refused(kit_settings: Settings) -> None:
+async def test_publishing_what_the_service_did_not_declare_is_refused_whole(kit_settings: Settings) -> None:
     async with running(kit_settings, StandIn()) as nc:
         cmd = RegisterModel(name="m4", version="1", artifact=ObjectRef(key="k"))
         _, outcome = await bus.send_command(nc, cmd, source="t", wait=15)
         assert outcome is not None and outcome.status == "rejected"
         assert "sends 'model.alias.set' without declaring it with sends()" in (outcome.reason or "")
+        announced = [e for e, _ in await stream_messages(nc, "slmops.evt.alias.changed") if e["data"]["name"] == "m4"]
+        assert announced == [], "the declared event of a refused outcome must not be published either"
 
 
 async def test_every_error_branch_reaches_the_client_as_its_class(kit_settings: Settings) -> None:
@@ -179,15 +183,18 @@ async def test_every_error_branch_reaches_the_client_as_its_class(kit_settings: 
         registry = RegistryClient(nc, source="tests", timeout=5)
         assert await health(nc, "registry")
         assert (await registry.list_models())[0].aliases == {"stable": "1.0"}
-        with pytest.raises(NotFound, match=r"no model named 'missing' \(not_found\)"):
+        with pytest.raises(NotFound, match=r"^no model named 'missing'$") as missing:
             await registry.get_model("missing")
-        with pytest.raises(InvalidRequest, match=r"ref is malformed \(invalid_request\)"):
+        assert missing.value.remote_code == "not_found"
+        with pytest.raises(InvalidRequest, match=r"^ref is malformed$"):
             await registry.get_model("bad")
-        with pytest.raises(TransientError, match=r"S3 is down \(unavailable\)"):
+        with pytest.raises(TransientError, match=r"^S3 is down$"):
             await registry.get_model("down")
-        with pytest.raises(SlmopsError, match=r"registry failed on get: RuntimeError \(internal\)") as bug:
+        with pytest.raises(SlmopsError, match=r"^registry failed on get: RuntimeError$") as bug:
             await registry.get_model("bug")
-        assert type(bug.value) is SlmopsError
+        assert type(bug.value) is SlmopsError and bug.value.remote_code == "internal"
+        with pytest.raises(SlmopsError, match=r"^registry failed on list: ValidationError$"):
+            await registry.list_models("not-a-list")
         reply = await nc.request(GET_MODEL.subject, b'{"type": "registry.get"}', timeout=5)
         assert GET_MODEL.reply_model.model_validate_json(reply.data).error.code == "invalid_request"  # type: ignore[union-attr]
 

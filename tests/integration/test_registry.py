@@ -125,8 +125,9 @@ async def test_bad_files_are_rejected_with_a_reason_and_leave_nothing(
     assert outcome.status == "rejected"
     assert expected in (outcome.reason or "")
     assert set(_keys(artifacts)) - before == set(), "a rejected registration left objects behind"
-    with pytest.raises(NotFound, match=r"\(not_found\)"):
+    with pytest.raises(NotFound) as missing:
         await get(nc, name)
+    assert missing.value.remote_code == "not_found"
     entries = await dlq_entries(nc, containing=name)
     assert len(entries) == 1 and expected in entries[0]["Slmops-Dlq-Reason"]
 

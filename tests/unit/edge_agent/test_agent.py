@@ -66,7 +66,7 @@ async def test_a_newer_revision_cancels_the_install_in_progress(
 
 
 async def test_an_unknown_digest_fails_at_once(agent: Agent, link: MemoryLink, v1: Offer) -> None:
-    link.fail_next_urls(NotFound("no registered artifact has that digest (not_found)"))
+    link.fail_next_urls(NotFound("no registered artifact has that digest"))
     revision = link.desire(want(v1))
     await link.wait_for(settled(revision))
     assert steps_of(link, revision) == ["received", "failed"] and link.url_requests == [v1.digest]

@@ -102,3 +102,20 @@ def test_the_device_protocol_is_documented_from_the_device_side() -> None:
     assert "reply" in device["operations"]["registry download_url"]
     window = device["components"]["schemas"]["TelemetryWindow"]
     assert window["additionalProperties"] is False, "aggregates only: no field outside the schema"
+
+
+def test_the_documents_do_not_depend_on_the_exporting_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shell with NATS credentials or another server must export the same documents."""
+    for name, value in {
+        "SLMOPS_NATS_URL": "nats://elsewhere:4333",
+        "SLMOPS_NATS_USER": "operator",
+        "SLMOPS_NATS_PASSWORD": "secret",
+        "SLMOPS_ACK_WAIT_SECONDS": "3",
+        "SLMOPS_MAX_DELIVER": "2",
+        "SLMOPS_OPTIMIZER_AUTO_PROFILES": "rpi5",
+    }.items():
+        monkeypatch.setenv(name, value)
+    fresh = {p.name: p.read_text() for p in export_asyncapi(tmp_path)}
+    assert fresh == {p.name: p.read_text() for p in PUBLISHED.glob("*.json")}

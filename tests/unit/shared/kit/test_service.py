@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 
-from shared import topology
+from shared import subjects, topology
 from shared.kit import KitSetupError, ServiceKit
+from shared.messages.device import DeviceHello, DeviceStatus, TelemetryWindow
+from shared.messages.envelope import Message
 from shared.messages.optimizer import OptimizeModel
 from shared.messages.registry import GET_MODEL, ModelRegistered, RegisterModel, SetAlias
+from shared.messages.rpc import Rpc
 from shared.outcomes import Outcome
 from shared.settings import Settings
 
@@ -19,6 +22,9 @@ class Nothing:
     """A service object the declarations below never run."""
 
     async def handle(self, payload: Any, *, command_id: str) -> Outcome:
+        return Outcome(status="unchanged")
+
+    async def follow(self, payload: Any, *, event_id: str) -> Outcome:
         return Outcome(status="unchanged")
 
 
@@ -42,11 +48,32 @@ def test_a_command_type_must_travel_on_a_subject_the_filter_covers() -> None:
         kit().commands(topology.REGISTRY_COMMANDS, {OptimizeModel: Nothing.handle})
 
 
-def test_commands_come_from_the_command_stream_and_events_from_the_event_stream() -> None:
+def test_commands_come_from_the_command_stream_and_nothing_else_does() -> None:
     with pytest.raises(KitSetupError, match="commands come from SLMOPS_CMDS"):
         kit().commands(topology.OPTIMIZER_AUTO, {ModelRegistered: Nothing.handle})
-    with pytest.raises(KitSetupError, match="events come from SLMOPS_EVENTS"):
-        kit().follows(topology.REGISTRY_COMMANDS, {RegisterModel: Nothing.handle})
+    with pytest.raises(KitSetupError, match="declare its handlers with commands"):
+        kit().follows(topology.REGISTRY_COMMANDS, {RegisterModel: Nothing.follow})
+
+
+def test_a_followed_type_must_travel_on_a_subject_the_filter_covers() -> None:
+    with pytest.raises(KitSetupError, match=r"model\.alias\.set travels on slmops\.evt\.model\.alias\.set"):
+        kit("optimizer").follows(topology.OPTIMIZER_AUTO, {SetAlias: Nothing.follow})
+
+
+@pytest.mark.parametrize(
+    ("message", "pattern"),
+    [
+        (ModelRegistered, "slmops.evt.model.registered"),
+        (DeviceHello, "slmops.device.*.hello"),
+        (DeviceStatus, "slmops.device.*.status"),
+        (TelemetryWindow, "slmops.telemetry.*"),
+    ],
+)
+def test_followed_messages_travel_on_the_event_subject_or_every_devices(message: type[Any], pattern: str) -> None:
+    """A consumer of SLMOPS_DEVICE (the rollout service's) must cover every device's reports, not one's."""
+    assert subjects.followed(message) == pattern
+    assert topology.subject_matches("slmops.device.>", pattern) is pattern.startswith("slmops.device.")
+    assert not topology.subject_matches("slmops.device.dev-1.hello", "slmops.device.*.hello")
 
 
 def test_a_consumer_is_declared_once() -> None:
@@ -66,6 +93,17 @@ def test_a_service_answers_only_its_own_operations_once() -> None:
     service.rpc(GET_MODEL, answer)
     with pytest.raises(KitSetupError, match="declared twice"):
         service.rpc(GET_MODEL, answer)
+
+
+def test_health_is_the_kits_own_operation() -> None:
+    class Health(Message):
+        TYPE = "registry.health"
+
+    async def answer(service: Nothing, request: Any) -> Any:
+        return None
+
+    with pytest.raises(KitSetupError, match="every service answers health already"):
+        kit().rpc(Rpc(Health, dict), answer)
 
 
 def test_every_declared_durable_consumer_has_a_unique_name_and_non_overlapping_work_queue_filter() -> None:

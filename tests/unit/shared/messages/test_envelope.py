@@ -112,3 +112,8 @@ def test_every_registered_type_is_unique_and_versioned() -> None:
     types = message_types()
     assert ("model.register", 1) in types and ("model.registered", 1) in types
     assert all(v >= 1 for _, v in types)
+
+
+def test_a_body_nested_too_deeply_is_invalid_not_a_crash() -> None:
+    with pytest.raises(InvalidMessage, match="nested too deeply"):
+        decode(b"[" * 200_000)
