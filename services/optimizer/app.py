@@ -1,7 +1,8 @@
 """The optimizer's wiring: what it accepts, follows and emits. Declarations only; see `shared.kit`.
 
 A search can take minutes: the kit's policy keeps the command in progress meanwhile. Profiles are
-read (and checked) when the service is declared, so a bad profile file stops start-up at once.
+read (and checked) at start-up, so a bad profile file stops the service before it takes a command;
+declaring it (for the AsyncAPI document) reads nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ SERVICE = "optimizer"
 
 def declare(settings: OptimizerSettings | None = None) -> ServiceKit[OptimizerService]:
     settings = settings or load_settings(OptimizerSettings)
-    profiles = load_profiles(settings.profiles_dir or DEFAULT_DIR)
-    if unknown := sorted(set(settings.auto_profiles) - set(profiles)):
-        raise ProfileError(
-            f"SLMOPS_OPTIMIZER_AUTO_PROFILES names unknown profiles {unknown}; known: {sorted(profiles)}"
-        )
 
     async def build(runtime: Runtime) -> OptimizerService:
+        profiles = load_profiles(settings.profiles_dir or DEFAULT_DIR)
+        if unknown := sorted(set(settings.auto_profiles) - set(profiles)):
+            raise ProfileError(
+                f"SLMOPS_OPTIMIZER_AUTO_PROFILES names unknown profiles {unknown}; known: {sorted(profiles)}"
+            )
         return OptimizerService(
             registry=RegistryOverBus(RegistryClient(runtime.nc, source=SERVICE)),
             blobs=ArtifactStore.from_settings(settings),

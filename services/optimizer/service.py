@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from services.optimizer import auto, domain, profiles
-from services.optimizer.errors import OptimizerError, ProfileError, SourceNotFound
+from services.optimizer.errors import EvaluationError, OptimizerError, ProfileError, SourceNotFound
 from services.optimizer.evaluation import Measurement
 from services.optimizer.ports import Blobs, Registry
 from services.optimizer.search import Progress, SearchResult, run_search
+from shared.artifacts import ArtifactNotFound, ArtifactTooLarge
 from shared.messages.common import ObjectRef
 from shared.messages.envelope import deterministic_id
 from shared.messages.optimizer import (
@@ -79,7 +80,7 @@ class OptimizerService:
         event_id = deterministic_id(final.TYPE, command_id)
         return Outcome(status="applied", events=[(final, event_id)], result={"event": final.TYPE})
 
-    async def optimize_new_model(self, event: ModelRegistered, *, command_id: str) -> Outcome:
+    async def optimize_new_model(self, event: ModelRegistered, *, event_id: str) -> Outcome:
         """Queue the auto-optimization profiles' commands for a newly registered model."""
         commands = auto.optimize_requests(event.record, self._auto_profiles)
         if not commands:
@@ -108,8 +109,15 @@ class OptimizerService:
             )
         with tempfile.TemporaryDirectory(prefix="slmops-optimizer-") as tmp:
             work = Path(tmp)
-            base, eval_set = await self._fetch(detail.version.artifact.key, eval_set_ref.key, work)
-            result = await self._search(base, eval_set, profile, work, optimization_id, ids)
+            try:
+                base, eval_set = await self._fetch(detail.version.artifact.key, eval_set_ref.key, work)
+                result = await self._search(base, eval_set, profile, work, optimization_id, ids)
+            except (ArtifactNotFound, ArtifactTooLarge) as exc:
+                reason = f"the registered files of {cmd.name} {cmd.version} cannot be read: {exc}"
+                return OptimizationFailed(**ids, reason=reason, profile=profile)
+            except EvaluationError as exc:
+                reason = f"the base model cannot be measured on its evaluation set: {exc}"
+                return OptimizationFailed(**ids, reason=reason, profile=profile)
             if result.chosen is None:
                 return OptimizationFailed(
                     **ids,

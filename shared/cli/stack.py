@@ -124,10 +124,9 @@ def service_run(name: str = typer.Argument(..., help="A service, e.g. registry o
     from shared.errors import SlmopsError
 
     try:
-        kit = load_service(name)()
-    except SlmopsError as exc:
-        fail(str(exc))
-    asyncio.run(kit.app().run())
+        asyncio.run(load_service(name)().app().run())
+    except SlmopsError as exc:  # an unknown name, a bad configuration found at start-up
+        fail(f"{name} cannot start: {exc}")
 
 
 async def _status(settings: Settings) -> dict[str, Any]:

@@ -306,6 +306,30 @@ async def test_a_version_without_an_eval_set_fails_with_the_reason(
     assert progress.published == [] and registry.sent == []
 
 
+async def test_a_version_whose_model_blob_is_gone_fails_with_the_reason(
+    optimizer: OptimizerService, blobs: MemoryBlobs, source: ModelDetail, progress: ProgressRecorder
+) -> None:
+    blobs.delete(source.version.artifact.key)
+    _, final = await optimize(optimizer)
+    assert isinstance(final, OptimizationFailed) and final.profile == PROFILE
+    assert final.reason.startswith(f"the registered files of {NAME} {VERSION} cannot be read: no object s3://")
+    assert progress.published == []
+
+
+async def test_a_base_model_that_cannot_run_on_its_eval_set_fails_with_the_reason(
+    blobs: MemoryBlobs, embedder: Path, tmp_path: Path, progress: ProgressRecorder
+) -> None:
+    wrong = tmp_path / "wrong.npz"
+    with wrong.open("wb") as f:
+        np.savez(f, unrelated=np.zeros((4, 3), dtype=np.float32))  # no array for the model's inputs
+    registry = MemoryRegistry(detail_for(blobs, embedder, wrong))
+    optimizer = OptimizerService(registry=registry, blobs=blobs, profiles={PROFILE.name: PROFILE}, progress=progress)
+    _, final = await optimize(optimizer)
+    assert isinstance(final, OptimizationFailed)
+    assert final.reason.startswith("the base model cannot be measured on its evaluation set:")
+    assert registry.sent == []
+
+
 async def test_a_refused_registration_is_an_error(optimizer: OptimizerService, registry: MemoryRegistry) -> None:
     registry.refusal = "the registry's disk is full"
     with pytest.raises(OptimizerError, match="refused variant 'int8-pc': the registry's disk is full"):
@@ -330,7 +354,7 @@ async def test_an_s3_outage_is_transient(optimizer: OptimizerService, blobs: Mem
 
 
 async def test_a_new_model_is_queued_once_per_auto_profile(optimizer: OptimizerService, source: ModelDetail) -> None:
-    outcome = await optimizer.optimize_new_model(ModelRegistered(record=source.version), command_id="evt-1")
+    outcome = await optimizer.optimize_new_model(ModelRegistered(record=source.version), event_id="evt-1")
     assert outcome.status == "applied"
     digest = source.version.artifact.digest
     assert list(outcome.commands) == [
@@ -346,7 +370,7 @@ async def test_a_new_model_without_an_eval_set_is_not_queued(
     optimizer: OptimizerService, blobs: MemoryBlobs, embedder: Path
 ) -> None:
     record = detail_for(blobs, embedder, None).version
-    outcome = await optimizer.optimize_new_model(ModelRegistered(record=record), command_id="evt-1")
+    outcome = await optimizer.optimize_new_model(ModelRegistered(record=record), event_id="evt-1")
     assert (outcome.status, outcome.commands) == ("unchanged", ())
 
 
@@ -354,5 +378,5 @@ async def test_without_auto_profiles_nothing_is_queued(
     registry: MemoryRegistry, blobs: MemoryBlobs, source: ModelDetail
 ) -> None:
     optimizer = OptimizerService(registry=registry, blobs=blobs, profiles={PROFILE.name: PROFILE})
-    outcome = await optimizer.optimize_new_model(ModelRegistered(record=source.version), command_id="evt-1")
+    outcome = await optimizer.optimize_new_model(ModelRegistered(record=source.version), event_id="evt-1")
     assert (outcome.status, outcome.commands) == ("unchanged", ())
