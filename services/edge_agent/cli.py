@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from services.edge_agent.capabilities import Capabilities
     from services.edge_agent.fleet.config import SimulationConfig
     from services.edge_agent.fleet.report import FleetReport
+    from shared.settings import Settings
 
 device_app = typer.Typer(help="Devices: assign a model by hand, show install status.", no_args_is_help=True)
 fleet_app = typer.Typer(no_args_is_help=True)
@@ -43,45 +44,67 @@ def agent(
     device_id: str = typer.Option(..., "--device-id", help="Unique device id ([A-Za-z0-9_-], max 64)."),
     device_class: str = typer.Option(..., "--class", help="Fleet class, e.g. rpi5, jetson, gateway."),
     labels: str = typer.Option("", help="Comma-separated key=value labels, e.g. site=berlin,line=3."),
-    state_dir: Path = typer.Option(Path(".slmops/devices"), help="Where slots and local state live."),
-    http_port: int = typer.Option(8470, help="Local inference endpoint on 127.0.0.1 (0 = any free port, -1 = off)."),
-    heartbeat: float = typer.Option(30.0, help="Seconds between hellos."),
-    telemetry: float = typer.Option(10.0, help="Seconds per telemetry window."),
+    state_dir: Path | None = typer.Option(
+        None, help="Where slots and local state live (default: SLMOPS_AGENT_STATE_DIR, else .slmops/devices)."
+    ),
+    http_port: int | None = typer.Option(
+        None,
+        help="Local inference endpoint on 127.0.0.1: 0 = any free port, -1 = off "
+        "(default: SLMOPS_AGENT_HTTP_PORT, else 8470).",
+    ),
+    heartbeat: float | None = typer.Option(
+        None, help="Seconds between hellos (default: SLMOPS_AGENT_HEARTBEAT_SECONDS, else 30)."
+    ),
+    telemetry: float | None = typer.Option(
+        None, help="Seconds per telemetry window (default: SLMOPS_AGENT_TELEMETRY_SECONDS, else 10)."
+    ),
     rate_limit: int | None = typer.Option(None, help="Download rate limit in bytes/s (slow links, tests)."),
     arch: str | None = typer.Option(None, help="Override the detected architecture."),
     ram_mb: int | None = typer.Option(None, help="Override the detected RAM (MiB)."),
 ) -> None:
-    """Follow this device's desired model: download, verify, switch slots, serve, report."""
+    """Follow this device's desired model: download, verify, switch slots, serve, report.
+
+    Options left out come from the environment (`SLMOPS_AGENT_*`, services/edge_agent/settings.py).
+    """
+    from pydantic import ValidationError
+
     from services.edge_agent.agent import AgentConfig, hello
     from services.edge_agent.capabilities import detect
+    from services.edge_agent.settings import AgentSettings
+    from shared.settings import load_settings
 
+    try:
+        settings = load_settings(AgentSettings)
+    except ValidationError as exc:
+        fail(f"invalid SLMOPS_AGENT_* settings: {exc}")
     config = AgentConfig(
         device_id=device_id,
         device_class=device_class,
         labels=parse_labels([p.strip() for p in labels.split(",") if p.strip()], option="--labels"),
-        state_dir=state_dir,
-        heartbeat_seconds=heartbeat,
-        telemetry_seconds=telemetry,
-        download_rate_limit_bps=rate_limit,
+        state_dir=state_dir or settings.agent_state_dir,
+        heartbeat_seconds=heartbeat or settings.agent_heartbeat_seconds,
+        telemetry_seconds=telemetry or settings.agent_telemetry_seconds,
+        download_attempts=settings.agent_download_attempts,
+        download_rate_limit_bps=rate_limit or settings.agent_download_rate_limit_bps,
     )
+    port = settings.agent_http_port if http_port is None else http_port
     try:  # validate id, class and labels the way the platform will, before connecting
         caps = detect(arch=arch, ram_mb=ram_mb)
         hello(config, caps, active_digest=None)
     except ValueError as exc:
         fail(f"invalid device settings: {exc}")
-    run(_run_agent(config, caps, http_port=http_port))
+    run(_run_agent(config, caps, settings, http_port=port))
 
 
-async def _run_agent(config: AgentConfig, caps: Capabilities, *, http_port: int) -> None:
+async def _run_agent(config: AgentConfig, caps: Capabilities, settings: Settings, *, http_port: int) -> None:
     import asyncio
 
     from services.edge_agent.agent import Agent
     from services.edge_agent.http_api import serve
     from services.edge_agent.link import DeviceLink
     from shared import bus
-    from shared.settings import load_settings
 
-    nc = await bus.connect(load_settings(), name=f"slmops-agent-{config.device_id}")
+    nc = await bus.connect(settings, name=f"slmops-agent-{config.device_id}")
     device = Agent(config, link=DeviceLink(nc, device_id=config.device_id), capabilities=caps)
     server = serve(device, port=http_port) if http_port >= 0 else None
     if server:

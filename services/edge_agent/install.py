@@ -20,11 +20,11 @@ only step that changes what serves. A failure or a crash before it leaves the pr
 Errors, and what becomes of them:
 * an `AgentError` from any step (verification, load, smoke, download) → `failed` with its message;
 * a registry refusal (`CallerError`, e.g. `NotFound` for the digest) → `failed` at once, never retried;
-* a transient error (`TransientError`, including `shared.bus.BusError`) while asking for a URL or
-  transferring counts as a failed download attempt: retried with back-off within the bounded
-  attempts; elsewhere (the public key, say) → `failed`;
-* anything else (a programming error, a simulator's injected crash) propagates to the caller, and
-  `asyncio.CancelledError` (a newer revision won) ends the install silently.
+* any other platform error while asking for a URL (`TransientError`, including `shared.bus.BusError`,
+  or the registry failing) or while transferring counts as a failed download attempt: retried with
+  back-off within the bounded attempts; elsewhere (the public key, say) → `failed`;
+* anything else (a programming error; a simulator's injected crash, which is no error) propagates
+  to the caller, and `asyncio.CancelledError` (a newer revision won) ends the install silently.
 """
 
 from __future__ import annotations
@@ -218,8 +218,12 @@ class InstallIO(ByteSource, Protocol[LoadedT]):
         """
         ...
 
-    async def smoke(self, loaded: LoadedT, desired: DesiredState) -> None:
+    async def smoke(self, loaded: LoadedT, desired: DesiredState, *, may_download: bool) -> None:
         """Run the smoke input (the desired state's, or a synthetic one).
+
+        Args:
+            may_download: False on a switch back: rollback needs no download, so a smoke input that
+                is not here any more is replaced by a synthetic one.
 
         Raises:
             LoadFailed: it errors or produces non-finite values.
@@ -309,7 +313,7 @@ async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPol
             await io.keep(slot, state)
         elif action == "switch":  # back to the kept slot: no download
             loaded = await io.load(slot, state)
-            await io.smoke(loaded, state)
+            await io.smoke(loaded, state, may_download=False)
             await io.switch(slot, loaded, state)
             report.active_digest = state.digest
         else:
@@ -330,7 +334,7 @@ async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPol
             await report("loading", slot=slot)
             loaded = await io.load(slot, state)
             await report("smoke_testing", slot=slot)
-            await io.smoke(loaded, state)
+            await io.smoke(loaded, state, may_download=True)
             await io.switch(slot, loaded, state)  # the one step that changes what serves
             report.active_digest = state.digest
         await report("active", slot=slot)
@@ -340,6 +344,8 @@ async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPol
         await report("failed", reason=f"the registry refused: {exc}")
     except TransientError as exc:
         await report("failed", reason=f"cannot reach the registry: {exc}")
+    except SlmopsError as exc:  # e.g. the registry failed on a request (`internal`): still an answer
+        await report("failed", reason=f"the registry failed: {exc}")
 
 
 class _Reporter:

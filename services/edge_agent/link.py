@@ -80,9 +80,6 @@ class DeviceLink:
     async def public_key(self) -> PublicKey:
         return await self._registry.public_key()
 
-    async def current_desired(self) -> Desired | None:
-        return await read_desired(await self._bucket(), self.device_id)
-
     async def watch_desired(self) -> AsyncIterator[Desired | None]:
         """The current desired state, then every change (None: the key was deleted)."""
         kv = await self._bucket()

@@ -182,14 +182,19 @@ class LocalInstall:
             LoadedModel, self._store.model_path(slot), digest=desired.digest, threads=self._threads
         )
 
-    async def smoke(self, loaded: LoadedModel, desired: DesiredState) -> None:
-        inputs = await self._smoke_inputs(desired.smoke_input) if desired.smoke_input else None
+    async def smoke(self, loaded: LoadedModel, desired: DesiredState, *, may_download: bool) -> None:
+        inputs = await self._smoke_inputs(desired.smoke_input, may_download=may_download)
         await asyncio.to_thread(loaded.smoke, inputs)
 
-    async def _smoke_inputs(self, smoke: SmokeInput) -> dict[str, np.ndarray]:
-        """The first row of each array of the smoke input, fetched like a model and its sha256 checked."""
+    async def _smoke_inputs(self, smoke: SmokeInput | None, *, may_download: bool) -> dict[str, np.ndarray] | None:
+        """The first row of each array of the smoke input, fetched like a model and its sha256 checked;
+        None (a synthetic input) when there is none, or it is not here and may not be downloaded."""
+        if smoke is None:
+            return None
         target = self._store.downloads / f"{smoke.digest}.npz"
         if not target.exists():
+            if not may_download:
+                return None
             await download(self, smoke.digest, size=smoke.size_bytes, policy=self._policy)
             os.replace(self._store.partial_download(smoke.digest), target)
         digest, _ = await asyncio.to_thread(sha256_file, target)

@@ -57,6 +57,7 @@ class Link(Protocol):
 
         Raises:
             BusError: the registry did not answer.
+            shared.errors.SlmopsError: it answered with an error (the client maps the code).
         """
         ...
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from services.edge_agent.fleet.report import FleetReport
-from services.edge_agent.fleet.simulator import FleetSimulator
+
+if TYPE_CHECKING:  # the simulator loads onnxruntime; rendering needs only its shape
+    from services.edge_agent.fleet.simulator import FleetSimulator
 
 
 def progress_line(sim: FleetSimulator) -> Text:

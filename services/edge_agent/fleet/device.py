@@ -29,7 +29,6 @@ from services.edge_agent.desired import Desired
 from services.edge_agent.errors import DownloadFailed
 from services.edge_agent.fleet.artifacts import CachedArtifact
 from services.edge_agent.fleet.classes import DeviceClass
-from services.edge_agent.fleet.errors import FleetError
 from services.edge_agent.fleet.faults import Fault
 from services.edge_agent.install import Progress, RetryPolicy, Slots, converge
 from shared.messages.device import DesiredState, DeviceStatus, InstallStep, Slot
@@ -47,8 +46,12 @@ class Presence(StrEnum):
     CRASHED = "crashed"
 
 
-class DeviceCrashed(FleetError):
-    """Injected fault: the device's process died right after reporting `step`."""
+class DeviceCrashed(BaseException):
+    """Injected fault: the device's process died right after reporting `step`.
+
+    Not an error the install handles: a process that dies runs no handler, so, like
+    `KeyboardInterrupt`, this derives from `BaseException` and only the simulator catches it.
+    """
 
     def __init__(self, step: InstallStep) -> None:
         super().__init__(f"crashed after {step}")
@@ -274,7 +277,7 @@ class SimInstall:
         await self._env.sleep(self.device.device_seconds(timing.load_ms))
         return timing
 
-    async def smoke(self, loaded: LoadTiming, desired: DesiredState) -> None:
+    async def smoke(self, loaded: LoadTiming, desired: DesiredState, *, may_download: bool) -> None:
         await self._env.sleep(self.device.device_seconds(loaded.smoke_ms))
 
     async def switch(self, slot: Slot, loaded: LoadTiming, desired: DesiredState) -> None:

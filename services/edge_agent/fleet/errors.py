@@ -2,9 +2,10 @@
 
     SlmopsError
     └── FleetError
-        ├── FleetConfigError   InvalidRequest: a mix, fault plan or option the user gave is invalid (the
-        │                      message says how)
-        └── DeviceCrashed      an injected fault: a simulated device's process died (`device.py`)
+        └── FleetConfigError   InvalidRequest: a mix, fault plan or option the user gave is invalid (the
+                               message says how)
+
+(An injected crash, `device.DeviceCrashed`, is not an error: it stands for a process that died.)
 
 Errors of the simulated devices themselves are the agent's (`services.edge_agent.errors`): a
 simulated device fails a download, a verification or a load exactly like the real agent does, and

@@ -46,3 +46,15 @@ def test_the_agent_refuses_a_bad_identity_before_it_connects(
     result = CliRunner().invoke(agent_app, args)
     assert result.exit_code == 1, result.output
     assert message in " ".join(result.output.split())
+
+
+def test_the_agent_takes_its_defaults_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.edge_agent.settings import AgentSettings
+
+    monkeypatch.setenv("SLMOPS_AGENT_STATE_DIR", "/var/lib/slmops/device")
+    monkeypatch.setenv("SLMOPS_AGENT_HTTP_PORT", "-1")
+    settings = AgentSettings()
+    assert (str(settings.agent_state_dir), settings.agent_http_port) == ("/var/lib/slmops/device", -1)
+    monkeypatch.setenv("SLMOPS_AGENT_TELEMETRY_SECONDS", "0")
+    result = CliRunner().invoke(agent_app, ["--device-id", "ok", "--class", "rpi5"])
+    assert result.exit_code == 1 and "invalid SLMOPS_AGENT_* settings" in result.output

@@ -9,7 +9,7 @@ import pytest
 from services.edge_agent.errors import DownloadFailed, LoadFailed, VerificationFailed
 from services.edge_agent.install import Plan, Progress, RetryPolicy, Slots, converge, download, plan
 from shared.bus import BusError
-from shared.errors import NotFound
+from shared.errors import NotFound, SlmopsError
 from shared.messages.device import DesiredState, DeviceStatus, InstallStep, ProgressBytes, Slot
 from shared.messages.registry import DownloadUrl
 from tests.unit.edge_agent.conftest import DEVICE, INSTALL, desired
@@ -81,8 +81,8 @@ class RecordingDevice:
             raise self.load_error
         return desired.digest
 
-    async def smoke(self, loaded: str, desired: DesiredState) -> None:
-        self.calls.append("smoke")
+    async def smoke(self, loaded: str, desired: DesiredState, *, may_download: bool) -> None:
+        self.calls.append("smoke" if may_download else "smoke:no-download")
 
     async def switch(self, slot: Slot, loaded: str, desired: DesiredState) -> None:
         self.calls.append(f"switch:{slot}")
@@ -171,7 +171,7 @@ async def test_the_serving_digest_is_active_at_once() -> None:
 async def test_the_digest_in_the_other_slot_is_a_switch_without_download() -> None:
     dev = RecordingDevice(slots_now=serving("b", X, Y))
     await converge(desired(X, 5), dev, policy=POLICY)
-    assert dev.steps() == ["active"] and dev.calls == ["load:a", "smoke", "switch:a"]
+    assert dev.steps() == ["active"] and dev.calls == ["load:a", "smoke:no-download", "switch:a"]
     assert dev.statuses[0].slot == "a" and dev.statuses[0].active_digest == X
 
 
@@ -190,7 +190,7 @@ async def test_a_load_failure_leaves_the_slot_cleared_and_the_previous_model_ser
 
 
 async def test_a_registry_refusal_fails_at_once() -> None:
-    dev = RecordingDevice(url_errors=[NotFound("no such digest (not_found)")])
+    dev = RecordingDevice(url_errors=[NotFound("no such digest")])
     await converge(desired(Z, 5), dev, policy=POLICY)
     assert dev.steps() == ["received", "failed"] and dev.calls == ["url"] and dev.slept == []
     assert "the registry refused a download URL" in (dev.statuses[-1].reason or "")
@@ -240,3 +240,11 @@ async def test_programming_errors_propagate() -> None:
     dev = RecordingDevice(load_error=KeyError("a bug"))
     with pytest.raises(KeyError):
         await converge(desired(Z, 5), dev, policy=POLICY)
+
+
+async def test_a_registry_that_fails_during_the_install_ends_it_as_failed() -> None:
+    """Not a refusal, not an outage: the registry answered `internal`. The install still ends, with a status."""
+    dev = RecordingDevice(verify_error=SlmopsError("registry failed on public_key: RuntimeError"))
+    await converge(desired(X, 3), dev, policy=POLICY)
+    assert dev.steps()[-1] == "failed"
+    assert dev.statuses[-1].reason == "the registry failed: registry failed on public_key: RuntimeError"

@@ -87,6 +87,23 @@ async def test_rolling_back_to_the_kept_slot_needs_no_download(device: Device, v
     assert device.link.statuses[-1].slot == "a" and device.served[-1] == (v1.digest, None)
 
 
+async def test_a_rollback_never_downloads_even_a_smoke_input_it_no_longer_has(
+    device: Device, v1: Offer, v2: Offer, tmp_path: Path
+) -> None:
+    """Revert must work with the registry out of reach: a missing smoke input becomes a synthetic one."""
+    eval_set = tmp_path / "eval.npz"
+    write_sample(tmp_path / "sample")[1].rename(eval_set)
+    smoke = device.link.offer(eval_set)
+    named = SmokeInput(digest=smoke.digest, size_bytes=smoke.size_bytes)
+    await device.converge(v1, smoke_input=named)
+    await device.converge(v2)
+    (device.store.downloads / f"{smoke.digest}.npz").unlink()
+    requests = len(device.link.url_requests)
+    device.link.fail_next_urls(BusError("the registry is unreachable"))
+    assert await device.converge(v1, smoke_input=named) == ["active"]
+    assert len(device.link.url_requests) == requests and device.served[-1] == (v1.digest, None)
+
+
 async def test_a_model_that_does_not_load_leaves_its_slot_cleared_and_the_previous_one_active(
     device: Device, v1: Offer, v2: Offer, tmp_path: Path
 ) -> None:

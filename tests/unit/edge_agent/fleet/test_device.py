@@ -170,7 +170,7 @@ async def test_a_crash_mid_install_leaves_the_previous_model_serving(crash_step:
 
 
 async def test_a_registry_refusal_fails_at_once_without_retrying() -> None:
-    dev, world = device(), World(url_errors=[NotFound("no artifact has that digest (not_found)")])
+    dev, world = device(), World(url_errors=[NotFound("no artifact has that digest")])
     await dev.converge(desired(V1, 1), world)
     assert world.steps() == ["received", "failed"] and world.url_requests == 1
     assert "the registry refused a download URL" in (world.reported[-1].reason or "")
