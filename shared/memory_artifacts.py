@@ -32,8 +32,9 @@ from shared.artifacts import (
     blob_key,
 )
 from shared.digests import sha256_file
+from shared.settings import Settings
 
-DEFAULT_BUCKET = "slmops-artifacts"
+DEFAULT_BUCKET = Settings.model_fields["s3_bucket"].default
 PRESIGN_HOST = "http://s3.memory.invalid"  # `.invalid` never resolves: a URL no test can fetch by mistake
 # What an outage can break; not `presigned_get`, which the real store computes locally, S3 up or down.
 OPERATIONS = frozenset({"upload_staging", "put_blob", "download", "read_bytes", "exists", "delete", "put_bytes"})

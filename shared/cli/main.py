@@ -2,31 +2,25 @@
 
 Services add their commands through the `slmops.cli` entry-point group (see `shared.discovery`),
 so this module names none of them. Nothing runs at import time, and nothing heavy is imported
-until a command runs: `slmops --help` reads only typer and the command modules.
+until a command runs: `slmops --help` reads only typer and the command modules. A command whose
+module or body needs what this installation lacks (an extra not installed) says which extra to
+install instead of failing with a traceback, and leaves every other command working.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, PackageNotFoundError, requires
+
 import typer
 
 from shared.cli import schema, stack
-from shared.cli.common import err_console
+from shared.cli.common import err_console, fail
 from shared.discovery import cli_entry_points
 
-# Modules only some extras install, and the extra that brings each.
-_EXTRA_OF = {
-    "faststream": "services",
-    "minio": "services",
-    "onnx": "services",
-    "yaml": "services",
-    "zstandard": "services",
-    "onnxruntime": "agent",
-    "numpy": "agent",
-    "cryptography": "agent",
-    "moto": "stack",
-    "safetensors": "samples",
-    "tokenizers": "samples",
-}
+# Import names whose distribution is named otherwise.
+_DISTRIBUTION_OF = {"yaml": "pyyaml"}
 
 
 def build_app() -> typer.Typer:
@@ -43,27 +37,73 @@ def build_app() -> typer.Typer:
     app.add_typer(stack.service_app, name="service")
     app.add_typer(schema.schema_app, name="schema")
     for entry in cli_entry_points():
-        command = entry.load()
-        if isinstance(command, typer.Typer):
-            app.add_typer(command, name=entry.name)
-        else:
-            app.command(entry.name)(command)
+        _add(app, entry)
     return app
 
 
 def main() -> None:
     try:
         build_app()()
-    except ModuleNotFoundError as exc:
-        missing = (exc.name or "").split(".")[0]
-        extra = _EXTRA_OF.get(missing)
-        if extra is None:
+    except ModuleNotFoundError as exc:  # a command's body needs an extra this installation lacks
+        hint = missing_extra(exc)
+        if hint is None:
             raise
-        err_console.print(
-            f"[bold red]error:[/] this command needs {missing}, which this installation lacks: "
-            f"pip install 'slmops[{extra}]'"
-        )
+        err_console.print(f"[bold red]error:[/] this command needs {hint}")
         raise SystemExit(1) from None
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """'onnx, which this installation lacks: pip install ...' for a module missing from this installation.
+
+    Returns None for a module of SLMOps itself (a broken checkout, not a missing extra).
+    """
+    module = (exc.name or "").split(".")[0]
+    if not module or module in ("shared", "services", "samples"):
+        return None
+    distribution = _DISTRIBUTION_OF.get(module, module).lower().replace("_", "-")
+    extras = sorted(set(_extras_requiring(distribution)) - {"all", "test"})
+    if not extras:  # what one of the extras' packages needs in turn
+        return f"{module}, which this installation lacks (pip install 'slmops[all]' installs every extra)"
+    install = " or ".join(f"pip install 'slmops[{extra}]'" for extra in extras)
+    return f"{module}, which this installation lacks: {install}"
+
+
+def _extras_requiring(distribution: str) -> list[str]:
+    try:
+        requirements = requires("slmops") or []
+    except PackageNotFoundError:
+        return []
+    found = []
+    for requirement in requirements:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
+        if name and extra and name.group(0).lower().replace("_", "-") == distribution:
+            found.append(extra.group(1))
+    return found
+
+
+def _add(app: typer.Typer, entry: EntryPoint) -> None:
+    try:
+        command = entry.load()
+    except ModuleNotFoundError as exc:
+        hint = missing_extra(exc)
+        if hint is None:
+            raise
+        command = _unavailable(entry.name, hint)
+    if isinstance(command, typer.Typer):
+        app.add_typer(command, name=entry.name)
+    else:
+        app.command(entry.name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
+
+
+def _unavailable(name: str, hint: str) -> Callable[[], None]:
+    """A stand-in for a command whose module cannot load here: it says why, in help and when run."""
+
+    def unavailable() -> None:
+        fail(f"`slmops {name}` needs {hint}")
+
+    unavailable.__doc__ = f"(not available here: needs {hint.split(',')[0]})"
+    return unavailable
 
 
 if __name__ == "__main__":

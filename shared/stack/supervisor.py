@@ -91,6 +91,11 @@ class Stack:
             }
         )
         self.service_names = services if services is not None else service_names()
+        if not self.service_names:
+            raise ServerError(
+                "no services are installed: this environment lacks the package's entry points "
+                "(reinstall it: pip install -e '.[all]', or make venv)"
+            )
         self.nats: ServerProcess | None = None
         self.s3: ServerProcess | None = None
         self.services: dict[str, ServiceProcess] = {}

@@ -7,10 +7,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
-from shared.cli.main import build_app
+from shared.cli.main import build_app, missing_extra
 
 HEAVY = ("onnx", "onnxruntime", "numpy", "faststream", "minio", "nats", "moto", "pydantic_settings", "yaml")
 
@@ -52,3 +53,39 @@ def test_a_service_command_group_is_a_typer_app() -> None:
     from services.registry.cli import model_app
 
     assert isinstance(model_app, typer.Typer)
+
+
+@pytest.mark.parametrize(
+    ("module", "hint"),
+    [
+        ("faststream", "pip install 'slmops[services]'"),
+        ("yaml", "pip install 'slmops[services]'"),
+        ("moto", "pip install 'slmops[stack]'"),
+        ("safetensors", "pip install 'slmops[samples]'"),
+        ("onnx.helper", "pip install 'slmops[samples]' or pip install 'slmops[services]'"),
+        ("certifi", "pip install 'slmops[services]'"),
+        ("some_dependency_of_a_dependency", "pip install 'slmops[all]' installs every extra"),
+    ],
+)
+def test_a_missing_module_names_the_extra_that_brings_it(module: str, hint: str) -> None:
+    said = missing_extra(ModuleNotFoundError(name=module))
+    assert said is not None and hint in said and said.startswith(module.split(".")[0])
+
+
+def test_a_missing_module_of_our_own_is_not_blamed_on_an_extra() -> None:
+    assert missing_extra(ModuleNotFoundError(name="services.registry.gone")) is None
+
+
+def test_a_command_module_that_cannot_load_becomes_a_stand_in_that_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Missing:
+        name = "model"
+
+        def load(self) -> None:
+            raise ModuleNotFoundError("No module named 'faststream'", name="faststream")
+
+    monkeypatch.setattr("shared.cli.main.cli_entry_points", lambda: [Missing()])
+    app = build_app()
+    listed = CliRunner().invoke(app, ["--help"])
+    assert listed.exit_code == 0 and "not available here: needs faststream" in " ".join(listed.output.split())
+    ran = CliRunner().invoke(app, ["model", "push", "x.onnx"])
+    assert ran.exit_code == 1 and "pip install 'slmops[services]'" in " ".join(ran.output.split())
