@@ -8,6 +8,9 @@
 set -euo pipefail
 
 export SLMOPS_HOME="${SLMOPS_HOME:-$PWD/.slmops}"
+# One candidate at a time: on a laptop or a 2-core VM, a candidate being built beside the one being
+# timed shows up in its p95, and the Raspberry Pi budget below leaves little room.
+export SLMOPS_OPTIMIZER_CONCURRENCY="${SLMOPS_OPTIMIZER_CONCURRENCY:-1}"
 work="$(mktemp -d)"
 cleanup() { slmops down >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
