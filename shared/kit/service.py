@@ -216,7 +216,7 @@ class ServiceKit(Generic[S]):
         log = logging.getLogger(f"slmops.{self.name}")
         app = FastStream(broker, logger=log)
         live: _Live[S] = _Live()
-        consumers = [self._tuned(d.consumer) for d in self._durables if d.enabled]
+        consumers = self._wire(broker, live, documenting=False)
 
         @app.on_startup
         async def connect_and_build() -> None:
@@ -234,7 +234,6 @@ class ServiceKit(Generic[S]):
             live.ready = True
             log.info(f"{self.name} ready", extra={"nats": self.settings.nats_url, "s3": self.settings.s3_endpoint})
 
-        self._wire(broker, live, documenting=False)
         return app
 
     def specification_broker(self) -> NatsBroker:
@@ -250,10 +249,15 @@ class ServiceKit(Generic[S]):
     def _tuned(self, consumer: topology.DurableConsumer) -> topology.DurableConsumer:
         return consumer.tuned(ack_wait_seconds=self.settings.ack_wait_seconds, max_deliver=self.settings.max_deliver)
 
-    def _wire(self, broker: NatsBroker, live: _Live[S], *, documenting: bool) -> None:
+    def _wire(self, broker: NatsBroker, live: _Live[S], *, documenting: bool) -> list[topology.DurableConsumer]:
+        """Subscribe and declare everything on `broker`; returns the durable consumers subscribed to,
+        as configured (a deployment's tunables applied unless documenting), for start-up to create."""
+        consumers = []
         for durable in self._durables:
             if durable.enabled or documenting:
-                self._wire_durable(broker, live, durable, documenting=documenting)
+                consumer = durable.consumer if documenting else self._tuned(durable.consumer)
+                self._wire_durable(broker, live, durable, consumer)
+                consumers.append(consumer)
         for request in self._requests:
             self._wire_request(broker, live, request)
         self._wire_health(broker, live)
@@ -277,9 +281,11 @@ class ServiceKit(Generic[S]):
                 title=f"{self.name} command outcomes",
                 description="Sent, best effort, to the inbox a command names in its Slmops-Reply-To header.",
             )
+        return consumers
 
-    def _wire_durable(self, broker: NatsBroker, live: _Live[S], durable: _Durable[S], *, documenting: bool) -> None:
-        consumer = durable.consumer if documenting else self._tuned(durable.consumer)
+    def _wire_durable(
+        self, broker: NatsBroker, live: _Live[S], durable: _Durable[S], consumer: topology.DurableConsumer
+    ) -> None:
         policy = DurablePolicy(service=self.name, consumer=consumer, live=live)
         router = NatsRouter(middlewares=[functools.partial(Settle, policy=policy)])
         types = tuple(durable.use_cases)
