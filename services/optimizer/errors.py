@@ -7,6 +7,8 @@
         │   └── InvalidPassConfig  the config does not validate (the message lists each field's problem)
         ├── ProfileError           CallerError: a device profile is unknown or its file is invalid
         ├── SourceNotFound         NotFound: the version to optimize (or its evaluation set) is not registered
+        ├── ArtifactMismatch       CallerError: a file read from S3 is not the one the registry recorded
+        │                          (digest or size); nothing is built on it, the request fails
         ├── RegistryUnavailable    TransientError: the registry did not answer in time; retry later
         ├── PassError              CallerError: a pass cannot handle this model: unsupported op, over 2 GiB,
         │                          invalid input or output, a quantizer that gave up; fails one candidate
@@ -67,6 +69,52 @@ class ProfileError(OptimizerError, errors.CallerError):
 
 class SourceNotFound(OptimizerError, errors.NotFound):
     """The model version to optimize, or its evaluation set, is not in the registry; the caller's fault."""
+
+
+class ArtifactMismatch(OptimizerError, errors.CallerError):
+    """The bytes read for a registered artifact are not the ones the registry recorded and signed.
+
+    Someone with write access to the bucket replaced (or damaged) the object after registration.
+    Building on it would produce, and get signed, a variant of a model nobody registered, recorded
+    with the original as its parent; so the request fails instead. Retrying would read the same
+    bytes, hence a `CallerError`, not a transient one.
+
+    Attributes:
+        artifact: what it is, in words ("base model", "evaluation set").
+        key: the S3 key it was read from.
+        expected: the sha256 the registry recorded.
+        actual: the sha256 of the bytes read, or None when reading stopped because the object is
+            larger than the recorded size (its digest was never computed, by design: see `fetch.py`).
+
+    Also raised, with its own `consequence`, when the registry's verdict on the variant names other
+    bytes than the ones the optimizer built and staged (the staged upload was replaced in between).
+    """
+
+    def __init__(
+        self,
+        *,
+        artifact: str,
+        key: str,
+        expected: str,
+        actual: str | None,
+        expected_size: int,
+        actual_size: int | None,
+        consequence: str = "the object changed in S3 after registration, so nothing is built on it",
+    ) -> None:
+        if actual is None:
+            got = f"an object larger than the {expected_size} bytes recorded (not read further, so no digest)"
+        elif actual_size is not None and actual_size != expected_size:
+            got = f"sha256 {actual} ({actual_size} bytes, not {expected_size})"
+        else:
+            got = f"sha256 {actual}"
+        super().__init__(
+            f"the {artifact} at {key} and its registry record differ: expected sha256 {expected}, got {got}; "
+            f"{consequence}"
+        )
+        self.artifact = artifact
+        self.key = key
+        self.expected = expected
+        self.actual = actual
 
 
 class RegistryUnavailable(OptimizerError, errors.TransientError):

@@ -1,6 +1,7 @@
-"""Optimizer use cases: resolve the profile → fetch the version and its eval set → search → register
-the winner as a variant with its lineage → the completed or failed event; and queueing the
-auto-optimization commands a newly registered model gets (`auto.py`).
+"""Optimizer use cases: resolve the profile → fetch the version and its eval set (each checked against
+the registry's record, `fetch.py`) → search → register the winner as a variant with its lineage (and
+check the registry recorded the bytes that were built) → the completed or failed event; and queueing
+the auto-optimization commands a newly registered model gets (`auto.py`).
 
 Nothing here knows FastStream. The search is CPU-bound and runs in a worker thread; its progress
 is published from there through the event loop (the `progress` sink), in order, before the final
@@ -23,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from services.optimizer import auto, domain, profiles
-from services.optimizer.errors import EvaluationError, OptimizerError, ProfileError, SourceNotFound
+from services.optimizer.errors import ArtifactMismatch, EvaluationError, OptimizerError, ProfileError, SourceNotFound
 from services.optimizer.evaluation import Measurement
+from services.optimizer.fetch import Expected, fetch_verified
 from services.optimizer.ports import Blobs, Registry
 from services.optimizer.search import Progress, SearchResult, run_search
-from shared.artifacts import ArtifactNotFound, ArtifactTooLarge
+from shared.artifacts import ArtifactNotFound, StoredObject
 from shared.messages.common import ObjectRef
 from shared.messages.envelope import deterministic_id
 from shared.messages.optimizer import (
@@ -40,7 +42,7 @@ from shared.messages.optimizer import (
     OptimizeModel,
     RegisteredVariant,
 )
-from shared.messages.registry import MAX_MODEL_BYTES, ModelDetail, ModelRegistered, RegisterVariant
+from shared.messages.registry import Artifact, EvalSet, ModelDetail, ModelRegistered, RegisterVariant
 from shared.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -110,10 +112,14 @@ class OptimizerService:
         with tempfile.TemporaryDirectory(prefix="slmops-optimizer-") as tmp:
             work = Path(tmp)
             try:
-                base, eval_set = await self._fetch(detail.version.artifact.key, eval_set_ref.key, work)
+                base, eval_set = await self._fetch(detail.version.artifact, eval_set_ref, work)
                 result = await self._search(base, eval_set, profile, work, optimization_id, ids)
-            except (ArtifactNotFound, ArtifactTooLarge) as exc:
+            except ArtifactNotFound as exc:
                 reason = f"the registered files of {cmd.name} {cmd.version} cannot be read: {exc}"
+                return OptimizationFailed(**ids, reason=reason, profile=profile)
+            except ArtifactMismatch as exc:
+                reason = f"refusing to optimize {cmd.name} {cmd.version}: {exc}"
+                log.error("registered artifact changed in S3", extra={"key": exc.key, "expected": exc.expected})
                 return OptimizationFailed(**ids, reason=reason, profile=profile)
             except EvaluationError as exc:
                 reason = f"the base model cannot be measured on its evaluation set: {exc}"
@@ -126,7 +132,16 @@ class OptimizerService:
                     candidates=result.candidates,
                     misses=domain.budget_misses(result.candidates, profile),
                 )
-            registered = await self._register(detail, profile, result, result.chosen)
+            try:
+                registered = await self._register(detail, profile, result, result.chosen)
+            except ArtifactMismatch as exc:
+                log.error("the registry recorded other bytes than the variant built", extra={"key": exc.key})
+                return OptimizationFailed(
+                    **ids,
+                    reason=f"the registry did not record the variant this search built: {exc}",
+                    profile=profile,
+                    candidates=result.candidates,
+                )
         return OptimizationCompleted(
             **ids,
             base_digest=detail.version.artifact.digest,
@@ -135,11 +150,13 @@ class OptimizerService:
             candidates=result.candidates,
         )
 
-    async def _fetch(self, model_key: str, eval_key: str, work: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    async def _fetch(self, model: Artifact, eval_record: EvalSet, work: Path) -> tuple[Path, dict[str, np.ndarray]]:
+        """Download the base model and its evaluation set, each checked against the registry's record
+        (`fetch.py`), so nothing is measured or built from bytes the registry did not sign."""
         base = work / "base.onnx"
         eval_path = work / "eval.npz"
-        await asyncio.to_thread(self._blobs.download, model_key, base, max_bytes=MAX_MODEL_BYTES)
-        await asyncio.to_thread(self._blobs.download, eval_key, eval_path)
+        await asyncio.to_thread(fetch_verified, self._blobs, Expected.of("base model", model), base)
+        await asyncio.to_thread(fetch_verified, self._blobs, Expected.of("evaluation set", eval_record), eval_path)
         with np.load(eval_path, allow_pickle=False) as npz:
             eval_set = {name: npz[name] for name in npz.files}
         return base, eval_set
@@ -204,9 +221,34 @@ class OptimizerService:
         outcome = await self._registry.register_variant(cmd)
         if outcome.status == "rejected":
             raise OptimizerError(f"the registry refused variant {chosen.recipe.name!r}: {outcome.reason}")
+        _check_recorded(chosen.recipe.name, staged, outcome.result.get("digest"))
         log.info("variant registered", extra={"variant": chosen.recipe.name, "digest": staged.digest})
         return RegisteredVariant(
             variant=chosen.recipe.name, digest=staged.digest, recipe=chosen.recipe.name, metrics=metrics
+        )
+
+
+def _check_recorded(variant: str, staged: StoredObject, recorded: object) -> None:
+    """The registry read the staged upload itself; its verdict must name the bytes that were built.
+
+    The optimizer cannot stop the registry from reading a replaced upload (the command names a key,
+    not a digest), but it can refuse to report someone else's bytes as its result.
+
+    Raises:
+        ArtifactMismatch: the verdict names another digest.
+        OptimizerError: the verdict names none (the registry always does: a broken contract).
+    """
+    if not isinstance(recorded, str):
+        raise OptimizerError(f"the registry's verdict on variant {variant!r} does not name the digest it recorded")
+    if recorded != staged.digest:
+        raise ArtifactMismatch(
+            artifact=f"variant {variant!r} staged",
+            key=staged.key,
+            expected=staged.digest,
+            actual=recorded,
+            expected_size=staged.size_bytes,
+            actual_size=None,
+            consequence="the staged upload was replaced before the registry read it; do not deploy that variant",
         )
 
 

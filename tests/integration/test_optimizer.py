@@ -4,6 +4,7 @@ profile nobody can meet fails with the gaps, and bad requests fail with a reason
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,29 @@ async def test_requests_that_cannot_run_fail_with_a_reason(
     prof: Any = "nope" if setup == "unknown-profile" else profile()
     final, _ = await optimize(nc, OptimizeModel(name=name, version="1.0", profile=prof))
     assert isinstance(final, OptimizationFailed) and reason in final.reason
+
+
+async def test_a_base_model_swapped_in_s3_after_registration_is_refused(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """Someone with write access to the bucket replaces the registered bytes with another valid model:
+    the optimizer must not build (and get signed) a variant of it under the original's name."""
+    model, eval_set = sample_files(tmp_path / "registered", seed=61)  # a seed of its own: blobs are shared
+    impostor = sample_files(tmp_path / "impostor", seed=62)[0].read_bytes()
+    name = unique("opt")
+    await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)
+    registry = RegistryClient(nc, source="tests")
+    record = (await registry.get_model(name, "1.0")).version.artifact
+    artifacts.put_bytes(record.key, impostor)
+    try:
+        final, progress = await optimize(nc, OptimizeModel(name=name, version="1.0", profile=profile()))
+    finally:
+        artifacts.put_bytes(record.key, model.read_bytes())
+    assert isinstance(final, OptimizationFailed), final
+    assert final.reason.startswith(f"refusing to optimize {name} 1.0: the base model at {record.key}")
+    assert f"expected sha256 {record.digest}, got sha256 {hashlib.sha256(impostor).hexdigest()}" in final.reason
+    assert progress == [] and final.candidates == [], "nothing was built or measured"
+    assert (await registry.get_model(name, "1.0")).variants == [], "no variant was registered"
 
 
 def rpi5_without_latency_budget() -> DeviceProfile:

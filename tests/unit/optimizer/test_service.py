@@ -8,6 +8,7 @@ the reasons and gaps of a failure, the order of progress, and the commands auto-
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +31,15 @@ from shared.messages.optimizer import (
     PassSpec,
     Recipe,
 )
-from shared.messages.registry import Artifact, EvalSet, ModelDetail, ModelRegistered, ModelVersionRecord, OnnxInfo
+from shared.messages.registry import (
+    Artifact,
+    EvalSet,
+    ModelDetail,
+    ModelRegistered,
+    ModelVersionRecord,
+    OnnxInfo,
+    RegisterVariant,
+)
 from shared.outcomes import Outcome
 
 NAME, VERSION = "tiny", "1.0"
@@ -98,8 +107,8 @@ def source(blobs: MemoryBlobs, embedder: Path, eval_npz: Path) -> ModelDetail:
 
 
 @pytest.fixture
-def registry(source: ModelDetail) -> MemoryRegistry:
-    return MemoryRegistry(source)
+def registry(source: ModelDetail, blobs: MemoryBlobs) -> MemoryRegistry:
+    return MemoryRegistry(source, blobs=blobs)
 
 
 @pytest.fixture
@@ -299,7 +308,7 @@ async def test_a_missing_version_fails_with_the_reason(optimizer: OptimizerServi
 async def test_a_version_without_an_eval_set_fails_with_the_reason(
     blobs: MemoryBlobs, embedder: Path, progress: ProgressRecorder
 ) -> None:
-    registry = MemoryRegistry(detail_for(blobs, embedder, None))
+    registry = MemoryRegistry(detail_for(blobs, embedder, None), blobs=blobs)
     optimizer = OptimizerService(registry=registry, blobs=blobs, profiles={}, progress=progress)
     _, final = await optimize(optimizer)
     assert isinstance(final, OptimizationFailed) and "has no evaluation set" in final.reason
@@ -322,12 +331,77 @@ async def test_a_base_model_that_cannot_run_on_its_eval_set_fails_with_the_reaso
     wrong = tmp_path / "wrong.npz"
     with wrong.open("wb") as f:
         np.savez(f, unrelated=np.zeros((4, 3), dtype=np.float32))  # no array for the model's inputs
-    registry = MemoryRegistry(detail_for(blobs, embedder, wrong))
+    registry = MemoryRegistry(detail_for(blobs, embedder, wrong), blobs=blobs)
     optimizer = OptimizerService(registry=registry, blobs=blobs, profiles={PROFILE.name: PROFILE}, progress=progress)
     _, final = await optimize(optimizer)
     assert isinstance(final, OptimizationFailed)
     assert final.reason.startswith("the base model cannot be measured on its evaluation set:")
     assert registry.sent == []
+
+
+def flipped(data: bytes) -> bytes:
+    """The same number of bytes, one of them changed: what a size check alone would miss."""
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("artifact", "tamper"),
+    [
+        ("base model", "flip"),
+        ("base model", "other model"),
+        ("base model", "grown"),
+        ("evaluation set", "flip"),
+    ],
+)
+async def test_a_registered_file_changed_in_s3_fails_before_anything_is_built(
+    optimizer: OptimizerService,
+    registry: MemoryRegistry,
+    blobs: MemoryBlobs,
+    source: ModelDetail,
+    classifier: Path,
+    progress: ProgressRecorder,
+    artifact: str,
+    tamper: str,
+) -> None:
+    record = source.version.artifact if artifact == "base model" else source.version.eval_set
+    assert record is not None
+    original = blobs.read_bytes(record.key)
+    replacement = {
+        "flip": flipped(original),
+        "other model": classifier.read_bytes(),  # a valid model, but not the registered one
+        "grown": original + b"\0" * 1024,
+    }[tamper]
+    blobs.put_bytes(record.key, replacement)
+    before = blobs.keys()
+    outcome, final = await optimize(optimizer)
+    assert isinstance(final, OptimizationFailed) and outcome.status == "applied" and final.profile == PROFILE
+    assert final.reason.startswith(f"refusing to optimize {NAME} {VERSION}: the {artifact} at {record.key}")
+    assert f"expected sha256 {record.digest}, got " in final.reason
+    if tamper == "grown":
+        assert f"larger than the {record.size_bytes} bytes recorded" in final.reason, "read no further than that"
+    else:
+        assert f"got sha256 {hashlib.sha256(replacement).hexdigest()}" in final.reason
+    assert registry.sent == [] and progress.published == [] and final.candidates == []
+    assert blobs.keys() == before, "nothing is staged"
+
+
+async def test_a_variant_replaced_before_the_registry_read_it_is_not_reported_as_built(
+    optimizer: OptimizerService, registry: MemoryRegistry, blobs: MemoryBlobs, embedder: Path
+) -> None:
+    built: list[str] = []
+
+    def swap(cmd: RegisterVariant) -> None:
+        built.append(hashlib.sha256(blobs.read_bytes(cmd.artifact.key)).hexdigest())
+        blobs.put_bytes(cmd.artifact.key, embedder.read_bytes())
+
+    registry.before_read = swap
+    _, final = await optimize(optimizer)
+    assert isinstance(final, OptimizationFailed)
+    assert final.reason.startswith("the registry did not record the variant this search built: the variant 'int8-pc'")
+    assert f"expected sha256 {built[0]}, got sha256 {hashlib.sha256(embedder.read_bytes()).hexdigest()}" in final.reason
+    assert "do not deploy that variant" in final.reason
+    assert [c.recipe.name for c in final.candidates] == ["int8-pc"], "the search's measurements are still reported"
 
 
 async def test_a_refused_registration_is_an_error(optimizer: OptimizerService, registry: MemoryRegistry) -> None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.optimizer.adapters.memory import MemoryRegistry
+from services.optimizer.adapters.memory import MemoryBlobs, MemoryRegistry
 from services.optimizer.errors import RegistryUnavailable, SourceNotFound
 from shared.errors import NotFound
 from shared.messages.common import ObjectRef
 from shared.messages.registry import Artifact, ModelDetail, ModelVersionRecord, OnnxInfo, RegisterVariant
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+STAGED = "incoming/x/v.onnx"
+VARIANT_BYTES = b"the variant the optimizer built"
 
 
 def detail(version: str, *, aliases: list[str] | None = None, age_days: int = 0) -> ModelDetail:
@@ -29,12 +32,19 @@ def detail(version: str, *, aliases: list[str] | None = None, age_days: int = 0)
 
 
 def variant(version: str) -> RegisterVariant:
-    return RegisterVariant(name="tiny", version=version, variant="int8", artifact=ObjectRef(key="incoming/x/v.onnx"))
+    return RegisterVariant(name="tiny", version=version, variant="int8", artifact=ObjectRef(key=STAGED))
 
 
 @pytest.fixture
-def registry() -> MemoryRegistry:
-    return MemoryRegistry(detail("1.0", aliases=["stable"], age_days=2), detail("2.0", age_days=1))
+def blobs() -> MemoryBlobs:
+    store = MemoryBlobs()
+    store.put_bytes(STAGED, VARIANT_BYTES)
+    return store
+
+
+@pytest.fixture
+def registry(blobs: MemoryBlobs) -> MemoryRegistry:
+    return MemoryRegistry(detail("1.0", aliases=["stable"], age_days=2), detail("2.0", age_days=1), blobs=blobs)
 
 
 @pytest.mark.parametrize(("ref", "version"), [("1.0", "1.0"), ("stable", "1.0"), ("latest", "2.0")])
@@ -52,7 +62,22 @@ async def test_an_unknown_version_is_source_not_found(registry: MemoryRegistry, 
 async def test_a_variant_of_a_known_version_is_applied_and_recorded(registry: MemoryRegistry) -> None:
     outcome = await registry.register_variant(variant("1.0"))
     assert outcome.status == "applied" and outcome.result["variant"] == "int8"
+    assert outcome.result["digest"] == hashlib.sha256(VARIANT_BYTES).hexdigest(), "the digest of the bytes it read"
     assert registry.sent == [variant("1.0")]
+
+
+async def test_the_verdict_names_the_bytes_read_even_if_the_upload_was_replaced(
+    registry: MemoryRegistry, blobs: MemoryBlobs
+) -> None:
+    registry.before_read = lambda cmd: blobs.put_bytes(cmd.artifact.key, b"someone else's model")
+    outcome = await registry.register_variant(variant("1.0"))
+    assert outcome.result["digest"] == hashlib.sha256(b"someone else's model").hexdigest()
+
+
+async def test_a_variant_whose_upload_is_missing_is_rejected(registry: MemoryRegistry, blobs: MemoryBlobs) -> None:
+    blobs.delete(STAGED)
+    outcome = await registry.register_variant(variant("1.0"))
+    assert outcome.status == "rejected" and STAGED in (outcome.reason or "")
 
 
 async def test_a_variant_of_an_unknown_version_or_a_refusal_is_rejected(registry: MemoryRegistry) -> None:
