@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from services.edge_agent.capabilities import Capabilities
     from services.edge_agent.fleet.config import SimulationConfig
     from services.edge_agent.fleet.report import FleetReport
-    from shared.settings import Settings
+    from services.edge_agent.settings import AgentSettings
 
 device_app = typer.Typer(help="Devices: assign a model by hand, show install status.", no_args_is_help=True)
 fleet_app = typer.Typer(no_args_is_help=True)
@@ -96,17 +96,18 @@ def agent(
     run(_run_agent(config, caps, settings, http_port=port))
 
 
-async def _run_agent(config: AgentConfig, caps: Capabilities, settings: Settings, *, http_port: int) -> None:
+async def _run_agent(config: AgentConfig, caps: Capabilities, settings: AgentSettings, *, http_port: int) -> None:
     import asyncio
 
     from services.edge_agent.agent import Agent
-    from services.edge_agent.http_api import serve
+    from services.edge_agent.http_api import HttpLimits, serve
     from services.edge_agent.link import DeviceLink
     from shared import bus
 
     nc = await bus.connect(settings, name=f"slmops-agent-{config.device_id}")
     device = Agent(config, link=DeviceLink(nc, device_id=config.device_id), capabilities=caps)
-    server = serve(device, port=http_port) if http_port >= 0 else None
+    limits = HttpLimits.from_settings(settings)  # SLMOPS_AGENT_HTTP_MAX_*: settings only, no options
+    server = serve(device, port=http_port, limits=limits) if http_port >= 0 else None
     if server:
         console.print(f"device {config.device_id}: inference on http://127.0.0.1:{server.server_address[1]}/v1/infer")
     task = asyncio.create_task(device.run())

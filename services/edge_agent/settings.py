@@ -22,3 +22,11 @@ class AgentSettings(Settings):
     agent_telemetry_seconds: float = Field(default=10.0, gt=0, description="seconds per telemetry window")
     agent_download_attempts: int = Field(default=4, ge=1, description="bounded download attempts")
     agent_download_rate_limit_bps: int | None = Field(default=None, gt=0, description="bytes/s; None = unlimited")
+    # The local inference endpoint's limits (services/edge_agent/http_api.py says why these defaults).
+    agent_http_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest request body; larger is refused (413) before it is read"
+    )
+    agent_http_max_batch: int = Field(default=64, ge=1, description="most rows per request; more is refused (413)")
+    agent_http_max_concurrency: int = Field(
+        default=2, ge=1, description="inferences at once; one more is refused at once (503 + Retry-After)"
+    )
