@@ -178,7 +178,30 @@ OPTIMIZER_AUTO = DurableConsumer(
     deliver_policy=DeliverPolicy.NEW,
     batch_size=10,
 )
-DURABLE_CONSUMERS: tuple[DurableConsumer, ...] = (REGISTRY_COMMANDS, OPTIMIZER_COMMANDS, OPTIMIZER_AUTO)
+# The intake validates every device report until the rollout and telemetry services consume them:
+# a device whose message is invalid finds the reason in slmops.dlq.intake (docs/DEVICE_PROTOCOL.md).
+INTAKE_DEVICE_REPORTS = DurableConsumer(
+    stream=DEVICE_STREAM,
+    durable="intake-device",
+    filter_subject=f"{subjects.DEVICE}.>",
+    description="Every device hello and install status, validated by the intake.",
+    batch_size=50,
+)
+# Fleet rate (10,000 devices: about 1,000 windows a second): fetched 100 at a time, handled concurrently.
+INTAKE_TELEMETRY = DurableConsumer(
+    stream=TELEMETRY_STREAM,
+    durable="intake-telemetry",
+    filter_subject=f"{subjects.TELEMETRY}.>",
+    description="Every device telemetry window, validated by the intake.",
+    batch_size=100,
+)
+DURABLE_CONSUMERS: tuple[DurableConsumer, ...] = (
+    REGISTRY_COMMANDS,
+    OPTIMIZER_COMMANDS,
+    OPTIMIZER_AUTO,
+    INTAKE_DEVICE_REPORTS,
+    INTAKE_TELEMETRY,
+)
 
 # Fields a running consumer may not change under its users: a different filter would silently move
 # another service's messages, a different deliver or ack policy would change what "handled" means.

@@ -1,0 +1,1 @@
+"""The intake: validates every device report and dead-letters commands no service will ever read."""

@@ -1,0 +1,49 @@
+"""The intake's wiring: the device reports it validates. Declarations only; see `shared.kit`.
+
+Until the rollout and telemetry services consume them, nothing else reads what devices send: the
+kit decodes each hello, status and telemetry window against its contract and dead-letters one that
+fails with the validation message (`slmops.dlq.intake`), as docs/DEVICE_PROTOCOL.md promises; the
+valid ones are counted and acked. Start-up also starts the sweep of the command stream
+(`IntakeService.start_sweeping`), which no declaration can express: see `adapters/jetstream.py`.
+"""
+
+from __future__ import annotations
+
+from services.intake.adapters.jetstream import JetStreamCommands
+from services.intake.service import IntakeService
+from services.intake.settings import IntakeSettings
+from shared import topology
+from shared.kit import Runtime, ServiceKit
+from shared.messages.device import DeviceHello, DeviceStatus, TelemetryWindow
+from shared.settings import load_settings
+
+SERVICE = "intake"
+
+
+def declare(settings: IntakeSettings | None = None) -> ServiceKit[IntakeService]:
+    settings = settings or load_settings(IntakeSettings)
+
+    async def build(runtime: Runtime) -> IntakeService:
+        intake = IntakeService(
+            commands=JetStreamCommands(runtime.nc, runtime.js, service=SERVICE),
+            declared=[c for c in topology.DURABLE_CONSUMERS if c.stream == topology.CMDS_STREAM],
+            grace_seconds=settings.intake_grace_seconds,
+            sweep_limit=settings.intake_sweep_limit,
+        )
+        intake.start_sweeping(settings.intake_sweep_seconds)
+        return intake
+
+    kit = ServiceKit(
+        SERVICE,
+        settings,
+        build=build,
+        description=(
+            "Validates every device report (hello, status, telemetry) and dead-letters invalid ones with the reason; "
+            "dead-letters commands on subjects no installed service reads."
+        ),
+    )
+    kit.follows(
+        topology.INTAKE_DEVICE_REPORTS, {DeviceHello: IntakeService.accepted, DeviceStatus: IntakeService.accepted}
+    )
+    kit.follows(topology.INTAKE_TELEMETRY, {TelemetryWindow: IntakeService.accepted})
+    return kit

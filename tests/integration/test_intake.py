@@ -1,0 +1,214 @@
+"""The intake against a real nats-server of its own: invalid device reports end in the DLQ with
+their reason and valid ones do not; a command on a subject no service reads ends in the DLQ with
+the reason, leaves the stream, and its waiting sender is told.
+
+The server is this module's own, so the sweep never touches the commands other tests leave in the
+session's stream, and no optimizer runs on it (its command family is "not installed" here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from services.intake.app import declare
+from services.intake.settings import IntakeSettings
+from shared import bus, subjects, topology
+from shared.messages.common import CommandOutcome
+from shared.messages.device import DeviceHello, DeviceStatus, LatencyHistogram, TelemetryWindow
+from shared.messages.envelope import Message, wrap
+from shared.stack.servers import ServerProcess, free_port, start_nats
+from tests.support import dlq_entries
+
+DIGEST = "ab" * 32
+
+
+@pytest.fixture(scope="module")
+def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("intake-nats")
+    server = start_nats(port=free_port(), store_dir=root / "js", log_dir=root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nc(own_nats: ServerProcess, tmp_path: Path) -> AsyncIterator[Client]:
+    """A connection to the intake's server while the intake runs (in this process, as
+    `slmops service run intake` would run it: the kit's app from its declarations)."""
+    settings = IntakeSettings(
+        home=tmp_path,
+        nats_url=own_nats.url,
+        ack_wait_seconds=3.0,
+        max_deliver=3,
+        otel_exporter="none",
+        intake_sweep_seconds=0.2,
+        intake_grace_seconds=0,
+    )
+    client = await bus.connect(settings, name="intake-tests")
+    try:
+        await topology.ensure_topology(client.jetstream())  # what `slmops up` does before any service starts
+        async with declare(settings).application():
+            yield client
+    finally:
+        await client.close()
+
+
+def hello(device_id: str, **changes: Any) -> DeviceHello:
+    fields: dict[str, Any] = {
+        "device_id": device_id,
+        "device_class": "rpi5",
+        "arch": "aarch64",
+        "ram_mb": 8064,
+        "cpu_count": 4,
+        "onnxruntime_version": "1.20.1",
+        "execution_providers": ["CPUExecutionProvider"],
+        "agent_version": "0.1.0",
+    }
+    return DeviceHello(**(fields | changes))
+
+
+def window(device_id: str) -> TelemetryWindow:
+    start = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    return TelemetryWindow(
+        device_id=device_id,
+        model_digest=DIGEST,
+        window_start=start,
+        window_end=start + timedelta(seconds=10),
+        request_count=3,
+        error_count=0,
+        latency=LatencyHistogram(bounds_ms=[1, 10], counts=[1, 2, 0]),
+        cpu_percent=12.5,
+        ram_mb=200.0,
+    )
+
+
+def envelope_bytes(payload: Message, *, data: dict[str, Any] | None = None) -> bytes:
+    """The wire bytes of `payload`'s envelope, with `data` replaced (to send what no model would build)."""
+    doc = json.loads(wrap(payload, source=f"device:{getattr(payload, 'device_id', 'x')}").model_dump_json())
+    if data is not None:
+        doc["data"] = data
+    return json.dumps(doc).encode()
+
+
+async def reason_for(nc: Client, marker: str) -> str:
+    """The DLQ reason of the one entry whose body contains `marker`, once the intake has written it."""
+    for _ in range(100):
+        entries = await dlq_entries(nc, containing=marker)
+        if entries:
+            (entry,) = entries
+            assert entry["Slmops-Dlq-Service"] == "intake"
+            return entry["Slmops-Dlq-Reason"]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no DLQ entry for {marker}")
+
+
+async def settled(js: JetStreamContext, consumer: topology.DurableConsumer, sequence: int) -> None:
+    """Until the intake has acked (valid) or dead-lettered and acked (invalid) stream position `sequence`."""
+    for _ in range(100):
+        info = await js.consumer_info(consumer.stream, consumer.durable)
+        if info.ack_floor.stream_seq >= sequence:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{consumer.durable} never settled position {sequence}")
+
+
+def device() -> str:
+    return f"dev-{uuid.uuid4().hex[:10]}"
+
+
+async def test_an_invalid_hello_is_dead_lettered_with_its_reason_and_a_valid_one_is_not(nc: Client) -> None:
+    js = nc.jetstream()
+    good, bad = device(), device()
+    valid = await js.publish(subjects.device_hello(good), envelope_bytes(hello(good)))
+    data = hello(bad).model_dump(mode="json") | {"gpu": "yes"}
+    invalid = await js.publish(subjects.device_hello(bad), envelope_bytes(hello(bad), data=data))
+
+    assert "gpu" in await reason_for(nc, bad) and "invalid 'device.hello' data" in await reason_for(nc, bad)
+    await settled(js, topology.INTAKE_DEVICE_REPORTS, max(valid.seq, invalid.seq))
+    assert await dlq_entries(nc, containing=good) == []
+
+
+async def test_an_invalid_status_is_dead_lettered_with_its_reason(nc: Client) -> None:
+    js = nc.jetstream()
+    bad = device()
+    status = DeviceStatus(device_id=bad, desired_revision=3, digest=DIGEST, step="failed", reason="x")
+    data = status.model_dump(mode="json") | {"reason": None}
+    await js.publish(subjects.device_status(bad), envelope_bytes(status, data=data))
+
+    assert "step 'failed' needs a reason" in await reason_for(nc, bad)
+
+
+async def test_telemetry_that_breaks_the_protocol_rules_is_dead_lettered_and_valid_telemetry_is_not(
+    nc: Client,
+) -> None:
+    js = nc.jetstream()
+    good, bad, junk = device(), device(), device()
+    valid = await js.publish(subjects.telemetry(good), envelope_bytes(window(good)))
+    data = window(bad).model_dump(mode="json") | {"request_count": 4}
+    await js.publish(subjects.telemetry(bad), envelope_bytes(window(bad), data=data))
+    last = await js.publish(subjects.telemetry(junk), f"not json {junk}".encode())
+
+    assert "latency counts sum to 3, not request_count (4)" in await reason_for(nc, bad)
+    assert (await reason_for(nc, junk)).startswith("body is not JSON")
+    await settled(js, topology.INTAKE_TELEMETRY, max(valid.seq, last.seq))
+    assert await dlq_entries(nc, containing=good) == []
+
+
+async def command_rejection(nc: Client, subject: str, body: bytes) -> CommandOutcome:
+    """Publish `body` on `subject` as a waiting sender does, and return the outcome it is told."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.jetstream().publish(subject, body, headers={bus.REPLY_TO: inbox})
+        reply = await sub.next_msg(timeout=15)
+    finally:
+        await sub.unsubscribe()
+    return CommandOutcome.model_validate_json(reply.data)
+
+
+async def held_on(js: JetStreamContext, subject: str) -> int:
+    info = await js.stream_info(topology.CMDS_STREAM, subjects_filter=subject)
+    return (info.state.subjects or {}).get(subject, 0)
+
+
+async def test_a_command_on_a_subject_no_service_reads_is_dead_lettered_and_leaves_the_stream(nc: Client) -> None:
+    js = nc.jetstream()
+    marker = uuid.uuid4().hex
+    body = json.dumps({"type": "model.regster", "id": f"c-{marker}"}).encode()
+
+    outcome = await command_rejection(nc, "slmops.cmd.modle.register", body)
+
+    reason = "no service handles slmops.cmd.modle.register: no command consumer's filter covers it"
+    assert (outcome.command_id, outcome.status) == (f"c-{marker}", "rejected")
+    assert (outcome.reason or "").startswith(reason)
+    (entry,) = await dlq_entries(nc, containing=marker)
+    assert entry["Slmops-Dlq-Subject"] == "slmops.cmd.modle.register" and entry["Slmops-Dlq-Reason"].startswith(reason)
+    assert entry["_body"] == body.decode()
+    assert await held_on(js, "slmops.cmd.modle.register") == 0
+
+
+async def test_a_command_whose_service_is_not_installed_is_dead_lettered_and_one_a_consumer_reads_is_left(
+    nc: Client,
+) -> None:
+    js = nc.jetstream()
+    await topology.ensure_consumer(js, topology.REGISTRY_COMMANDS)  # a registry that is installed, but down
+    kept = await js.publish("slmops.cmd.model.register", b'{"kept": true}')
+
+    outcome = await command_rejection(nc, "slmops.cmd.optimize.request", b'{"id": "opt-1"}')
+
+    assert outcome.reason == (
+        "no service handles slmops.cmd.optimize.request: its consumer optimizer-commands (slmops.cmd.optimize.>) "
+        "has not been on the server for 0 s; is that service installed?"
+    )
+    # That sweep saw the registry's command too (it was stored first), and left it for the registry.
+    assert await held_on(js, "slmops.cmd.model.register") == 1
+    assert (await js.get_msg(topology.CMDS_STREAM, kept.seq)).data == b'{"kept": true}'
