@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.registry.adapters.nats_kv import KvRecordStore
+from services.registry.domain import Admission
 from services.registry.service import RegistryService
 from services.registry.settings import RegistrySettings
 from shared import topology
@@ -35,6 +36,10 @@ def declare(settings: RegistrySettings | None = None) -> ServiceKit[RegistryServ
             store=KvRecordStore(await runtime.js.key_value(topology.KV_MODELS)),
             blobs=ArtifactStore.from_settings(settings, presign_ttl=settings.presign_ttl),
             signing_key=load_or_create_private_key(settings.signing_key_file),
+            admission=Admission(
+                allowed_buckets=settings.registry_allowed_buckets,
+                eval_set_max_decompressed_bytes=settings.registry_eval_set_max_decompressed_bytes,
+            ),
         )
 
     kit = ServiceKit(

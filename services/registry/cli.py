@@ -28,7 +28,12 @@ model_app = typer.Typer(help="Register and inspect model versions.", no_args_is_
 def push(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="The .onnx file."),
     name: str = typer.Option(..., "--name", "-n", help="Model name (lowercase, digits, '-', '_')."),
-    version: str = typer.Option(..., "--version", "-v", help="Version, e.g. 1.0.0; immutable once registered."),
+    version: str = typer.Option(
+        ...,
+        "--version",
+        "-v",
+        help="Version, e.g. 1.0.0: starts with a digit (names starting with a letter are aliases); immutable.",
+    ),
     eval_set: Path | None = typer.Option(
         None, "--eval-set", exists=True, dir_okay=False, help=".npz keyed by input names."
     ),
@@ -51,7 +56,7 @@ def push(
             description=description,
         )
     except ValueError as exc:
-        fail(f"invalid model name or version: {exc}")
+        fail(f"invalid model name, version, labels or description: {exc}")
     outcome = run(_push(load_settings(), cmd, file, eval_set, wait))
     if as_json:
         print_json(outcome.model_dump(mode="json"))
@@ -133,7 +138,9 @@ def show(
 @model_app.command("alias")
 def alias(
     name: str = typer.Argument(...),
-    alias_name: str | None = typer.Argument(None, metavar="[ALIAS]", help="Alias to set, e.g. stable."),
+    alias_name: str | None = typer.Argument(
+        None, metavar="[ALIAS]", help="Alias to set, e.g. stable: starts with a letter; 'latest' is reserved."
+    ),
     version: str | None = typer.Argument(None, metavar="[VERSION]", help="Version the alias should point at."),
     wait: float = typer.Option(30.0, help="Seconds to wait for the registry's verdict."),
     as_json: bool = JsonOption,

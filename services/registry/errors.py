@@ -4,11 +4,14 @@
     └── RegistryError
         ├── Rejected                  CallerError: the command or request is wrong; never retried (DLQ)
         │   ├── InvalidModel          not ONNX, truncated, corrupt, fails onnx.checker or onnxruntime
-        │   ├── InvalidEvalSet        not an .npz, or does not fit the model's inputs
+        │   ├── InvalidEvalSet        not an .npz, does not fit the model's inputs, or decompresses too large
+        │   ├── InvalidCommand        InvalidRequest: what the command would record or announce is over a cap
+        │   ├── BucketNotAllowed      InvalidRequest: the command names a bucket the registry may not read
         │   ├── VersionConflict       Conflict: name+version already registered with other bytes
         │   ├── ArtifactMissing       NotFound: the S3 object the command points at does not exist
         │   └── NotFound              NotFound: no such model, version, variant, alias or artifact
-        └── Unavailable               TransientError: S3 or NATS KV failed, or a concurrent update raced
+        ├── Unavailable               TransientError: S3 or NATS KV failed, or a concurrent update raced
+        └── BrokenRecord              (internal) a stored record no longer reads as its model: answered, never hidden
 
 Only the handler layer (the service kit) maps these to ack outcomes and reply codes.
 """
@@ -34,6 +37,14 @@ class InvalidEvalSet(Rejected):
     """The evaluation set is not an .npz that fits the model's inputs."""
 
 
+class InvalidCommand(Rejected, errors.InvalidRequest):
+    """What the command would record or announce does not validate or is over a cap: nothing is written."""
+
+
+class BucketNotAllowed(Rejected, errors.InvalidRequest):
+    """The command points at a bucket outside the platform's and the operator's allow-list."""
+
+
 class VersionConflict(Rejected, errors.Conflict):
     """Versions are immutable: this name and version already hold other bytes."""
 
@@ -55,3 +66,13 @@ class NotFound(Rejected, errors.NotFound):
 
 class Unavailable(RegistryError, errors.TransientError):
     """S3 or the KV store failed, or a concurrent update won a race; retry later."""
+
+
+class BrokenRecord(RegistryError):
+    """A record in the store does not read back as its model (written by something else, or by an
+    older registry): a request touching it is answered with this error, naming the key, rather
+    than failing silently; `internal`, because the caller can do nothing about it."""
+
+    def __init__(self, *, key: str, problem: str) -> None:
+        super().__init__(f"the registry record {key!r} is unreadable ({problem}); an operator must repair it")
+        self.key = key

@@ -3,11 +3,16 @@
 Checks, in order, each failing with a message that names the problem: the size fits a
 single-file ONNX model (protobuf's 2 GiB limit); the bytes parse as a ModelProto with a graph;
 no weights live in external files (an artifact must be one self-contained blob); onnx.checker
-passes with full shape inference; onnxruntime can load it on the CPU.
+passes with full shape inference; onnxruntime can load it on the CPU; what the registry records
+of it fits the record's caps (`shared.messages.registry`: inputs, outputs, operator types, names).
+
+An evaluation set is measured from its headers before it is loaded (`npz.py`), so a small archive
+that inflates to GiBs is refused without being inflated.
 """
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -16,11 +21,16 @@ import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from onnx import TensorProto
+from pydantic import ValidationError
 
+from services.registry import npz
 from services.registry.errors import InvalidEvalSet, InvalidModel
-from shared.messages.registry import MAX_MODEL_BYTES, EvalSet, OnnxInfo, TensorSpec
+from services.registry.integrity import describe as describe_errors
+from services.registry.settings import DEFAULT_EVAL_SET_DECOMPRESSED_BYTES
+from shared.messages.registry import MAX_EVAL_SET_ARRAYS, MAX_MODEL_BYTES, EvalSet, OnnxInfo, TensorSpec
 
-MAX_EVAL_SET_BYTES = 512 * 1024**2
+MAX_EVAL_SET_BYTES = 512 * 1024**2  # the file as uploaded (compressed); see npz.py for what it inflates to
+_NOT_SAFE = re.compile(r"[^ !#-\[\]-~]")
 
 _NP_DTYPES = {
     "float": "float32",
@@ -73,27 +83,45 @@ def inspect_model(path: Path) -> OnnxInfo:
 
 
 def describe(model: onnx.ModelProto) -> OnnxInfo:
-    """The metadata the registry records; reads only the protobuf."""
+    """The metadata the registry records; reads only the protobuf.
+
+    Raises:
+        InvalidModel: the model is beyond what a record holds (too many inputs, outputs or operator
+            types, names too long or not printable ASCII), naming the field.
+    """
     graph = model.graph
     weights = {t.name for t in graph.initializer}
     parameters = sum(int(np.prod(t.dims, dtype=np.int64)) for t in graph.initializer)
     op_types = sorted({n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in graph.node})
-    return OnnxInfo(
-        ir_version=model.ir_version,
-        opsets={(o.domain or ""): o.version for o in model.opset_import},
-        producer=" ".join(p for p in (model.producer_name, model.producer_version) if p),
-        inputs=[_tensor_spec(v) for v in graph.input if v.name not in weights],
-        outputs=[_tensor_spec(v) for v in graph.output],
-        parameters=parameters,
-        op_types=op_types,
-    )
+    producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
+    try:
+        return OnnxInfo(
+            ir_version=model.ir_version,
+            opsets={(o.domain or ""): o.version for o in model.opset_import},
+            producer=_NOT_SAFE.sub("?", producer)[:128],  # informational: kept readable, never refused
+            inputs=[_tensor_spec(v) for v in graph.input if v.name not in weights],
+            outputs=[_tensor_spec(v) for v in graph.output],
+            parameters=parameters,
+            op_types=op_types,
+        )
+    except ValidationError as exc:
+        raise InvalidModel(f"the model is beyond what the registry records: {describe_errors(exc)}") from None
 
 
-def inspect_eval_set(path: Path, *, digest: str, key: str, inputs: list[TensorSpec]) -> EvalSet:
+def inspect_eval_set(
+    path: Path,
+    *,
+    digest: str,
+    key: str,
+    inputs: list[TensorSpec],
+    max_decompressed_bytes: int = DEFAULT_EVAL_SET_DECOMPRESSED_BYTES,
+) -> EvalSet:
     """Validate an evaluation set against the model's inputs.
 
     The format is a NumPy `.npz` with one array per model input (same name, dtype and rank, the
-    first axis indexing samples); extra arrays (labels, say) are kept for task metrics.
+    first axis indexing samples); extra arrays (labels, say) are kept for task metrics. Its size
+    once loaded is measured from its headers first (`npz.measure`), and nothing is inflated if it
+    is over `max_decompressed_bytes`.
 
     Raises:
         InvalidEvalSet: with the first problem found.
@@ -101,9 +129,10 @@ def inspect_eval_set(path: Path, *, digest: str, key: str, inputs: list[TensorSp
     size = path.stat().st_size
     if size > MAX_EVAL_SET_BYTES:
         raise InvalidEvalSet(f"the evaluation set is {size} bytes; the limit is {MAX_EVAL_SET_BYTES}")
+    npz.measure(path, max_members=MAX_EVAL_SET_ARRAYS, max_bytes=max_decompressed_bytes)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise InvalidEvalSet(f"not a NumPy .npz archive: {_short(exc)}") from None
     if not arrays:
@@ -122,13 +151,17 @@ def inspect_eval_set(path: Path, *, digest: str, key: str, inputs: list[TensorSp
             raise InvalidEvalSet(f"array {spec.name!r} is {arr.dtype}; the model input wants {want}")
         if spec.shape and arr.ndim != len(spec.shape):
             raise InvalidEvalSet(f"array {spec.name!r} has rank {arr.ndim}; the model input has rank {len(spec.shape)}")
-    return EvalSet(
-        digest=digest,
-        size_bytes=size,
-        key=key,
-        samples=samples.pop(),
-        arrays={n: [int(d) for d in a.shape] for n, a in arrays.items()},
-    )
+    try:
+        return EvalSet(
+            digest=digest,
+            size_bytes=size,
+            key=key,
+            samples=samples.pop(),
+            arrays={n: [int(d) for d in a.shape] for n, a in arrays.items()},
+        )
+    except ValidationError as exc:
+        problem = describe_errors(exc)
+        raise InvalidEvalSet(f"the evaluation set is beyond what the registry records: {problem}") from None
 
 
 def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:

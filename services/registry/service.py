@@ -3,10 +3,13 @@
 Nothing here knows NATS. Blocking work (S3 transfers, ONNX checks) runs in worker threads so
 the service keeps answering requests while it validates a large model.
 
-"Nothing half-registered": a record is written only after its blobs are stored and signed; a
-failure after a blob was stored deletes the blobs this call created (never ones that were there
-already, which other records may share); a staging upload under `incoming/` is deleted once the
-command is decided, and kept on a transient failure so the redelivered command can use it.
+"A command applies wholly or leaves nothing": the record and the event that announces it are built
+and checked (`integrity`) before anything is stored; a record is written only after its blobs are
+stored and signed; a failure after a blob was stored deletes the blobs this call created (never ones
+that were there already, which other records may share); a staging upload under `incoming/` is
+deleted once the command is decided, and kept on a transient failure so the redelivered command can
+use it. A command that names a bucket other than the platform's or an allow-listed one is refused
+before anything is read.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ from typing import Any, ParamSpec, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.registry import domain
+from services.registry import domain, integrity
 from services.registry.errors import ArtifactMissing, InvalidModel, NotFound, Rejected, Unavailable
 from services.registry.inspection import MAX_EVAL_SET_BYTES, inspect_eval_set, inspect_model
 from services.registry.ports import Blobs, RecordStore
 from shared import signing
-from shared.artifacts import STAGING_PREFIX, ArtifactNotFound, ArtifactTooLarge, StorageUnavailable, StoredObject
+from shared.artifacts import (
+    STAGING_PREFIX,
+    ArtifactNotFound,
+    ArtifactTooLarge,
+    StorageUnavailable,
+    StoredObject,
+    blob_key,
+)
 from shared.messages.common import ObjectRef
 from shared.messages.envelope import Message
 from shared.messages.registry import (
@@ -72,11 +82,13 @@ class RegistryService:
         blobs: Blobs,
         signing_key: Ed25519PrivateKey,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        admission: domain.Admission | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self._key = signing_key
         self._clock = clock
+        self._admission = admission or domain.Admission()
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -84,31 +96,39 @@ class RegistryService:
         what = f"{cmd.name} {cmd.version}"
         with tempfile.TemporaryDirectory(prefix="slmops-registry-") as tmp:
             async with self._consuming(cmd.artifact, cmd.eval_set):
+                self._check_buckets(cmd.artifact, cmd.eval_set)
                 existing = await self._store.get_version(cmd.name, cmd.version)
                 if domain.is_replay(existing, command_id=command_id):
                     # The record is ours from before a crash; its staging upload may be gone already.
                     return await self._settled(domain.Decision.REPLAY, existing)
-                model_file = Path(tmp) / "model.onnx"
+                model_file, eval_file = Path(tmp) / "model.onnx", Path(tmp) / "eval.npz"
                 fetched = await self._fetch(cmd.artifact, model_file, MAX_MODEL_BYTES, "model")
                 decision = domain.decide_registration(existing, digest=fetched.digest, command_id=command_id, what=what)
                 if existing is not None:
                     return await self._settled(decision, existing)
                 info = await _inspect(model_file)
-                created = _Created()
-                try:
-                    artifact = await self._store_artifact(model_file, fetched, created)
-                    eval_set = await self._eval_set(cmd.eval_set, Path(tmp) / "eval.npz", info, created)
-                    record = ModelVersionRecord(
+                eval_set = await self._eval_set(cmd.eval_set, eval_file, info)
+                # Everything that will be written and published is built and checked before anything is.
+                record = integrity.build(
+                    lambda: ModelVersionRecord(
                         name=cmd.name,
                         version=cmd.version,
-                        artifact=artifact,
+                        artifact=self._artifact(fetched),
                         onnx=info,
                         eval_set=eval_set,
                         labels=cmd.labels,
                         description=cmd.description,
                         registered_at=self._clock(),
                         command_id=command_id,
-                    )
+                    ),
+                    what=what,
+                )
+                outcome = _announced(record, what=what)
+                created = _Created()
+                try:
+                    await self._put(model_file, fetched.digest, created)
+                    if eval_set is not None:
+                        await self._put(eval_file, eval_set.digest, created)
                     if not await self._store.create_version(record):
                         await self._undo(created)
                         raced = await self._store.get_version(cmd.name, cmd.version)
@@ -117,40 +137,50 @@ class RegistryService:
                     await self._undo(created)
                     raise
         log.info("model registered", extra={"model": cmd.name, "version": cmd.version, "digest": fetched.digest})
-        return _registered(record)
+        return outcome
 
     async def register_variant(self, cmd: RegisterVariant, *, command_id: str) -> Outcome:
         what = f"{cmd.name} {cmd.version} variant {cmd.variant}"
-        parent = await self._store.get_version(cmd.name, cmd.version)
         with tempfile.TemporaryDirectory(prefix="slmops-registry-") as tmp:
             async with self._consuming(cmd.artifact):
+                self._check_buckets(cmd.artifact)
+                parent = await self._store.get_version(cmd.name, cmd.version)
                 if parent is None:
                     raise NotFound(f"cannot add variant {cmd.variant!r}: {cmd.name} {cmd.version} is not registered")
                 existing = await self._store.get_variant(cmd.name, cmd.version, cmd.variant)
                 if domain.is_replay(existing, command_id=command_id):
                     return await self._settled(domain.Decision.REPLAY, existing)
+                siblings = [
+                    v for v in await self._store.list_variants(cmd.name, cmd.version) if v.variant != cmd.variant
+                ]
+                domain.check_variant_room(siblings, variant=cmd.variant, what=f"{cmd.name} {cmd.version}")
                 variant_file = Path(tmp) / "variant.onnx"
                 fetched = await self._fetch(cmd.artifact, variant_file, MAX_MODEL_BYTES, "variant")
                 decision = domain.decide_registration(existing, digest=fetched.digest, command_id=command_id, what=what)
                 if existing is not None:
                     return await self._settled(decision, existing)
                 info = await _inspect(variant_file)
-                created = _Created()
-                try:
-                    artifact = await self._store_artifact(variant_file, fetched, created)
-                    record = VariantRecord(
+                record = integrity.build(
+                    lambda: VariantRecord(
                         name=cmd.name,
                         version=cmd.version,
                         variant=cmd.variant,
                         parent_digest=parent.artifact.digest,
-                        artifact=artifact,
+                        artifact=self._artifact(fetched),
                         onnx=info,
                         recipe=cmd.recipe,
                         metrics=cmd.metrics,
                         requirements=_complete_requirements(cmd.requirements, info),
                         registered_at=self._clock(),
                         command_id=command_id,
-                    )
+                    ),
+                    what=what,
+                )
+                outcome = _announced(record, what=what)
+                integrity.check_detail(parent, [*siblings, record], what=what)
+                created = _Created()
+                try:
+                    await self._put(variant_file, fetched.digest, created)
                     if not await self._store.create_variant(record):
                         await self._undo(created)
                         raced = await self._store.get_variant(cmd.name, cmd.version, cmd.variant)
@@ -158,26 +188,33 @@ class RegistryService:
                 except BaseException:
                     await self._undo(created)
                     raise
-        return _registered(record)
+        return outcome
 
     async def set_alias(self, cmd: SetAlias, *, command_id: str) -> Outcome:
+        what = f"alias {cmd.alias!r} of {cmd.name}"
         if await self._store.get_version(cmd.name, cmd.version) is None:
             raise NotFound(f"cannot point alias {cmd.alias!r} at {cmd.name} {cmd.version}: no such version")
         for _ in range(5):  # compare-and-set loop against concurrent alias changes
             current = await self._store.get_alias(cmd.name, cmd.alias)
             existing, revision = current if current else (None, None)
+            if existing is None:
+                domain.check_alias_room(await self._store.list_aliases(cmd.name), alias=cmd.alias, name=cmd.name)
             record, decision = domain.apply_alias(
                 existing, name=cmd.name, alias=cmd.alias, version=cmd.version, at=self._clock(), command_id=command_id
             )
             if decision is domain.Decision.UNCHANGED:
                 return Outcome(status="unchanged", result={"alias": cmd.alias, "version": cmd.version})
-            if decision is domain.Decision.CREATE and not await self._store.put_alias(record, revision=revision):
-                continue
             change = next(c for c in record.history if c.command_id == command_id)
             event = AliasChanged(name=cmd.name, alias=cmd.alias, version=change.version, previous=change.previous)
+            event_id = domain.registered_event_id("alias.changed", command_id)
+            integrity.check_event(event, event_id, what=what)  # built and checked before the write
+            if decision is domain.Decision.CREATE:
+                integrity.check_record(record, what=what)
+                if not await self._store.put_alias(record, revision=revision):
+                    continue
             return Outcome(
                 status="applied",
-                events=[(event, domain.registered_event_id("alias.changed", command_id))],
+                events=[(event, event_id)],
                 result={"alias": cmd.alias, "version": cmd.version, "previous": change.previous},
             )
         raise Unavailable(f"alias {cmd.name}/{cmd.alias} kept changing under us; retry")
@@ -248,26 +285,36 @@ class RegistryService:
         except ArtifactTooLarge:
             raise InvalidModel(f"the {what} is larger than {limit} bytes") from None
 
-    async def _store_artifact(self, path: Path, fetched: StoredObject, created: _Created) -> Artifact:
-        stored, new = await _blocking(self._blobs.put_blob, path, digest=fetched.digest)
-        if new:
-            created.keys.append(stored.key)
+    def _check_buckets(self, *refs: ObjectRef | None) -> None:
+        domain.check_buckets(list(refs), platform=self._blobs.bucket, allowed=self._admission.allowed_buckets)
+
+    def _artifact(self, fetched: StoredObject) -> Artifact:
+        """The signed record of bytes that will be stored under their content address."""
         return Artifact(
             digest=fetched.digest,
             size_bytes=fetched.size_bytes,
-            key=stored.key,
+            key=blob_key(fetched.digest),
             signature=signing.sign_digest(self._key, fetched.digest),
         )
 
-    async def _eval_set(self, ref: ObjectRef | None, dest: Path, info: OnnxInfo, created: _Created) -> EvalSet | None:
+    async def _put(self, path: Path, digest: str, created: _Created) -> None:
+        stored, new = await _blocking(self._blobs.put_blob, path, digest=digest)
+        if new:
+            created.keys.append(stored.key)
+
+    async def _eval_set(self, ref: ObjectRef | None, dest: Path, info: OnnxInfo) -> EvalSet | None:
+        """The checked evaluation set (downloaded to `dest`, not stored yet), or None without one."""
         if ref is None:
             return None
         fetched = await self._fetch(ref, dest, MAX_EVAL_SET_BYTES, "evaluation set")
-        checked = await asyncio.to_thread(inspect_eval_set, dest, digest=fetched.digest, key="", inputs=info.inputs)
-        stored, new = await _blocking(self._blobs.put_blob, dest, digest=fetched.digest)
-        if new:
-            created.keys.append(stored.key)
-        return checked.model_copy(update={"key": stored.key})
+        return await asyncio.to_thread(
+            inspect_eval_set,
+            dest,
+            digest=fetched.digest,
+            key=blob_key(fetched.digest),
+            inputs=info.inputs,
+            max_decompressed_bytes=self._admission.eval_set_max_decompressed_bytes,
+        )
 
     async def _settled(self, decision: domain.Decision, record: ModelVersionRecord | VariantRecord) -> Outcome:
         """The outcome for an id that already exists: a replay re-announces, a repeat is a no-op."""
@@ -342,9 +389,21 @@ def _summary(record: ModelVersionRecord | VariantRecord) -> dict[str, Any]:
 
 
 def _complete_requirements(given: Requirements, info: OnnxInfo) -> Requirements:
-    """Fill what the file itself tells: the default-domain opset and the contrib ops it uses."""
+    """Fill what the file itself tells: the default-domain opset and the contrib ops it uses
+    (validated again, so the union stays within the record's caps)."""
     contrib = sorted(set(given.contrib_ops) | {op for op in info.op_types if op.startswith("com.microsoft.")})
-    return given.model_copy(update={"opset": given.opset or info.opsets.get(""), "contrib_ops": contrib})
+    return Requirements.model_validate(
+        given.model_dump() | {"opset": given.opset or info.opsets.get(""), "contrib_ops": contrib}
+    )
+
+
+def _announced(record: ModelVersionRecord | VariantRecord, *, what: str) -> Outcome:
+    """The outcome announcing `record`, once the record and its event are known to be publishable."""
+    integrity.check_record(record, what=what)
+    outcome = _registered(record)
+    for event, event_id in outcome.events:
+        integrity.check_event(event, event_id, what=what)
+    return outcome
 
 
 async def _inspect(path: Path) -> OnnxInfo:

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
+from nats.js.errors import KeyNotFoundError
 
-from services.registry.adapters.nats_kv import KvRecordStore
+from services.registry.adapters.nats_kv import KvRecordStore, variant_key
 from shared import bus, signing
 from shared.artifacts import ArtifactStore, blob_key
 from shared.clients import RegistryClient
 from shared.digests import sha256_file
-from shared.errors import NotFound
+from shared.errors import NotFound, SlmopsError
 from shared.messages.common import CommandOutcome, ObjectRef
 from shared.messages.registry import (
     ModelDetail,
@@ -352,3 +353,145 @@ class TestKvRecordStore(RecordStoreContract):
         kv = await js.create_key_value(KeyValueConfig(bucket=bucket, history=5))
         yield KvRecordStore(kv)
         await js.delete_key_value(bucket)
+
+
+# --- integrity: whole outcomes or none, caps, namespaces, buckets, bombs --------------------------
+
+
+def raw_command(type_: str, data_json: str, marker: str) -> bytes:
+    """A command as any client could send it: JSON text, so literals such as NaN go through."""
+    return (
+        f'{{"type": "{type_}", "schema_version": 1, "id": "{marker}", "time": "2026-01-01T00:00:00Z", '
+        f'"source": "tests", "data": {data_json}}}'
+    ).encode()
+
+
+async def dead_letter_of(nc: Client, marker: str) -> dict[str, str]:
+    """The one DLQ entry whose original body names `marker`, once it has arrived."""
+    for _ in range(100):
+        entries = await dlq_entries(nc, containing=marker)
+        if entries:
+            (entry,) = entries
+            return entry
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no DLQ entry for {marker}")
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity"])
+async def test_a_non_finite_metric_ends_in_the_dlq_and_leaves_no_record(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path, literal: str
+) -> None:
+    model, _ = sample_files(tmp_path / "base")
+    variant_file, _ = sample_files(tmp_path / "variant", seed=3)
+    name = unique()
+    await register(nc, artifacts, model, name, "1.0")
+    staged = artifacts.upload_staging(variant_file)
+    marker = unique("nan")
+    data = (
+        f'{{"name": "{name}", "version": "1.0", "variant": "int8", "artifact": {{"key": "{staged.key}"}}, '
+        f'"metrics": {{"cosine_mean": {literal}}}}}'
+    )
+    await nc.jetstream().publish(
+        "slmops.cmd.model.variant.register", raw_command("model.variant.register", data, marker)
+    )
+    entry = await dead_letter_of(nc, marker)
+    assert literal in entry["Slmops-Dlq-Reason"] or "finite" in entry["Slmops-Dlq-Reason"]
+    detail = await get(nc, name, "1.0")  # get answers, and there is no variant
+    assert detail.variants == []
+    kv = await nc.jetstream().key_value("models")
+    with pytest.raises(KeyNotFoundError):
+        await kv.get(variant_key(name, "1.0", "int8"))
+
+
+async def test_labels_over_their_cap_end_in_the_dlq_and_write_nothing(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    model, _ = sample_files(tmp_path)
+    name = unique()
+    staged = artifacts.upload_staging(model)
+    # built unchecked, as a client that does not use these models could send it
+    cmd = RegisterModel.model_construct(
+        name=name,
+        version="1.0",
+        artifact=ObjectRef(key=staged.key),
+        eval_set=None,
+        labels={f"k{i}": "v" * 100 for i in range(2000)},  # ~220 KB: far over the caps, under max_payload
+        description="",
+    )
+    command_id, outcome = await bus.send_command(nc, cmd, source="tests", wait=30)
+    assert outcome is not None and outcome.status == "rejected"
+    assert "labels: Dictionary should have at most 32 items" in (outcome.reason or "")
+    entry = await dead_letter_of(nc, name)
+    assert "labels" in entry["Slmops-Dlq-Reason"]
+    with pytest.raises(NotFound):
+        await get(nc, name)
+    events = [e for e, _ in await stream_messages(nc, "slmops.evt.model.registered") if name in json.dumps(e)]
+    assert events == []
+
+
+async def test_a_version_cannot_shadow_an_alias(nc: Client, artifacts: ArtifactStore, tmp_path: Path) -> None:
+    m1, _ = sample_files(tmp_path / "1", seed=1)
+    m2, _ = sample_files(tmp_path / "2", seed=2)
+    name = unique()
+    await register(nc, artifacts, m1, name, "1.0")
+    _, outcome = await bus.send_command(nc, SetAlias(name=name, alias="stable", version="1.0"), source="tests", wait=30)
+    assert outcome is not None and outcome.status == "applied"
+    staged = artifacts.upload_staging(m2)
+    marker = unique("shadow")
+    data = f'{{"name": "{name}", "version": "stable", "artifact": {{"key": "{staged.key}"}}}}'
+    await nc.jetstream().publish("slmops.cmd.model.register", raw_command("model.register", data, marker))
+    entry = await dead_letter_of(nc, marker)
+    assert "version: Value error, a version starts with a digit" in entry["Slmops-Dlq-Reason"]
+    assert (await get(nc, name, "stable")).version.version == "1.0", "the alias still resolves to its version"
+    assert (await RegistryClient(nc, source="tests").list_models(name))[0].versions == ["1.0"]
+
+
+async def test_a_command_naming_another_bucket_is_rejected_before_anything_is_read(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    model, _ = sample_files(tmp_path)
+    bucket = f"other-{uuid.uuid4().hex[:8]}"
+    artifacts._client.make_bucket(bucket)  # the registry's credentials reach it
+    artifacts._client.fput_object(bucket, "export.onnx", str(model))
+    cmd = RegisterModel(name=unique(), version="1", artifact=ObjectRef(key="export.onnx", bucket=bucket))
+    _, outcome = await bus.send_command(nc, cmd, source="tests", wait=30)
+    assert outcome is not None and outcome.status == "rejected"
+    assert f"not from {bucket!r}" in (outcome.reason or "") and artifacts.bucket in (outcome.reason or "")
+    with pytest.raises(NotFound):
+        await get(nc, cmd.name)
+
+
+async def test_an_evaluation_set_bomb_is_rejected_with_a_reason_and_leaves_nothing(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    from services.registry.settings import DEFAULT_EVAL_SET_DECOMPRESSED_BYTES
+    from tests.unit.registry.npz_bombs import zip_bomb
+
+    model, _ = sample_files(tmp_path)
+    bomb = zip_bomb(tmp_path / "bomb.npz", inflated_bytes=DEFAULT_EVAL_SET_DECOMPRESSED_BYTES + 64 * 1024**2)
+    assert bomb.stat().st_size < 2 * 1024**2
+    name = unique()
+    before = set(_keys(artifacts))
+    outcome = await register(nc, artifacts, model, name, "1", eval_set=bomb)
+    assert outcome.status == "rejected"
+    assert f"the limit is {DEFAULT_EVAL_SET_DECOMPRESSED_BYTES}" in (outcome.reason or "")
+    assert set(_keys(artifacts)) - before == set()
+    assert isinstance(await RegistryClient(nc, source="tests").list_models(), list), "and the registry still answers"
+
+
+async def test_get_of_a_broken_record_answers_with_an_error(
+    nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """A record as the NaN probe left it (its metric stored as null): get answers, naming the key."""
+    from services.registry.adapters.nats_kv import version_key
+
+    model, _ = sample_files(tmp_path)
+    name = unique()
+    await register(nc, artifacts, model, name, "1")
+    kv = await nc.jetstream().key_value("models")
+    key = version_key(name, "1")
+    raw = json.loads((await kv.get(key)).value)
+    await kv.put(key, json.dumps(raw | {"labels": {"task": None}}).encode())
+    with pytest.raises(SlmopsError, match=f"{key}.*unreadable") as broken:
+        await get(nc, name, "1")
+    assert broken.value.remote_code == "internal"

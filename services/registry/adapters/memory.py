@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from services.registry.adapters.codec import load
 from services.registry.ports import RecordStore, StoredBlob
 from shared.memory_artifacts import MemoryArtifactStore
 from shared.messages.registry import AliasRecord, ModelVersionRecord, VariantRecord
@@ -127,4 +128,4 @@ def _load(raw: str | None, model: type[R]) -> R | None:
 
 
 def _parse(raw: str, model: type[R]) -> R:
-    return model.model_validate_json(raw)
+    return load(raw, model, key=f"memory:{model.__name__}")

@@ -15,6 +15,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from services.registry.adapters.codec import dump, load
 from services.registry.ports import StoredBlob
 from shared.messages.registry import AliasRecord, ModelVersionRecord, VariantRecord
 
@@ -75,12 +76,12 @@ class KvRecordStore:
             return None
         if entry.value is None:
             return None
-        return AliasRecord.model_validate_json(entry.value), int(entry.revision or 0)
+        return load(entry.value, AliasRecord, key=entry.key), int(entry.revision or 0)
 
     async def put_alias(self, record: AliasRecord, *, revision: int | None) -> bool:
         """Compare-and-set: False if someone else changed the alias since `revision` was read."""
         key = alias_key(record.name, record.alias)
-        data = record.model_dump_json().encode()
+        data = dump(record)
         try:
             if revision is None:
                 await self._kv.create(key, data)
@@ -118,13 +119,13 @@ class KvRecordStore:
             entry = await self._kv.get(key)
         except KeyNotFoundError:
             return None
-        return model.model_validate_json(entry.value) if entry.value else None
+        return load(entry.value, model, key=key) if entry.value else None
 
     async def _create(self, key: str, record: BaseModel, digest: str) -> bool:
         """Create `key` unless it exists; (re)write the digest index either way, so a crash
         between the two writes is repaired by the command's redelivery."""
         try:
-            await self._kv.create(key, record.model_dump_json().encode())
+            await self._kv.create(key, dump(record))
             created = True
         except KeyWrongLastSequenceError:
             created = False
@@ -145,7 +146,7 @@ class KvRecordStore:
                 if entry is None:  # end of the initial values
                     break
                 if entry.value:
-                    records.append(model.model_validate_json(entry.value))
+                    records.append(load(entry.value, model, key=entry.key))
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return records

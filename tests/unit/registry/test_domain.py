@@ -50,11 +50,11 @@ def test_alias_history_and_replays() -> None:
     assert d4 is domain.Decision.UNCHANGED and same == second
 
 
-def test_resolve_ref_prefers_exact_versions_then_latest_then_aliases() -> None:
+def test_a_ref_resolves_by_its_syntax_so_a_version_never_shadows_an_alias() -> None:
     versions = [
         record("1", at=T0),
         record("2", "b" * 64, at=T0 + timedelta(seconds=1)),
-        record("stable", "c" * 64, at=T0 - timedelta(days=1)),
+        record("stable", "c" * 64, at=T0 - timedelta(days=1)),  # a record from before the rule
     ]
     aliases = [
         AliasRecord(name="tiny", alias="stable", version="1", history=[]),
@@ -62,6 +62,9 @@ def test_resolve_ref_prefers_exact_versions_then_latest_then_aliases() -> None:
     ]
     assert domain.resolve_ref("latest", versions=versions, aliases=aliases).version == "2"
     assert domain.resolve_ref("canary", versions=versions, aliases=aliases).version == "2"
-    assert domain.resolve_ref("stable", versions=versions, aliases=aliases).version == "stable"
-    with pytest.raises(NotFound, match="known: 1, 2, stable, canary, stable"):
+    assert domain.resolve_ref("stable", versions=versions, aliases=aliases).version == "1", "the alias wins"
+    assert domain.resolve_ref("1", versions=versions, aliases=aliases).version == "1"
+    with pytest.raises(NotFound, match="no alias 'nope'; aliases: canary, stable"):
         domain.resolve_ref("nope", versions=versions, aliases=aliases)
+    with pytest.raises(NotFound, match="no version '3'; versions: 1, 2, stable"):
+        domain.resolve_ref("3", versions=versions, aliases=aliases)

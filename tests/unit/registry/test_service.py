@@ -456,8 +456,10 @@ async def test_unknown_models_and_refs_are_not_found(
     with pytest.raises(NotFound, match="no model named 'nope'"):
         await registry.get_model("nope")
     await register(registry, blobs, model, "1.0")
-    with pytest.raises(NotFound, match="no version or alias '9.9'; known: 1.0"):
+    with pytest.raises(NotFound, match="no version '9.9'; versions: 1.0"):
         await registry.get_model(NAME, "9.9")
+    with pytest.raises(NotFound, match="no alias 'stable'; aliases: none"):
+        await registry.get_model(NAME, "stable")
 
 
 async def test_a_download_url_is_presigned_for_the_ttl_with_the_record_s_signature(
@@ -535,7 +537,7 @@ async def test_an_outage_after_the_model_blob_deletes_it(
     assert blobs.keys() == staged_keys(blobs), "the model blob this call stored is gone; the uploads stay"
 
 
-async def test_a_failed_clean_up_is_logged_and_does_not_mask_the_rejection(
+async def test_a_failed_staging_clean_up_is_logged_and_does_not_mask_the_rejection(
     registry: RegistryService, blobs: MemoryBlobs, model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = tmp_path / "wrong.npz"
@@ -545,5 +547,17 @@ async def test_a_failed_clean_up_is_logged_and_does_not_mask_the_rejection(
     with pytest.raises(InvalidEvalSet):
         await registry.register_model(cmd, command_id="c1")
     warnings = [(r.getMessage(), getattr(r, "key", None)) for r in caplog.records if r.levelname == "WARNING"]
-    assert ("could not delete blob after a failed registration", blob_key(sha256_file(model)[0])) in warnings
     assert {key for message, key in warnings if message == "could not delete staging upload"} == uploads(cmd)
+    assert blobs.keys() == uploads(cmd), "a rejected eval set is found before any blob is stored"
+
+
+async def test_a_failed_blob_clean_up_is_logged_and_does_not_mask_the_outage(
+    registry: RegistryService, blobs: MemoryBlobs, model: Path, eval_set: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cmd = register_command(blobs, model, eval_set=eval_set)
+    blobs.fail("put_blob", key=blob_key(sha256_file(eval_set)[0]))
+    blobs.fail("delete")
+    with pytest.raises(Unavailable):
+        await registry.register_model(cmd, command_id="c1")
+    warnings = [(r.getMessage(), getattr(r, "key", None)) for r in caplog.records if r.levelname == "WARNING"]
+    assert ("could not delete blob after a failed registration", blob_key(sha256_file(model)[0])) in warnings
