@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv test demo up down lint clean bench-optimize bench-fleet bench-extras check-agent-extra
+.PHONY: venv test demo up down lint clean bench-optimize bench-fleet bench-extras bench-s3 check-agent-extra
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -50,6 +50,10 @@ bench-fleet: venv
 # Each role's extra in a fresh venv: what it runs, what it leaves out, its installed size.
 bench-extras: venv
 	$(BIN)/python bench/extras.py
+
+# Which S3 server keeps the embedded stack's objects across a restart (~1.1 GB of objects, a few minutes).
+bench-s3: venv
+	$(BIN)/python bench/s3_persistence.py
 
 # What a device installs (`pip install 'slmops[agent]'`) runs `slmops agent` without the services' stack.
 check-agent-extra: venv

@@ -1,4 +1,4 @@
-"""Starting the real servers on loopback: nats-server (JetStream) and moto's standalone S3 server.
+"""Starting the real servers on loopback: nats-server (JetStream) and an S3 server (SeaweedFS, `shared.stack.s3`).
 
 Used by `slmops up` and by the test fixtures, so tests run against exactly what the demo runs.
 """
@@ -48,6 +48,8 @@ class ServerProcess:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    ready_url: str = ""  # what answers once the server is ready (set by the start function)
+    stop_timeout: float = 10.0  # how long SIGTERM may take before SIGKILL
 
     @property
     def pid(self) -> int:
@@ -56,9 +58,9 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
-        stop_process(self.process, timeout=timeout)
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds (default: `stop_timeout`)."""
+        stop_process(self.process, timeout=self.stop_timeout if timeout is None else timeout)
 
 
 def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None:
@@ -111,15 +113,65 @@ def start_nats(
     return server
 
 
-def start_s3(*, port: int, log_dir: Path) -> ServerProcess:
-    """moto's standalone S3 server (in memory) on loopback; waits until it answers."""
+def start_s3(
+    *,
+    port: int,
+    log_dir: Path,
+    data_dir: Path | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    timeout: float = 60.0,
+) -> ServerProcess:
+    """SeaweedFS's S3 gateway on 127.0.0.1:`port`, objects on disk under `data_dir`; waits until it answers.
+
+    `data_dir` defaults to `s3/` beside `log_dir`; what is there survives a stop, a kill -9 and a
+    start. The gateway accepts only `access_key`/`secret_key` (default: the platform's settings),
+    so signatures and presigned URLs' expiry are checked as a real S3 would.
+    """
+    from shared.settings import Settings
+    from shared.stack.s3 import seaweedfs_command
+
+    if access_key is None or secret_key is None:
+        defaults = Settings()
+        access_key, secret_key = defaults.s3_access_key, defaults.s3_secret_key
     log_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir or log_dir.parent / "s3"
     log_path = log_dir / "s3-server.log"
-    cmd = [find_executable("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    cmd = seaweedfs_command(port=port, data_dir=data_dir, access_key=access_key, secret_key=secret_key)
     proc = _spawn(cmd, log_path)
-    server = ServerProcess("s3", f"127.0.0.1:{port}", proc, log_path)
-    _wait_http(server, f"http://127.0.0.1:{port}/moto-api/")
+    # SeaweedFS's filer waits 15 s for its own streams on SIGTERM; what it has acknowledged is on
+    # disk already (kill -9 loses nothing: bench/s3_persistence.py), so it gets 3 s.
+    server = ServerProcess("s3", f"127.0.0.1:{port}", proc, log_path, stop_timeout=3.0)
+    _wait_http(server, f"http://127.0.0.1:{port}/healthz", timeout=timeout)
     return server
+
+
+def restart_server(server: ServerProcess, *, timeout: float = 30.0) -> ServerProcess:
+    """Run a stopped (or dead) server's command again: same ports, same store; waits until ready.
+
+    The supervisor's way back from a crash: it needs no knowledge of how the server was configured.
+    """
+    stop_process(server.process, timeout=5.0)
+    proc = _spawn([str(a) for a in server.process.args], server.log_path)  # type: ignore[union-attr]
+    restarted = ServerProcess(server.name, server.url, proc, server.log_path, stop_timeout=server.stop_timeout)
+    _wait_http(restarted, server.ready_url, timeout=timeout)
+    return restarted
+
+
+def server_ready(server: ServerProcess, *, timeout: float = 2.0) -> bool:
+    """Alive and answering its readiness URL (NATS: healthy with JetStream; S3: an HTTP answer)."""
+    return server.alive() and http_ready(server.ready_url, timeout=timeout)
+
+
+def http_ready(url: str, *, timeout: float = 2.0) -> bool:
+    """True if `url` answers with a status below 500 (an error document from S3 is an answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(resp.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -133,6 +185,7 @@ def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_http(server: ServerProcess, url: str, timeout: float = 30.0) -> None:
+    server.ready_url = url
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not server.alive():
