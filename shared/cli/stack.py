@@ -134,35 +134,39 @@ async def _status(settings: Settings) -> dict[str, Any]:
 
     from shared.artifacts import ArtifactStore
     from shared.errors import SlmopsError
+    from shared.stack.servers import http_ready
     from shared.stack.supervisor import service_health
 
     info = _running(settings) or {}
     components: list[dict[str, Any]] = []
     servers = info.get("servers", {})
     health = await service_health(settings, list(info.get("services", {})))
-    nats_ok = _pid_alive(servers.get("nats", {}).get("pid", 0))
-    components.append(
-        {"name": "nats", "pid": servers.get("nats", {}).get("pid"), "address": settings.nats_url, "healthy": nats_ok}
-    )
+    # A pid proves nothing (a killed child is a zombie until the supervisor reaps it): each server
+    # is asked what it answers, NATS its JetStream health, S3 whether the artifact bucket is there.
+    nats = servers.get("nats", {})
+    nats_ok = bool(nats.get("ready_url")) and await asyncio.to_thread(http_ready, nats["ready_url"])
+    components.append(_component("nats", nats, settings.nats_url, nats_ok))
     try:
         await asyncio.to_thread(ArtifactStore.from_settings(settings).ping)
         s3_ok = True
     except SlmopsError:
         s3_ok = False
-    components.append(
-        {"name": "s3", "pid": servers.get("s3", {}).get("pid"), "address": settings.s3_endpoint, "healthy": s3_ok}
-    )
+    components.append(_component("s3", servers.get("s3", {}), settings.s3_endpoint, s3_ok))
     for name, svc in info.get("services", {}).items():
-        components.append(
-            {
-                "name": name,
-                "pid": svc["pid"],
-                "address": "",
-                "healthy": health.get(name, False),
-                "restarts": svc.get("restarts", 0),
-            }
-        )
+        components.append(_component(name, svc, "", health.get(name, False)))
     return {"running": True, "home": info.get("home"), "components": components}
+
+
+def _component(name: str, info: dict[str, Any], address: str, healthy: bool) -> dict[str, Any]:
+    """One row of `slmops status`: what stack.json says of the child, and what it answered now."""
+    return {
+        "name": name,
+        "pid": info.get("pid"),
+        "address": address,
+        "healthy": healthy,
+        "restarts": info.get("restarts", 0),
+        "last_restart": info.get("last_restart"),
+    }
 
 
 def _up_detached(settings: Settings, nats: int, s3: int, timeout: float) -> None:

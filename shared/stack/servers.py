@@ -146,16 +146,17 @@ def start_s3(
     return server
 
 
-def restart_server(server: ServerProcess, *, timeout: float = 30.0) -> ServerProcess:
-    """Run a stopped (or dead) server's command again: same ports, same store; waits until ready.
+def respawn(server: ServerProcess) -> ServerProcess:
+    """Run a dead (or hung) server's command again: same ports, same store; does not wait.
 
-    The supervisor's way back from a crash: it needs no knowledge of how the server was configured.
+    The supervisor's way back from a crash: it needs no knowledge of how the server was configured,
+    and judges the new process by its readiness like any other (`server_ready`).
     """
     stop_process(server.process, timeout=5.0)
     proc = _spawn([str(a) for a in server.process.args], server.log_path)  # type: ignore[union-attr]
-    restarted = ServerProcess(server.name, server.url, proc, server.log_path, stop_timeout=server.stop_timeout)
-    _wait_http(restarted, server.ready_url, timeout=timeout)
-    return restarted
+    return ServerProcess(
+        server.name, server.url, proc, server.log_path, ready_url=server.ready_url, stop_timeout=server.stop_timeout
+    )
 
 
 def server_ready(server: ServerProcess, *, timeout: float = 2.0) -> bool:

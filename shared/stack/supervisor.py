@@ -1,12 +1,12 @@
 """`slmops up`: run the whole platform on one machine, each service as its own process.
 
-The embedded stack is ephemeral by design: moto's S3 server keeps objects in memory, so each
-`slmops up` also starts JetStream from an empty store under `<home>/nats` (otherwise registry
-records would outlive their artifacts). The signing key under `<home>/keys` is kept. For a
-persistent deployment use docker-compose (NATS and MinIO on volumes).
+Nothing is lost across `slmops down` / `slmops up`: JetStream's store (`<home>/nats`), the S3
+server's objects (SeaweedFS, `<home>/s3`) and the signing key (`<home>/keys`) are kept, and every
+start finds them (`slmops doctor` checks that records and blobs still agree).
 
 Start order: nats-server → S3 server → streams, KV buckets, artifact bucket and signing key →
-services (restarted with back-off if they die) → wait until every one answers its health ping.
+services → wait until every one answers its health ping. Then `supervise()` watches readiness,
+not pids, and restarts any child that dies or stays unready, servers included (`watchdog`).
 The running stack is described in `<home>/stack.json` (pids and addresses) so `slmops status`,
 `slmops down` and every other CLI command find it; the file is removed on a clean stop.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +33,20 @@ from shared.clients import health
 from shared.discovery import service_names
 from shared.settings import STACK_FILE, Settings
 from shared.signing import load_or_create_private_key, public_key_pem
-from shared.stack.servers import ServerError, ServerProcess, free_port, start_nats, start_s3, stop_process
+from shared.stack.servers import (
+    ServerError,
+    ServerProcess,
+    free_port,
+    respawn,
+    server_ready,
+    start_nats,
+    start_s3,
+    stop_process,
+)
+from shared.stack.watchdog import ChildWatch
+
+SERVER_GRACE = 15.0  # seconds a server may stay unready before it is restarted
+SERVICE_GRACE = 30.0  # a service's start imports onnxruntime and friends: slower on a busy machine
 
 
 @dataclass
@@ -108,10 +120,17 @@ class Stack:
     def start(self, *, ready_timeout: float = 60.0) -> None:
         """Start everything and wait until healthy; on failure, stop what was started."""
         self.home.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.home / "nats", ignore_errors=True)
+        self._watches: dict[str, ChildWatch] = {}
+        self._started_at = datetime.now(UTC).isoformat()
         try:
             self.nats = start_nats(port=self._nats_port, store_dir=self.home / "nats", log_dir=self.log_dir)
-            self.s3 = start_s3(port=self._s3_port, log_dir=self.log_dir)
+            self.s3 = start_s3(
+                port=self._s3_port,
+                log_dir=self.log_dir,
+                data_dir=self.home / "s3",
+                access_key=self.settings.s3_access_key,
+                secret_key=self.settings.s3_secret_key,
+            )
             asyncio.run(init_platform(self.settings))
             for name in self.service_names:
                 self.services[name] = self._spawn_service(name)
@@ -125,19 +144,63 @@ class Stack:
         """Ask `supervise()` to return (safe from a signal handler); the caller then calls `stop()`."""
         self._stopping.set()
 
-    def supervise(self, *, poll: float = 0.5) -> None:
-        """Restart services that die (back-off doubling up to 30 s) until `request_stop()`."""
+    def supervise(self, *, poll: float = 0.5, probe_every: float = 2.0) -> None:
+        """Until `request_stop()`: look at every child each `poll` seconds, probe readiness every
+        `probe_every` seconds, and restart what is dead or unready (`check`)."""
+        next_probe = 0.0
         while not self._stopping.wait(poll):
-            for name, svc in list(self.services.items()):
-                if svc.process.poll() is None or self._stopping.is_set():
-                    continue
-                backoff = min(30.0, 0.5 * 2**svc.restarts)
-                if time.monotonic() - svc.started_at < backoff:
-                    continue
-                restarted = self._spawn_service(name)
-                restarted.restarts = svc.restarts + 1
-                self.services[name] = restarted
-                self._write_stack_file()
+            now = time.monotonic()
+            probe = now >= next_probe
+            if probe:
+                next_probe = now + probe_every
+            self.check(probe=probe)
+
+    def check(self, *, probe: bool = True) -> None:
+        """One round, in dependency order: nats-server, then S3, then the services.
+
+        Readiness is what each answers: NATS its /healthz?js-enabled-only=true, S3 an HTTP request,
+        a service its health RPC. Services are neither judged nor restarted while NATS or S3 is
+        not ready: their health goes through NATS, and a service started without them fails.
+        """
+        changed = False
+        servers_ready = True
+        for name in ("nats", "s3"):
+            server = getattr(self, name)
+            if server is None or self._stopping.is_set():
+                return
+            watch = self._watch(name, SERVER_GRACE, started_at=time.monotonic())
+            exit_code = server.process.poll()
+            ready = server_ready(server) if probe and exit_code is None else None
+            reason = watch.observe(exit_code=exit_code, ready=ready, now=time.monotonic())
+            if reason is not None:
+                setattr(self, name, respawn(server))
+                watch.restarted(now=time.monotonic(), reason=reason)
+                changed = True
+            servers_ready = servers_ready and reason is None and exit_code is None and ready is not False
+        health = self._service_health() if probe and servers_ready and not self._stopping.is_set() else {}
+        for name, svc in list(self.services.items()):
+            if not servers_ready or self._stopping.is_set():
+                break
+            watch = self._watch(name, SERVICE_GRACE, started_at=svc.started_at)
+            reason = watch.observe(exit_code=svc.process.poll(), ready=health.get(name), now=time.monotonic())
+            if reason is None:
+                continue
+            stop_process(svc.process, timeout=5.0)  # a hung service: SIGTERM, then SIGKILL
+            restarted = self._spawn_service(name)
+            watch.restarted(now=restarted.started_at, reason=reason)
+            restarted.restarts = watch.restarts
+            self.services[name] = restarted
+            changed = True
+        if changed:
+            self._write_stack_file()
+
+    def _watch(self, name: str, grace: float, *, started_at: float) -> ChildWatch:
+        if name not in self._watches:
+            self._watches[name] = ChildWatch(name=name, grace=grace, started_at=started_at)
+        return self._watches[name]
+
+    def _service_health(self) -> dict[str, bool]:
+        return asyncio.run(service_health(self.settings, self.service_names))
 
     def stop(self) -> None:
         """Stop services first (they drain in-flight work), then S3, then NATS."""
@@ -159,10 +222,18 @@ class Stack:
             "nats_url": self.settings.nats_url,
             "s3_endpoint": self.settings.s3_endpoint,
             "s3_bucket": self.settings.s3_bucket,
-            "started_at": datetime.now(UTC).isoformat(),
-            "servers": {s.name: {"pid": s.pid, "url": s.url} for s in (self.nats, self.s3) if s is not None},
-            "services": {n: {"pid": s.process.pid, "restarts": s.restarts} for n, s in self.services.items()},
+            "started_at": self._started_at,
+            "servers": {
+                s.name: {"pid": s.pid, "url": s.url, "ready_url": s.ready_url} | self._restarts_of(s.name)
+                for s in (self.nats, self.s3)
+                if s is not None
+            },
+            "services": {n: {"pid": s.process.pid} | self._restarts_of(n) for n, s in self.services.items()},
         }
+
+    def _restarts_of(self, name: str) -> dict[str, object]:
+        watch = self._watches.get(name)
+        return watch.describe() if watch else {"restarts": 0, "last_restart": None}
 
     def _spawn_service(self, name: str) -> ServiceProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +267,7 @@ class Stack:
                 if svc.process.poll() is not None:
                     tail = svc.log_path.read_text(errors="replace")[-3000:]
                     raise ServerError(f"service {name} exited with {svc.process.returncode}:\n{tail}")
-            health = asyncio.run(service_health(self.settings, self.service_names))
+            health = self._service_health()
             if all(health.values()):
                 return
             time.sleep(0.2)
