@@ -171,6 +171,15 @@ def _disk_mb(path: Path) -> float:
 
 def run(cls: type[Candidate], sizes: list[int], tmp: Path) -> Result:
     c = cls(tmp / cls.name / "data")
+    try:
+        return _measure(c, sizes)
+    finally:  # never leave a server behind, whatever failed
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
+
+
+def _measure(c: Candidate, sizes: list[int]) -> Result:
     creds = ("bench", "bench-secret")
     res = Result(candidate=c.name, objects=len(sizes) + 1, total_mb=round((sum(sizes) + 10 * MB) / MB, 1))
     t = time.monotonic()
