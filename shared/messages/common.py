@@ -12,9 +12,10 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
 
 
 class Frozen(BaseModel):
-    """Strict, immutable value object (not itself a message)."""
+    """Strict, immutable value object (not itself a message); no NaN or infinity in any float, since
+    JSON has no such numbers and a NaN compares unequal to itself (a record no lookup finds)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ObjectRef(Frozen):

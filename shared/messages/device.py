@@ -22,11 +22,19 @@ LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$"
 STAT_NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 ORT_VERSION_PATTERN = r"^\d+\.\d+(\.\d+)?$"
+# Caps on what a device lists, so every report stays small (the device streams' max_msg_size is
+# 64 KiB, shared/topology.py): far over what any device has, far under what would strain a consumer.
+MAX_LABELS = 32  # labels on a device (as on a model in the registry)
+MAX_CAPABILITIES = 16  # accelerators, and execution providers, each
+MAX_CAPABILITY_CHARS = 64  # one accelerator or execution provider name
+MAX_OUTPUT_STATS = 256  # named output statistics in one telemetry window
+MAX_HISTOGRAM_BOUNDS = 64
 
 DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]
 Digest = Annotated[str, StringConstraints(pattern=SHA256_HEX)]
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
-Labels = dict[LabelKey, Annotated[str, StringConstraints(max_length=256)]]
+Labels = Annotated[dict[LabelKey, Annotated[str, StringConstraints(max_length=256)]], Field(max_length=MAX_LABELS)]
+Capability = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CAPABILITY_CHARS)]
 StatName = Annotated[str, StringConstraints(pattern=STAT_NAME_PATTERN)]
 
 Slot = Literal["a", "b"]
@@ -62,9 +70,13 @@ class DeviceHello(Message):
     arch: str = Field(min_length=1, max_length=32, description="machine architecture, e.g. x86_64, aarch64")
     ram_mb: int = Field(ge=1, description="total RAM in MiB")
     cpu_count: int = Field(ge=1)
-    accelerators: list[str] = Field(default_factory=list, description="e.g. cuda, npu; empty = CPU only")
+    accelerators: list[Capability] = Field(
+        default_factory=list, max_length=MAX_CAPABILITIES, description="e.g. cuda, npu; empty = CPU only"
+    )
     onnxruntime_version: str = Field(pattern=ORT_VERSION_PATTERN, description="release number only, e.g. 1.20.1")
-    execution_providers: list[str] = Field(min_length=1, description="e.g. CPUExecutionProvider, in preference order")
+    execution_providers: list[Capability] = Field(
+        min_length=1, max_length=MAX_CAPABILITIES, description="e.g. CPUExecutionProvider, in preference order"
+    )
     labels: Labels = Field(default_factory=dict)
     agent_version: str = Field(min_length=1, max_length=64)
     active_digest: Digest | None = Field(default=None, description="model serving now; null = none installed")
@@ -153,8 +165,10 @@ class LatencyHistogram(Frozen):
     at or under `bounds_ms[0]`; the last entry those over `bounds_ms[-1]`.
     """
 
-    bounds_ms: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1, max_length=64)
-    counts: list[Annotated[int, Field(ge=0)]]
+    bounds_ms: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        min_length=1, max_length=MAX_HISTOGRAM_BOUNDS
+    )
+    counts: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_HISTOGRAM_BOUNDS + 1)
 
     @model_validator(mode="after")
     def _shape(self) -> LatencyHistogram:
@@ -191,7 +205,9 @@ class TelemetryWindow(Message):
     error_count: int = Field(ge=0)
     latency: LatencyHistogram = Field(description="every request of the window, errors included")
     output_stats: dict[StatName, FiniteFloat] = Field(
-        default_factory=dict, description="named statistics of outputs, e.g. norm_mean, norm_std, top1.3 (share)"
+        default_factory=dict,
+        max_length=MAX_OUTPUT_STATS,
+        description="named statistics of outputs, e.g. norm_mean, norm_std, top1.3 (share)",
     )
     shadow: ShadowAgreement | None = None
     cpu_percent: float = Field(ge=0, le=100, description="system-wide CPU use over the window, 0-100")

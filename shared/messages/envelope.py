@@ -4,12 +4,21 @@ Why an envelope: consumers in other systems must be able to route and de-duplica
 without understanding its payload, and a payload's schema must be able to evolve. So the outer
 shape (`type`, `schema_version`, `id`, `time`, `source`, `data`) never changes, and `data` is
 validated against the model registered for its `(type, schema_version)`.
+
+Why bounds here: every byte a service receives passes through `decode`, so this is where input that
+could hurt a consumer is refused, with a reason, before any model sees it: a body over
+`MAX_ENVELOPE_BYTES` (checked before parsing), JSON nested deeper than `MAX_JSON_DEPTH`, `NaN` /
+`Infinity` and numbers that overflow (a float to infinity, an integer outside int64), invalid UTF-8
+and lone surrogates (which parse, then fail whoever re-encodes them). The same size limit holds on
+the way out (`encode`), so nothing the platform sends is refused by its receivers for size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import uuid
 from datetime import UTC, datetime
 from functools import cache
@@ -21,11 +30,28 @@ from shared.errors import InvalidRequest
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
+# The most bytes one envelope may take (commands, events, requests, device reports). Generous for
+# every contract (lists in commands are capped well under it) and a quarter of nats-server's
+# default max_payload, so headers and a DLQ entry's provenance always fit beside it. The streams'
+# max_msg_size (shared/topology.py) is this plus MAX_HEADER_BYTES.
+MAX_ENVELOPE_BYTES = 256 * 1024
+# What the headers of one message may add (Nats-Msg-Id, traceparent, Slmops-Reply-To, DLQ provenance).
+MAX_HEADER_BYTES = 8 * 1024
+# Deeper than any contract nests (envelope > data > profile > recipes > pass > config > ...), far
+# under the parser's recursion limit: a deep body is refused with a reason, never a RecursionError.
+MAX_JSON_DEPTH = 32
+# A reason (DLQ header, command outcome, error reply) is for a human: one screenful at most.
+MAX_REASON_CHARS = 2000
+# Validation problems listed in one reason; the rest are counted.
+MAX_LISTED_ERRORS = 10
+_INT64 = 2**63
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 class Message(BaseModel):
     """Base of every payload: strict (`extra="forbid"`), immutable, and named by its `TYPE`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     TYPE: ClassVar[str]
     SCHEMA_VERSION: ClassVar[int] = 1
@@ -37,7 +63,7 @@ DataT = TypeVar("DataT", bound=Message)
 class Envelope(BaseModel, Generic[DataT]):
     """The outer, never-changing shape of a message on the bus."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: str = Field(min_length=1, max_length=128)
     schema_version: int = Field(ge=1)
@@ -48,7 +74,7 @@ class Envelope(BaseModel, Generic[DataT]):
 
 
 class _RawEnvelope(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: str = Field(min_length=1, max_length=128)
     schema_version: int = Field(ge=1)
@@ -62,12 +88,25 @@ class InvalidMessage(InvalidRequest, ValueError):
     """Bytes that are not a valid message of a known type; the caller's fault, never retried.
 
     Args:
-        reason: what is wrong, phrased for the sender.
+        reason: what is wrong, phrased for the sender; cut to `MAX_REASON_CHARS`.
     """
 
     def __init__(self, reason: str) -> None:
+        reason = clip(reason, MAX_REASON_CHARS)
         super().__init__(reason)
         self.reason = reason
+
+
+class MessageTooLarge(InvalidMessage):
+    """A body over `MAX_ENVELOPE_BYTES`, refused before it is parsed (or before it is sent)."""
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, saying so, so a bounded field never hides a cut."""
+    if len(text) <= limit:
+        return text
+    marker = f"... [cut from {len(text)} characters]"
+    return text[: max(0, limit - len(marker))] + marker
 
 
 _CATALOGUE: dict[tuple[str, int], type[Message]] = {}
@@ -127,26 +166,36 @@ def wrap(data: DataT, *, source: str, id: str | None = None, time: datetime | No
 
 
 def encode(envelope: Envelope[Any]) -> bytes:
-    """Serialize an envelope to the JSON bytes that go on the wire."""
-    return envelope.model_dump_json().encode()
+    """Serialize an envelope to the JSON bytes that go on the wire.
+
+    Raises:
+        MessageTooLarge: over `MAX_ENVELOPE_BYTES`, which every receiver would refuse.
+    """
+    body = envelope.model_dump_json().encode()
+    if len(body) > MAX_ENVELOPE_BYTES:
+        raise MessageTooLarge(
+            f"{envelope.type!r} encodes to {len(body)} bytes, over the limit of {MAX_ENVELOPE_BYTES} bytes"
+        )
+    return body
 
 
-def decode(raw: bytes, *, expected: tuple[type[Message], ...] = ()) -> Envelope[Any]:
+def decode(
+    raw: bytes, *, expected: tuple[type[Message], ...] = (), max_bytes: int = MAX_ENVELOPE_BYTES
+) -> Envelope[Any]:
     """Parse wire bytes into an envelope whose `data` is the typed payload.
 
     Args:
         raw: the message body.
         expected: if given, the payload types this receiver accepts.
+        max_bytes: the largest body accepted; a larger one is refused before it is parsed.
 
     Raises:
-        InvalidMessage: not JSON, not an envelope, unknown type/version, or invalid payload.
+        InvalidMessage: too large, not JSON (or JSON this platform refuses: see the module
+            docstring), not an envelope, unknown type/version, or invalid payload.
     """
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidMessage(f"body is not JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidMessage("body is not JSON this platform reads: nested too deeply") from None
+    if len(raw) > max_bytes:
+        raise MessageTooLarge(f"body is {len(raw)} bytes, over the limit of {max_bytes} bytes")
+    doc = parse_json(raw)
     try:
         env = _RawEnvelope.model_validate(doc)
     except ValidationError as exc:
@@ -170,10 +219,70 @@ def decode(raw: bytes, *, expected: tuple[type[Message], ...] = ()) -> Envelope[
     )
 
 
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: what `json.loads` reads, minus what would hurt a consumer later.
+
+    Raises:
+        InvalidMessage: not UTF-8 JSON, `NaN`/`Infinity`, a number out of range, a lone surrogate,
+            or nested deeper than `MAX_JSON_DEPTH`.
+    """
+    try:
+        text = raw.decode("utf-8")  # JSON on the wire is UTF-8 (RFC 8259); json.loads would guess UTF-16/32
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage(f"body is not JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        doc = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_int64)
+    except RecursionError:
+        raise InvalidMessage("body is not JSON this platform reads: nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidMessage(f"body is not JSON: {exc}") from None
+    _check_shape(doc)
+    return doc
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {clip(text, 40)} is out of range")
+    return value
+
+
+def _int64(text: str) -> int:
+    # Checked on the digits first: int() of a huge literal is itself slow (and capped by Python).
+    if len(text.lstrip("-")) > 19 or not -_INT64 <= (value := int(text)) < _INT64:
+        raise ValueError(f"integer {clip(text, 40)} is outside the 64-bit range")
+    return value
+
+
+def _check_shape(doc: Any) -> None:
+    """Depth and strings, without recursion (the body is already bounded, so this is linear)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                raise InvalidMessage("body is not JSON this platform reads: a string holds a lone surrogate")
+            continue
+        if not isinstance(node, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidMessage(f"body is not JSON this platform reads: nested deeper than {MAX_JSON_DEPTH} levels")
+        items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        stack.extend((item, depth + 1) for item in items)
+
+
 def _describe(exc: ValidationError) -> str:
-    """One line per problem, naming the field path, so a DLQ reason is readable on its own."""
+    """One line per problem (the first `MAX_LISTED_ERRORS`), naming the field path, so a DLQ reason
+    is readable on its own and a list of a thousand bad items does not become a megabyte of reason."""
+    errors = exc.errors(include_url=False, include_input=False)
     parts = []
-    for err in exc.errors(include_url=False):
+    for err in errors[:MAX_LISTED_ERRORS]:
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{loc}: {err['msg']}")
+        parts.append(f"{clip(loc, 200)}: {clip(err['msg'], 300)}")
+    if len(errors) > MAX_LISTED_ERRORS:
+        parts.append(f"and {len(errors) - MAX_LISTED_ERRORS} more problems")
     return "; ".join(parts)

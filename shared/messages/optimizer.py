@@ -16,6 +16,12 @@ from shared.messages.common import NAME_PATTERN, SHA256_HEX, VERSION_PATTERN, Fr
 from shared.messages.envelope import ID_PATTERN, Message, register_message
 
 PASS_TYPE_PATTERN = r"^[A-Z][A-Za-z0-9]{0,63}$"
+# Caps on a search, so a command stays small and the work it asks for is bounded: every recipe is
+# built and evaluated, so the number of recipes is the number of candidates an optimization runs.
+MAX_RECIPES = 32  # per profile, or in a command's override (the built-in profiles have 3 to 6)
+MAX_PASSES = 16  # per recipe (the techniques chain 1 to 3)
+MAX_PASS_CONFIG_KEYS = 64  # top-level keys of one pass's config
+MAX_METRICS = 64  # fidelity metrics of a candidate, and budget failures listed
 
 ProfileName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 FidelityBudget = Literal["cosine_mean", "cosine_min", "top1_agreement", "task_metric"]
@@ -25,14 +31,16 @@ class PassSpec(Frozen):
     """One pass of a recipe: the technique's class name and its configuration."""
 
     type: str = Field(pattern=PASS_TYPE_PATTERN, description="technique, e.g. OnnxDynamicQuantization")
-    config: dict[str, object] = Field(default_factory=dict, description="the pass's own config model, as JSON")
+    config: dict[str, object] = Field(
+        default_factory=dict, max_length=MAX_PASS_CONFIG_KEYS, description="the pass's own config model, as JSON"
+    )
 
 
 class Recipe(Frozen):
     """An ordered list of passes, applied to the base model one after the other."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    passes: list[PassSpec] = Field(min_length=1)
+    passes: list[PassSpec] = Field(min_length=1, max_length=MAX_PASSES)
 
 
 class Budgets(Frozen):
@@ -60,7 +68,7 @@ class DeviceProfile(Frozen):
         gt=0, allow_inf_nan=False, description="device latency / optimizer-host latency, e.g. 4.0 = 4x slower"
     )
     budgets: Budgets
-    recipes: list[Recipe] = Field(min_length=1)
+    recipes: list[Recipe] = Field(min_length=1, max_length=MAX_RECIPES)
 
     @model_validator(mode="after")
     def _unique_recipe_names(self) -> DeviceProfile:
@@ -79,10 +87,13 @@ class CandidateMetrics(Frozen):
     latency_p95_ms: float = Field(ge=0, allow_inf_nan=False, description="optimizer host, fixed thread count")
     threads: int = Field(ge=1, description="intra-op threads used to measure latency")
     fidelity: dict[str, FiniteFloat] = Field(
-        description="against the base model: cosine_mean, cosine_min, top1_agreement, kl, task metric by name"
+        max_length=MAX_METRICS,
+        description="against the base model: cosine_mean, cosine_min, top1_agreement, kl, task metric by name",
     )
     meets_budget: bool
-    failures: list[str] = Field(default_factory=list, description="one line per budget missed, with the gap")
+    failures: list[str] = Field(
+        default_factory=list, max_length=MAX_METRICS, description="one line per budget missed, with the gap"
+    )
 
     @model_validator(mode="after")
     def _verdict_matches_failures(self) -> CandidateMetrics:
@@ -149,7 +160,9 @@ class OptimizeModel(Message):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(pattern=VERSION_PATTERN)
     profile: ProfileName | DeviceProfile = Field(description="a profile name known to the optimizer, or inline")
-    recipes: list[Recipe] | None = Field(default=None, min_length=1, description="replace the profile's recipes")
+    recipes: list[Recipe] | None = Field(
+        default=None, min_length=1, max_length=MAX_RECIPES, description="replace the profile's recipes"
+    )
 
 
 # --- events -------------------------------------------------------------------------------
@@ -183,8 +196,8 @@ class OptimizationCompleted(_Outcome):
 
     base_digest: str = Field(pattern=SHA256_HEX)
     profile: DeviceProfile = Field(description="the profile as resolved, recipes override applied")
-    registered: list[RegisteredVariant] = Field(min_length=1)
-    candidates: list[Candidate] = Field(min_length=1)
+    registered: list[RegisteredVariant] = Field(min_length=1, max_length=MAX_RECIPES)
+    candidates: list[Candidate] = Field(min_length=1, max_length=MAX_RECIPES)
 
 
 @register_message
@@ -195,5 +208,5 @@ class OptimizationFailed(_Outcome):
 
     reason: str = Field(min_length=1)
     profile: DeviceProfile | None = Field(default=None, description="null when the profile could not be resolved")
-    candidates: list[Candidate] = Field(default_factory=list)
-    misses: list[BudgetMiss] = Field(default_factory=list)
+    candidates: list[Candidate] = Field(default_factory=list, max_length=MAX_RECIPES)
+    misses: list[BudgetMiss] = Field(default_factory=list, max_length=MAX_METRICS)

@@ -22,7 +22,16 @@ ROLLOUT_ID_PATTERN = TOKEN_PATTERN
 LATENCY_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
 GATE_METRICS = ("error_rate", *LATENCY_METRICS, "shadow_agreement", "cpu_percent", "ram_mb")
 
+# Caps on a rollout's plan, so a command stays small and its evaluation bounded. A selector names
+# devices one by one only for small targeted rollouts; a fleet is selected by labels and classes.
+MAX_SELECTED_DEVICES = 1000
+MAX_SELECTOR_VALUES = 64  # device classes, architectures, accelerators: each
+MAX_WAVES = 20
+MAX_GATES = 32  # per rollout, and per wave
+MAX_NAME_CHARS = 64  # one device class, architecture or accelerator in a selector
+
 RolloutId = Annotated[str, StringConstraints(pattern=ROLLOUT_ID_PATTERN)]
+SelectorValue = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS)]
 Verdict = Literal["Successful", "Failed", "Inconclusive"]
 Comparator = Literal["<", "<=", ">", ">="]
 Baseline = Literal["difference", "ratio"]
@@ -35,11 +44,19 @@ class Selector(Frozen):
     """Which devices a rollout targets: every condition must hold; an empty selector selects all."""
 
     labels: Labels = Field(default_factory=dict, description="label -> required value (equality)")
-    device_classes: list[str] = Field(default_factory=list, description="any of these classes; empty = any")
-    device_ids: list[DeviceId] = Field(default_factory=list, description="only these devices; empty = any")
-    arch: list[str] = Field(default_factory=list, description="any of these architectures; empty = any")
+    device_classes: list[SelectorValue] = Field(
+        default_factory=list, max_length=MAX_SELECTOR_VALUES, description="any of these classes; empty = any"
+    )
+    device_ids: list[DeviceId] = Field(
+        default_factory=list, max_length=MAX_SELECTED_DEVICES, description="only these devices; empty = any"
+    )
+    arch: list[SelectorValue] = Field(
+        default_factory=list, max_length=MAX_SELECTOR_VALUES, description="any of these architectures; empty = any"
+    )
     min_ram_mb: int | None = Field(default=None, ge=1)
-    accelerators: list[str] = Field(default_factory=list, description="the device must have all of these")
+    accelerators: list[SelectorValue] = Field(
+        default_factory=list, max_length=MAX_SELECTOR_VALUES, description="the device must have all of these"
+    )
 
 
 class Gate(Frozen):
@@ -67,7 +84,7 @@ class Wave(Frozen):
     """A step of the rollout: the share of the selected fleet that runs the new model once it ends."""
 
     percent: float = Field(gt=0, le=100, description="cumulative share of selected devices, stratified by class")
-    gates: list[Gate] | None = Field(default=None, description="null = the rollout's gates")
+    gates: list[Gate] | None = Field(default=None, max_length=MAX_GATES, description="null = the rollout's gates")
     soak_seconds: float | None = Field(default=None, ge=0, description="null = the rollout's soak_seconds")
 
 
@@ -93,8 +110,12 @@ class StartRollout(Message):
     model: str = Field(pattern=NAME_PATTERN)
     ref: str = Field(pattern=VERSION_PATTERN, description="version or alias, resolved once at start")
     selector: Selector = Field(default_factory=Selector)
-    waves: list[Wave] = Field(default_factory=lambda: [Wave(percent=p) for p in (1, 10, 50, 100)], min_length=1)
-    gates: list[Gate] = Field(default_factory=list, description="checked after every wave unless it sets its own")
+    waves: list[Wave] = Field(
+        default_factory=lambda: [Wave(percent=p) for p in (1, 10, 50, 100)], min_length=1, max_length=MAX_WAVES
+    )
+    gates: list[Gate] = Field(
+        default_factory=list, max_length=MAX_GATES, description="checked after every wave unless it sets its own"
+    )
     install_threshold: float = Field(default=0.95, gt=0, le=1, description="share of a wave that must be active")
     install_timeout_seconds: float = Field(default=3600, gt=0, description="under install_threshold by then: fail")
     soak_seconds: float = Field(default=300, ge=0, description="telemetry collected after install, before gates")
@@ -162,7 +183,7 @@ class RolloutStarted(Message):
     spec: StartRollout
     version: str = Field(pattern=VERSION_PATTERN, description="what spec.ref resolved to")
     targets: int = Field(ge=0, description="devices selected")
-    plan: list[WavePlan]
+    plan: list[WavePlan] = Field(max_length=MAX_WAVES)
 
 
 @register_message
