@@ -4,11 +4,35 @@
 what is missing and updates what differs, so a deployment converges to this file. Durable consumers
 are created by the service that reads them (`ensure_consumer`, from the service kit), since their
 redelivery settings are that deployment's.
+
+Every stream and bucket is bounded, so that no sender, however hostile or broken, can fill the
+server's disk or hand a consumer more than it can hold (`max_bytes` is also reserved against the
+server's JetStream storage, so the sum below, about 4.6 GiB, must fit it; compose allows 10 GB):
+
+    stream / bucket    max_msg_size / max_value_size   max_bytes   when full
+    SLMOPS_CMDS        264 KiB (envelope + headers)    256 MiB     refuse new: the sender is told
+    SLMOPS_EVENTS      264 KiB                         1 GiB       drop oldest (history, also 365 d)
+    SLMOPS_DEVICE      64 KiB (a hello or a status)    256 MiB     drop oldest
+    SLMOPS_TELEMETRY   64 KiB (one window)             2 GiB       drop oldest
+    SLMOPS_DLQ         272 KiB (any of the above +     256 MiB     drop oldest (also 30 d)
+                       provenance headers)
+    KV models          512 KiB (a command's data +     256 MiB     refuse new (KV's policy)
+                       what the registry adds)
+    KV rollouts        512 KiB                         128 MiB     refuse new
+    KV devices         64 KiB (a hello's worth)        256 MiB     refuse new
+    KV desired         16 KiB (one DesiredState)       256 MiB     refuse new (10,000 devices x 5)
+
+The per-message sizes follow from `shared.messages.envelope.MAX_ENVELOPE_BYTES` (256 KiB, which
+`decode` and `encode` enforce) and `MAX_HEADER_BYTES` (8 KiB); a publish over a stream's
+`max_msg_size` is refused by the server with an error to its publisher, never stored. A DLQ entry
+is cut to fit (`shared.dlq`). The server's `max_payload` (1 MiB by default) must be at least
+`MESSAGE_MAX_BYTES`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -25,8 +49,19 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from shared import subjects
 from shared.errors import SlmopsError
+from shared.messages.envelope import MAX_ENVELOPE_BYTES, MAX_HEADER_BYTES
 
 DAY = 24 * 3600.0
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+# One message of the command and event streams: an envelope and its headers.
+MESSAGE_MAX_BYTES = MAX_ENVELOPE_BYTES + MAX_HEADER_BYTES
+# A device's hello, status or telemetry window: small by contract (its lists and maps are capped).
+DEVICE_MESSAGE_MAX_BYTES = 64 * KiB
+# A DLQ entry: the largest body any stream delivers, plus the DLQ's provenance headers.
+DLQ_MAX_MSG_SIZE = MESSAGE_MAX_BYTES + MAX_HEADER_BYTES
+# A record the registry writes holds a command's data (at most MAX_ENVELOPE_BYTES) and what the
+# registry adds to it (digests, signature, times): twice the envelope is room to spare.
+RECORD_MAX_BYTES = 2 * MAX_ENVELOPE_BYTES
 
 CMDS_STREAM = "SLMOPS_CMDS"
 EVENTS_STREAM = "SLMOPS_EVENTS"
@@ -41,6 +76,10 @@ STREAMS: tuple[StreamConfig, ...] = (
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         max_age=7 * DAY,
+        max_bytes=256 * MiB,
+        max_msg_size=MESSAGE_MAX_BYTES,
+        # Full: a new command is refused (its sender gets the error) rather than an old one lost.
+        discard=DiscardPolicy.NEW,
         duplicate_window=120.0,
         description="Commands from users, the CLI and other systems; each consumed once.",
     ),
@@ -50,6 +89,9 @@ STREAMS: tuple[StreamConfig, ...] = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=365 * DAY,
+        max_bytes=1 * GiB,
+        max_msg_size=MESSAGE_MAX_BYTES,
+        discard=DiscardPolicy.OLD,
         duplicate_window=600.0,
         description="Facts the services established; the platform's history.",
     ),
@@ -60,6 +102,9 @@ STREAMS: tuple[StreamConfig, ...] = (
         storage=StorageType.FILE,
         max_age=7 * DAY,
         max_msgs_per_subject=1000,
+        max_bytes=256 * MiB,
+        max_msg_size=DEVICE_MESSAGE_MAX_BYTES,
+        discard=DiscardPolicy.OLD,
         duplicate_window=120.0,
         description="Device hello and install-status reports.",
     ),
@@ -69,7 +114,8 @@ STREAMS: tuple[StreamConfig, ...] = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=2 * DAY,
-        max_bytes=2 * 1024**3,
+        max_bytes=2 * GiB,
+        max_msg_size=DEVICE_MESSAGE_MAX_BYTES,
         discard=DiscardPolicy.OLD,
         duplicate_window=60.0,
         description="Device telemetry windows (aggregates only).",
@@ -80,6 +126,9 @@ STREAMS: tuple[StreamConfig, ...] = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=30 * DAY,
+        max_bytes=256 * MiB,
+        max_msg_size=DLQ_MAX_MSG_SIZE,
+        discard=DiscardPolicy.OLD,
         duplicate_window=120.0,
         description="Input a service could not accept: original bytes, reason in headers.",
     ),
@@ -91,10 +140,34 @@ KV_DEVICES = "devices"
 KV_DESIRED = "desired"
 
 KV_BUCKETS: tuple[KeyValueConfig, ...] = (
-    KeyValueConfig(bucket=KV_MODELS, history=5, description="Registry: versions, variants, aliases."),
-    KeyValueConfig(bucket=KV_ROLLOUTS, history=10, description="Rollout state, updated by revision CAS."),
-    KeyValueConfig(bucket=KV_DEVICES, history=1, description="Device inventory."),
-    KeyValueConfig(bucket=KV_DESIRED, history=5, description="Per-device desired model."),
+    KeyValueConfig(
+        bucket=KV_MODELS,
+        history=5,
+        max_value_size=RECORD_MAX_BYTES,
+        max_bytes=256 * MiB,
+        description="Registry: versions, variants, aliases.",
+    ),
+    KeyValueConfig(
+        bucket=KV_ROLLOUTS,
+        history=10,
+        max_value_size=RECORD_MAX_BYTES,
+        max_bytes=128 * MiB,
+        description="Rollout state, updated by revision CAS.",
+    ),
+    KeyValueConfig(
+        bucket=KV_DEVICES,
+        history=1,
+        max_value_size=DEVICE_MESSAGE_MAX_BYTES,
+        max_bytes=256 * MiB,
+        description="Device inventory.",
+    ),
+    KeyValueConfig(
+        bucket=KV_DESIRED,
+        history=5,
+        max_value_size=16 * KiB,
+        max_bytes=256 * MiB,
+        description="Per-device desired model.",
+    ),
 )
 
 
@@ -254,21 +327,80 @@ def _plain(value: object) -> object:
     return getattr(value, "value", value)
 
 
+# The stream fields declared above. An existing stream is updated with the server's own
+# configuration and only these replaced, so what an operator set that is not declared here
+# (replicas, placement, compression, ...) survives every start-up; and nothing is sent at all when
+# nothing differs.
+_STREAM_FIELDS = (
+    "description",
+    "subjects",
+    "retention",
+    "storage",
+    "max_age",
+    "max_bytes",
+    "max_msg_size",
+    "max_msgs_per_subject",
+    "discard",
+    "duplicate_window",
+)
+# A KV bucket's declared fields, and the field of its stream (`KV_<bucket>`) each one is.
+_BUCKET_FIELDS = {
+    "description": "description",
+    "max_value_size": "max_msg_size",
+    "max_bytes": "max_bytes",
+    "history": "max_msgs_per_subject",
+    "direct": "allow_direct",
+}
+
+
 async def ensure_topology(js: JetStreamContext) -> None:
-    """Create or update every stream and KV bucket declared above."""
+    """Create every stream and KV bucket declared above, or bring an existing one in line with it.
+
+    Raises:
+        TopologyConflict: the server refuses a change (a retention or storage that cannot change
+            in place); the message names the stream, the fields and the server's reason.
+    """
     for cfg in STREAMS:
         await _ensure_stream(js, cfg)
     for kv in KV_BUCKETS:
-        try:
-            await js.key_value(kv.bucket)
-        except (NotFoundError, BadRequestError):
-            await js.create_key_value(kv)
+        await _ensure_bucket(js, kv)
 
 
 async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig) -> None:
     try:
-        await js.stream_info(cfg.name or "")
+        info = await js.stream_info(cfg.name or "")
     except NotFoundError:
         await js.add_stream(cfg)
         return
-    await js.update_stream(cfg)
+    await _converge(js, info.config, {name: getattr(cfg, name) for name in _STREAM_FIELDS})
+
+
+async def _ensure_bucket(js: JetStreamContext, kv: KeyValueConfig) -> None:
+    try:
+        info = await js.stream_info(f"KV_{kv.bucket}")
+    except NotFoundError:
+        await js.create_key_value(kv)
+        return
+    await _converge(js, info.config, {field: getattr(kv, name) for name, field in _BUCKET_FIELDS.items()})
+
+
+def stream_changes(existing: StreamConfig, declared: dict[str, object]) -> dict[str, object]:
+    """The declared fields (those set) whose value on the server differs."""
+    return {
+        name: value
+        for name, value in declared.items()
+        if value is not None and _plain(getattr(existing, name)) != _plain(value)
+    }
+
+
+async def _converge(js: JetStreamContext, existing: StreamConfig, declared: dict[str, object]) -> None:
+    changes = stream_changes(existing, declared)
+    if not changes:
+        return
+    try:
+        await js.update_stream(replace(existing, **cast(dict[str, Any], changes)))
+    except BadRequestError as exc:
+        raise TopologyConflict(
+            f"stream {existing.name}: the server refuses to change {', '.join(sorted(changes))} "
+            f"to the values in shared/topology.py: {exc.description or exc}"
+        ) from None
