@@ -8,14 +8,22 @@ from faststream.nats import NatsBroker, NatsUserPassword
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from opentelemetry.trace import TracerProvider
 
+from shared.kit.connection import ConnectionWatch
 from shared.settings import Settings
 
 # The server the published AsyncAPI documents name, whatever the environment that exports them says.
 DOCUMENTED_SERVER = "nats://nats:4222"
 
 
-def make_broker(settings: Settings, *, service: str, tracer_provider: TracerProvider | None = None) -> NatsBroker:
-    """A broker for `service`: consume and publish spans with trace propagation, JSON logs."""
+def make_broker(
+    settings: Settings,
+    *,
+    service: str,
+    tracer_provider: TracerProvider | None = None,
+    watch: ConnectionWatch | None = None,
+) -> NatsBroker:
+    """A broker for `service`: consume and publish spans with trace propagation, JSON logs; `watch`
+    hears of the connection's losses and its close for good (`shared.kit.connection`)."""
     security = (
         NatsUserPassword(username=settings.nats_user, password=settings.nats_password or "")
         if settings.nats_user
@@ -24,6 +32,9 @@ def make_broker(settings: Settings, *, service: str, tracer_provider: TracerProv
     return NatsBroker(
         settings.nats_url,
         security=security,
+        disconnected_cb=watch.disconnected if watch else None,
+        reconnected_cb=watch.reconnected if watch else None,
+        closed_cb=watch.closed if watch else None,
         name=f"slmops-{service}",
         middlewares=[NatsTelemetryMiddleware(tracer_provider=tracer_provider)],
         # FastStream logs every message received/processed; that is DEBUG detail here, and the

@@ -14,6 +14,12 @@ optimization is not redelivered to another replica mid-way; a killed process sto
 and the message is redelivered after `ack_wait`. Nothing is retried forever and nothing is lost:
 every message ends as its outcome or as a DLQ entry.
 
+Nothing a sender controls can make the service break the server's limits (which would close its
+connection): the body is bounded by `decode`, a DLQ entry is cut to fit (`shared.dlq`), reasons are
+clipped, a reply goes only to a well-formed inbox (a 7 KB `Slmops-Reply-To` would otherwise be a
+subject over the server's control-line limit), and a reply over the connection's `max_payload` is
+replaced by an error saying so.
+
 Requests (core NATS request/reply): the answer is the handler's result in an `RpcReply`, or an
 error with the code of its branch of `shared.errors` (`invalid_request` for a malformed request,
 `internal` for a bug, whose traceback is logged here).
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -41,7 +48,7 @@ from shared import bus, subjects
 from shared.dlq import dead_letter
 from shared.errors import CallerError, InvalidRequest, SlmopsError, TransientError, wire_code
 from shared.messages.common import CommandOutcome
-from shared.messages.envelope import Envelope, InvalidMessage, Message, wrap
+from shared.messages.envelope import MAX_HEADER_BYTES, MAX_REASON_CHARS, Envelope, InvalidMessage, Message, clip, wrap
 from shared.messages.rpc import Rpc, error_reply
 from shared.outcomes import Outcome
 from shared.topology import DurableConsumer
@@ -49,6 +56,10 @@ from shared.topology import DurableConsumer
 log = logging.getLogger("slmops.kit")
 CallNext = Callable[[StreamMessage[Any]], Awaitable[Any]]
 MAX_RETRY_DELAY = 30.0
+# An inbox as nats-py makes them (`_INBOX.<nuid>`, or `_INBOX.<role>.<name>.<nuid>` for an identity's
+# own prefix): tokens of subject-safe characters, short enough to be a subject the server accepts.
+INBOX = re.compile(r"_INBOX(\.[A-Za-z0-9_\-]{1,64}){1,8}")
+MAX_INBOX = 256
 
 
 class Policy(Protocol):
@@ -120,7 +131,7 @@ class DurablePolicy:
         raw: Msg = message.raw_message
         meta = raw.metadata
         position = str(meta.sequence.stream)
-        reply_to = (raw.headers or {}).get(bus.REPLY_TO)
+        reply_to = valid_inbox((raw.headers or {}).get(bus.REPLY_TO))
         try:
             envelope = cast(Envelope[Any], await message.decode())
         except InvalidMessage as exc:
@@ -167,6 +178,7 @@ class DurablePolicy:
         await raw.nak(delay=min(2.0**attempt, MAX_RETRY_DELAY))
 
     async def _reject(self, raw: Msg, *, reason: str, message_id: str, reply_to: str | None) -> None:
+        reason = clip(reason, MAX_REASON_CHARS)
         log.warning("message rejected", extra={"message_id": message_id, "subject": raw.subject, "reason": reason})
         position = str(raw.metadata.sequence.stream)
         try:
@@ -177,6 +189,7 @@ class DurablePolicy:
                 reason=reason,
                 original_subject=raw.subject,
                 original_id=position,
+                max_payload=self.live.nc.max_payload,
             )
         except Exception as exc:  # the DLQ is unreachable: keep the message, try again later
             log.warning("cannot dead-letter, will retry", extra={"message_id": message_id, "error": repr(exc)})
@@ -198,14 +211,23 @@ class RequestPolicy:
             await message.decode()
             # Encoded here, inside the try: a result that is not the declared reply type is a bug,
             # answered as one, not a reply that never comes.
-            return self.rpc.answer(await call_next(message))
+            reply = self.rpc.answer(await call_next(message))
         except InvalidMessage as exc:
             return error_reply(InvalidRequest.code, exc.reason)
         except SlmopsError as exc:
-            return error_reply(wire_code(exc), str(exc))
+            return error_reply(wire_code(exc), clip(str(exc), MAX_REASON_CHARS))
         except Exception as exc:  # a bug: say so rather than leave the caller waiting for a timeout
             log.exception("request failed", extra={"operation": self.rpc.request.TYPE})
             return error_reply(SlmopsError.code, f"{self.service} failed on {self.rpc.operation}: {type(exc).__name__}")
+        limit = _max_payload(message.raw_message) - MAX_HEADER_BYTES
+        if len(reply) > limit:  # the server would close the connection over it
+            log.error("reply too large", extra={"operation": self.rpc.request.TYPE, "bytes": len(reply)})
+            return error_reply(
+                SlmopsError.code,
+                f"{self.service} {self.rpc.operation}: the reply is {len(reply)} bytes, over the {limit} a "
+                "message may carry; ask for less",
+            )
+        return reply
 
 
 async def _keep_alive(raw: Msg, every: float) -> None:
@@ -215,8 +237,22 @@ async def _keep_alive(raw: Msg, every: float) -> None:
             await raw.in_progress()
 
 
+def valid_inbox(value: str | None) -> str | None:
+    """`value` if it is an inbox a reply may go to; None for anything else (no reply is sent)."""
+    if value and len(value) <= MAX_INBOX and INBOX.fullmatch(value):
+        return value
+    return None
+
+
+def _max_payload(raw: Any) -> int:
+    """The receiving connection's `max_payload` (what the server accepts in one message)."""
+    client = getattr(raw, "_client", None)
+    return int(getattr(client, "max_payload", 0) or 1024 * 1024)
+
+
 async def _reply(nc: Client, inbox: str | None, outcome: CommandOutcome) -> None:
-    """Best effort: a sender that is gone, or a lost reply, never holds up the ack."""
-    if inbox and inbox.startswith("_INBOX."):
+    """Best effort: a sender that is gone, or a lost reply, never holds up the ack. No headers, so
+    nats-py's own `max_payload` check covers the whole message and an oversized one fails here."""
+    if valid_inbox(inbox):
         with contextlib.suppress(Exception):
-            await nc.publish(inbox, outcome.model_dump_json().encode())
+            await nc.publish(cast(str, inbox), outcome.model_dump_json().encode())

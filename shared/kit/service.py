@@ -37,6 +37,7 @@ from opentelemetry.trace import TracerProvider
 from shared import subjects, topology
 from shared.bus import REPLY_TO
 from shared.kit.broker import documentation_broker, make_broker
+from shared.kit.connection import ConnectionWatch, exit_process
 from shared.kit.handlers import durable_handler, request_handler
 from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle
 from shared.logs import setup_logging
@@ -207,12 +208,21 @@ class ServiceKit(Generic[S]):
     def app(self) -> FastStream:
         """The service as its own process runs it: JSON logs and tracing installed, then `application()`."""
         setup_logging(self.name, self.settings.log_level)
-        return self.application(tracer_provider=setup_tracing(self.settings, service=self.name))
+        # A process whose connection is closed for good exits, for its supervisor to restart it.
+        return self.application(
+            tracer_provider=setup_tracing(self.settings, service=self.name), on_connection_closed=exit_process
+        )
 
-    def application(self, *, tracer_provider: TracerProvider | None = None) -> FastStream:
+    def application(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        on_connection_closed: Callable[[], None] | None = None,
+    ) -> FastStream:
         """The running service (broker, topology, consumers, handlers, health), leaving the process's
         logging and tracing alone, so a test or another program can embed it."""
-        broker = make_broker(self.settings, service=self.name, tracer_provider=tracer_provider)
+        watch = ConnectionWatch(service=self.name, on_closed=on_connection_closed)
+        broker = make_broker(self.settings, service=self.name, tracer_provider=tracer_provider, watch=watch)
         log = logging.getLogger(f"slmops.{self.name}")
         app = FastStream(broker, logger=log)
         live: _Live[S] = _Live()
@@ -233,6 +243,11 @@ class ServiceKit(Generic[S]):
             live.service = await self.build(Runtime(settings=self.settings, nc=nc, js=js, publisher=live.publisher))
             live.ready = True
             log.info(f"{self.name} ready", extra={"nats": self.settings.nats_url, "s3": self.settings.s3_endpoint})
+
+        @app.on_shutdown
+        async def expect_the_close() -> None:  # the broker's close on shutdown is not a lost connection
+            watch.stopping = True
+            live.ready = False
 
         return app
 
@@ -333,7 +348,8 @@ class ServiceKit(Generic[S]):
     def _wire_health(self, broker: NatsBroker, live: _Live[S]) -> None:
         @broker.subscriber(subjects.rpc(self.name, HEALTH), title=f"{self.name} {HEALTH}")
         async def health(msg: NatsMessage) -> bytes:
-            reply = RpcReply[ServiceHealth](ok=live.ready, result=ServiceHealth(service=self.name, ready=live.ready))
+            ready = live.ready and live.nc is not None and live.nc.is_connected
+            reply = RpcReply[ServiceHealth](ok=ready, result=ServiceHealth(service=self.name, ready=ready))
             return reply.model_dump_json().encode()
 
 
