@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from opentelemetry import propagate
 
 from shared import subjects
+from shared.auth import permissions
 from shared.errors import TransientError
 from shared.messages.common import CommandOutcome
 from shared.messages.envelope import Envelope, Message, encode, wrap
@@ -38,13 +39,30 @@ def message_headers(envelope: Envelope[Any], extra: dict[str, str] | None = None
     return headers
 
 
+def credentials_options(settings: Settings) -> dict[str, Any]:
+    """nats-py connect options for the process's identity: its `.creds` file and its own inbox
+    prefix (`_INBOX.<role>.<name>`, the only inbox its permissions let it read), or user/password."""
+    creds = settings.credentials_file
+    if creds is None:
+        return {"user": settings.nats_user, "password": settings.nats_password}
+    try:
+        text = creds.read_text()
+    except OSError as exc:
+        raise BusError(f"cannot read NATS credentials {creds}: {exc.strerror}") from None
+    try:
+        inbox = permissions.credentials_inbox(text)
+    except (ValueError, KeyError, IndexError) as exc:
+        raise BusError(f"{creds} is not a NATS credentials file: {exc}") from None
+    return {"user_credentials": str(creds)} | ({"inbox_prefix": inbox} if inbox else {})
+
+
 async def connect(settings: Settings, *, name: str = "slmops", timeout: float = 5.0) -> Client:
     """A plain nats-py connection for clients (CLI, agent, tools)."""
+    options = credentials_options(settings)
     try:
         return await nats.connect(
             settings.nats_url,
-            user=settings.nats_user,
-            password=settings.nats_password,
+            **options,
             name=name,
             connect_timeout=timeout,
             max_reconnect_attempts=3,

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_user: str | None = None
     nats_password: str | None = None
+    nats_creds: Path | None = Field(
+        default=None,
+        description="This process's NATS credentials (.creds); default: the operator's of a local "
+        "embedded stack, <home>/auth/creds/operator-cli.creds, when it exists.",
+    )
 
     s3_endpoint: str = "127.0.0.1:9000"
     s3_access_key: str = "slmops"
@@ -56,6 +61,19 @@ class Settings(BaseSettings):
     @property
     def signing_key_file(self) -> Path:
         return self.signing_key_path or self.home / "keys" / "registry-ed25519.pem"
+
+    @property
+    def auth_dir(self) -> Path:
+        """The embedded stack's trust root (`shared.auth.authority`): keys and issued credentials."""
+        return self.home / "auth"
+
+    @property
+    def credentials_file(self) -> Path | None:
+        """The credentials this process connects with: `nats_creds`, else the local operator's."""
+        if self.nats_creds is not None:
+            return self.nats_creds
+        default = self.auth_dir / "creds" / "operator-cli.creds"
+        return default if not self.nats_user and default.exists() else None
 
     @property
     def traces_file(self) -> Path:

@@ -15,7 +15,7 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, requires
 
 import typer
 
-from shared.cli import schema, stack
+from shared.cli import auth, schema, stack
 from shared.cli.common import err_console, fail
 from shared.discovery import cli_entry_points
 
@@ -36,6 +36,7 @@ def build_app() -> typer.Typer:
     app.add_typer(stack.stack_app, name="stack")
     app.add_typer(stack.service_app, name="service")
     app.add_typer(schema.schema_app, name="schema")
+    app.add_typer(auth.auth_app, name="auth")
     for entry in cli_entry_points():
         _add(app, entry)
     return app

@@ -8,6 +8,7 @@ from faststream.nats import NatsBroker, NatsUserPassword
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from opentelemetry.trace import TracerProvider
 
+from shared.bus import credentials_options
 from shared.kit.connection import ConnectionWatch
 from shared.settings import Settings
 
@@ -24,14 +25,17 @@ def make_broker(
 ) -> NatsBroker:
     """A broker for `service`: consume and publish spans with trace propagation, JSON logs; `watch`
     hears of the connection's losses and its close for good (`shared.kit.connection`)."""
+    options = credentials_options(settings)
     security = (
         NatsUserPassword(username=settings.nats_user, password=settings.nats_password or "")
-        if settings.nats_user
+        if settings.nats_user and "user_credentials" not in options
         else None
     )
+    identity = {k: v for k, v in options.items() if k in ("user_credentials", "inbox_prefix")}
     return NatsBroker(
         settings.nats_url,
         security=security,
+        **identity,
         disconnected_cb=watch.disconnected if watch else None,
         reconnected_cb=watch.reconnected if watch else None,
         closed_cb=watch.closed if watch else None,

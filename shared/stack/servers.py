@@ -82,10 +82,12 @@ def start_nats(
     monitor_port: int | None = None,
     user: str | None = None,
     password: str | None = None,
+    config: Path | None = None,
 ) -> ServerProcess:
     """A JetStream-enabled nats-server with file storage under `store_dir`; waits until healthy.
 
-    `user`/`password` turn on authentication (one user), to test what compose's config requires.
+    `config` is a configuration file (the platform's operator trust, `shared.auth.authority`);
+    `user`/`password` turn on single-user authentication instead, to test compose's config.
     """
     store_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +107,8 @@ def start_nats(
         "--server_name",
         f"slmops-{port}",
     ]
+    if config is not None:
+        cmd += ["--config", str(config)]
     if user:
         cmd += ["--user", user, "--pass", password or ""]
     proc = _spawn(cmd, log_path)
