@@ -4,7 +4,8 @@
     ├── CallerError                the input is wrong: rejected, never retried (a command goes to the DLQ)
     │   ├── InvalidRequest         not a valid message or argument (`shared.messages.InvalidMessage`)
     │   ├── NotFound               no such model, version, object, profile...
-    │   └── Conflict               taken already, by other content
+    │   ├── Conflict               taken already, by other content
+    │   └── Forbidden              the caller may not have this (a device asking for another's model)
     ├── TransientError             a dependency is down, slow or raced: retry later (a command is nacked)
     └── each service's tree        `services/<service>/errors.py`, its classes under these branches
 
@@ -51,6 +52,12 @@ class Conflict(CallerError):
     code = "conflict"
 
 
+class Forbidden(CallerError):
+    """The caller is who it says (its credentials prove it) but may not have what it asks for."""
+
+    code = "forbidden"
+
+
 class TransientError(SlmopsError):
     """A dependency (NATS, S3, another service) is down, timed out or raced; the same input may succeed later."""
 
@@ -59,7 +66,7 @@ class TransientError(SlmopsError):
 
 # The codes a request may be answered with, and what a client raises for each.
 RPC_ERRORS: dict[str, type[SlmopsError]] = {
-    cls.code: cls for cls in (SlmopsError, CallerError, InvalidRequest, NotFound, Conflict, TransientError)
+    cls.code: cls for cls in (SlmopsError, CallerError, InvalidRequest, NotFound, Conflict, Forbidden, TransientError)
 }
 
 

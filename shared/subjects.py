@@ -50,6 +50,12 @@ def rpc(service: str, operation: str) -> str:
     return f"{RPC}.{_token(service)}.{_token(operation)}"
 
 
+def device_rpc(operation_subject: str, device_id: str) -> str:
+    """Where a device calls an operation that answers per device, e.g.
+    `slmops.rpc.registry.download_url.<device id>` (only that device may publish there)."""
+    return f"{operation_subject}.{_token(device_id)}"
+
+
 def health(service: str) -> str:
     """Where a service answers liveness pings (core NATS request/reply)."""
     return rpc(service, "health")
@@ -70,6 +76,11 @@ def device_status(device_id: str) -> str:
 
 def telemetry(device_id: str) -> str:
     return DEVICE_TELEMETRY.format(device_id=_token(device_id))
+
+
+def device_token(device_id: str) -> str:
+    """A device id checked to be one subject token (and so one KV key)."""
+    return _token(device_id)
 
 
 def _token(value: str) -> str:

@@ -31,6 +31,7 @@ is cut to fit (`shared.dlq`). The server's `max_payload` (1 MiB by default) must
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -142,6 +143,7 @@ KV_DESIRED = "desired"
 KV_BUCKETS: tuple[KeyValueConfig, ...] = (
     KeyValueConfig(
         bucket=KV_MODELS,
+        direct=True,
         history=5,
         max_value_size=RECORD_MAX_BYTES,
         max_bytes=256 * MiB,
@@ -149,6 +151,7 @@ KV_BUCKETS: tuple[KeyValueConfig, ...] = (
     ),
     KeyValueConfig(
         bucket=KV_ROLLOUTS,
+        direct=True,
         history=10,
         max_value_size=RECORD_MAX_BYTES,
         max_bytes=128 * MiB,
@@ -156,6 +159,7 @@ KV_BUCKETS: tuple[KeyValueConfig, ...] = (
     ),
     KeyValueConfig(
         bucket=KV_DEVICES,
+        direct=True,
         history=1,
         max_value_size=DEVICE_MESSAGE_MAX_BYTES,
         max_bytes=256 * MiB,
@@ -163,6 +167,7 @@ KV_BUCKETS: tuple[KeyValueConfig, ...] = (
     ),
     KeyValueConfig(
         bucket=KV_DESIRED,
+        direct=True,
         history=5,
         max_value_size=16 * KiB,
         max_bytes=256 * MiB,
@@ -404,3 +409,29 @@ async def _converge(js: JetStreamContext, existing: StreamConfig, declared: dict
             f"stream {existing.name}: the server refuses to change {', '.join(sorted(changes))} "
             f"to the values in shared/topology.py: {exc.description or exc}"
         ) from None
+
+
+class TopologyMissing(SlmopsError):
+    """A stream or bucket a service needs does not exist: the platform was not initialised."""
+
+
+async def verify_topology(js: JetStreamContext, streams: Iterable[str]) -> None:
+    """Check that `streams` (KV buckets as `KV_<bucket>`) exist, without creating anything.
+
+    Services only verify: creating and changing streams is the admin identity's (`slmops up`,
+    `slmops stack init`), so a service's credentials never need to.
+
+    Raises:
+        TopologyMissing: naming what is missing and how to create it.
+    """
+    missing = []
+    for name in dict.fromkeys(streams):
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            missing.append(name)
+    if missing:
+        raise TopologyMissing(
+            f"stream(s) {', '.join(missing)} do not exist: initialise the platform first "
+            "(`slmops stack init`, which `slmops up` runs)"
+        )

@@ -4,12 +4,12 @@ Until the rollout and telemetry services consume them, nothing else reads what d
 kit decodes each hello, status and telemetry window against its contract and dead-letters one that
 fails with the validation message (`slmops.dlq.intake`), as docs/DEVICE_PROTOCOL.md promises; the
 valid ones are counted and acked. Start-up also starts the sweep of the command stream
-(`IntakeService.start_sweeping`), which no declaration can express: see `adapters/jetstream.py`.
+(`IntakeService.start_sweeping`), whose JetStream API calls are declared with `uses_api`.
 """
 
 from __future__ import annotations
 
-from services.intake.adapters.jetstream import JetStreamCommands
+from services.intake.adapters.jetstream import SWEEP_API, JetStreamCommands
 from services.intake.service import IntakeService
 from services.intake.settings import IntakeSettings
 from shared import topology
@@ -46,4 +46,5 @@ def declare(settings: IntakeSettings | None = None) -> ServiceKit[IntakeService]
         topology.INTAKE_DEVICE_REPORTS, {DeviceHello: IntakeService.accepted, DeviceStatus: IntakeService.accepted}
     )
     kit.follows(topology.INTAKE_TELEMETRY, {TelemetryWindow: IntakeService.accepted})
+    kit.uses_api(*SWEEP_API)  # the sweep of commands no service reads (adapters/jetstream.py)
     return kit

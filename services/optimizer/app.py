@@ -22,7 +22,7 @@ from shared.messages.optimizer import (
     OptimizationProgress,
     OptimizeModel,
 )
-from shared.messages.registry import ModelRegistered, RegisterVariant
+from shared.messages.registry import GET_MODEL, ModelRegistered, RegisterVariant
 from shared.settings import load_settings
 
 SERVICE = "optimizer"
@@ -62,4 +62,5 @@ def declare(settings: OptimizerSettings | None = None) -> ServiceKit[OptimizerSe
     )
     kit.emits(OptimizationProgress, OptimizationCompleted, OptimizationFailed)
     kit.sends(OptimizeModel, RegisterVariant)
+    kit.calls(GET_MODEL)
     return kit

@@ -36,6 +36,8 @@ class RegistryClient:
         nc: an open connection; the client does not close it.
         source: the envelope `source` of everything this client sends (e.g. `cli`, `device:<id>`).
         timeout: seconds to wait for a query's answer.
+        device_id: set by a device: it asks for download URLs on its own subject, and the registry
+            answers only for what that device's desired state names.
 
     Raises (every query): `BusError` when the registry does not answer, `shared.errors.NotFound`
     for a name, version, alias or digest it does not know, `InvalidRequest` for a malformed request,
@@ -44,10 +46,11 @@ class RegistryClient:
     answered with in `remote_code`.
     """
 
-    def __init__(self, nc: Client, *, source: str, timeout: float = 10.0) -> None:
+    def __init__(self, nc: Client, *, source: str, timeout: float = 10.0, device_id: str | None = None) -> None:
         self._nc = nc
         self._source = source
         self._timeout = timeout
+        self._device_id = device_id
 
     async def list_models(self, name: str | None = None) -> list[ModelSummary]:
         return await call(self._nc, LIST_MODELS, ListModels(name=name), source=self._source, timeout=self._timeout)
@@ -63,7 +66,9 @@ class RegistryClient:
     async def download_url(self, digest: str) -> DownloadUrl:
         """A short-lived presigned URL for a registered artifact or evaluation set, with its signature."""
         request = GetDownloadUrl(digest=digest)
-        return await call(self._nc, GET_DOWNLOAD_URL, request, source=self._source, timeout=self._timeout)
+        return await call(
+            self._nc, GET_DOWNLOAD_URL, request, source=self._source, timeout=self._timeout, device_id=self._device_id
+        )
 
     async def public_key(self) -> PublicKey:
         return await call(self._nc, GET_PUBLIC_KEY, GetPublicKey(), source=self._source, timeout=self._timeout)

@@ -25,14 +25,24 @@ ReplyT = TypeVar("ReplyT")
 
 
 async def call(
-    nc: Client, rpc: Rpc[RequestT, ReplyT], request: RequestT, *, source: str, timeout: float = 10.0
+    nc: Client,
+    rpc: Rpc[RequestT, ReplyT],
+    request: RequestT,
+    *,
+    source: str,
+    timeout: float = 10.0,
+    device_id: str | None = None,
 ) -> ReplyT:
-    """Ask `rpc.service` and return the reply's result, validated as `rpc.reply`."""
+    """Ask `rpc.service` and return the reply's result, validated as `rpc.reply`.
+
+    `device_id`: a device calls a `per_device` operation on its own subject (`Rpc.device_subject`).
+    """
     envelope = wrap(request, source=source)
+    subject = rpc.device_subject(device_id) if device_id is not None and rpc.per_device else rpc.subject
     try:
-        msg = await nc.request(rpc.subject, encode(envelope), timeout=timeout, headers=message_headers(envelope))
+        msg = await nc.request(subject, encode(envelope), timeout=timeout, headers=message_headers(envelope))
     except NoRespondersError:
-        raise BusError(f"no {rpc.service} service is answering on {rpc.subject}; is it running?") from None
+        raise BusError(f"no {rpc.service} service is answering on {subject}; is it running?") from None
     except (TimeoutError, NatsTimeout):
         raise BusError(f"{rpc.service} did not answer {rpc.operation} within {timeout:.0f}s") from None
     try:

@@ -10,6 +10,7 @@ evaluated when the function is defined, not a string naming a local variable.
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, Union
 
+from faststream.nats.annotations import NatsMessage
 from pydantic import Field
 
 from shared.messages.envelope import Envelope, Message, wire_model
@@ -46,5 +47,20 @@ def request_handler(
     async def handle(envelope: annotation) -> Any:  # type: ignore[valid-type]
         typed: Envelope[Any] = envelope
         return await answer(typed.data)
+
+    return handle
+
+
+def device_request_handler(
+    request: type[Message], subject: str, answer: Callable[[Message, str | None], Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    """A handler for an operation devices call on `<subject>.<device id>`: the use case gets the id
+    from the subject (only that device's credentials may publish there), or None on `subject`."""
+    annotation = wire_model(request)
+
+    async def handle(envelope: annotation, message: NatsMessage) -> Any:  # type: ignore[valid-type]
+        typed: Envelope[Any] = envelope
+        caller = message.raw_message.subject[len(subject) + 1 :] or None
+        return await answer(typed.data, caller)
 
     return handle

@@ -11,9 +11,11 @@ From that one set of declarations the kit builds both the running FastStream app
 the service's AsyncAPI document (`specification_broker()`), so the document cannot drift from the code.
 Declarations are checked as they are made: a consumer must be one declared in `shared/topology.py`,
 every message type it is given must travel on a subject its filter covers, and an operation must be
-the service's own. At start-up the kit connects, creates the topology and the service's durable
-consumers (refusing one the server holds with another configuration), builds the service, and only
-then lets messages in; the health subject answers "ready" after that.
+the service's own. At start-up the kit connects, checks that the streams and buckets it uses exist
+(creating them is the admin's, `slmops stack init`), creates the service's durable consumers
+(refusing one the server holds with another configuration), builds the service, and only then lets
+messages in; the health subject answers "ready" after that. The same declarations are what the
+service's credentials allow (`access()`, `shared.auth.permissions.for_service`).
 
 How each message is settled (acks, DLQ, retries, replies) is `shared.kit.policy`.
 """
@@ -35,10 +37,11 @@ from nats.js import JetStreamContext
 from opentelemetry.trace import TracerProvider
 
 from shared import subjects, topology
+from shared.auth.permissions import ConsumerAccess, ServiceAccess, inbox_prefix
 from shared.bus import REPLY_TO
 from shared.kit.broker import documentation_broker, make_broker
 from shared.kit.connection import ConnectionWatch, exit_process
-from shared.kit.handlers import durable_handler, request_handler
+from shared.kit.handlers import device_request_handler, durable_handler, request_handler
 from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle
 from shared.logs import setup_logging
 from shared.messages.common import CommandOutcome
@@ -96,7 +99,7 @@ class _Durable(Generic[S]):
 @dataclass(frozen=True, kw_only=True)
 class _Request(Generic[S]):
     rpc: Rpc[Any, Any]
-    answer: Callable[[S, Any], Awaitable[Any]]
+    answer: Callable[..., Awaitable[Any]]
 
 
 @dataclass
@@ -129,6 +132,10 @@ class ServiceKit(Generic[S]):
     _requests: list[_Request[S]] = field(default_factory=list)
     _events: list[type[Message]] = field(default_factory=list)
     _commands: list[type[Message]] = field(default_factory=list)
+    _calls: list[Rpc[Any, Any]] = field(default_factory=list)
+    _reads: list[str] = field(default_factory=list)
+    _writes: list[str] = field(default_factory=list)
+    _grants: list[str] = field(default_factory=list)
 
     # --- declarations ----------------------------------------------------------------------------
 
@@ -160,6 +167,38 @@ class ServiceKit(Generic[S]):
 
     def rpc(self, rpc: Rpc[RequestT, ReplyT], answer: Callable[[S, RequestT], Awaitable[ReplyT]]) -> None:
         """Answer `rpc` with `answer(service, request)`, load-balanced over replicas by a queue group."""
+        if rpc.per_device:
+            raise KitSetupError(f"{rpc.request.TYPE} is called per device: declare it with device_rpc()")
+        self._add_request(rpc, answer)
+
+    def device_rpc(
+        self, rpc: Rpc[RequestT, ReplyT], answer: Callable[[S, RequestT, str | None], Awaitable[ReplyT]]
+    ) -> None:
+        """Answer `rpc` with `answer(service, request, device_id)`: `device_id` is the device that asks
+        (it called on `<subject>.<device id>`, which only its credentials may publish to), or None
+        for a caller on the bare subject (operators and services)."""
+        if not rpc.per_device:
+            raise KitSetupError(f"{rpc.request.TYPE} is not called per device: declare it with rpc()")
+        self._add_request(rpc, answer)
+
+    def calls(self, *rpcs: Rpc[Any, Any]) -> None:
+        """The operations of other services this service calls (its credentials allow just these)."""
+        self._calls.extend(rpcs)
+
+    def reads(self, *buckets: str) -> None:
+        """The KV buckets this service reads."""
+        self._reads.extend(buckets)
+
+    def writes(self, *buckets: str) -> None:
+        """The KV buckets this service writes (and reads)."""
+        self._writes.extend(buckets)
+
+    def uses_api(self, *subjects: str) -> None:
+        """Subjects beyond the declarations above this service publishes to (e.g. a JetStream API
+        call on one stream); its credentials allow exactly these, so each is a visible decision."""
+        self._grants.extend(subjects)
+
+    def _add_request(self, rpc: Rpc[Any, Any], answer: Callable[..., Awaitable[Any]]) -> None:
         if rpc.service != self.name:
             raise KitSetupError(f"{rpc.request.TYPE} belongs to {rpc.service!r}; {self.name} cannot answer it")
         if rpc.operation == HEALTH:
@@ -233,7 +272,10 @@ class ServiceKit(Generic[S]):
             await broker.connect()
             nc = broker.connection
             js = nc.jetstream()
-            await topology.ensure_topology(js)
+            access = self.access()
+            await topology.verify_topology(
+                js, [c.stream for c in access.consumers] + [f"KV_{b}" for b in (*access.reads, *access.writes)]
+            )
             for consumer in consumers:
                 await topology.ensure_consumer(js, consumer)
             live.nc = nc
@@ -256,6 +298,21 @@ class ServiceKit(Generic[S]):
         broker = documentation_broker(self.name)
         self._wire(broker, _Live(), documenting=True)
         return broker
+
+    def access(self) -> ServiceAccess:
+        """What the declarations let this service touch on the bus: its credentials' permissions
+        (`shared.auth.permissions.for_service`) are made from this, so an undeclared use is refused."""
+        enabled = [d.consumer for d in self._durables]
+        return ServiceAccess(
+            name=self.name,
+            consumers=tuple(ConsumerAccess(stream=c.stream, durable=c.durable) for c in enabled),
+            answers=tuple(r.rpc.subject for r in self._requests),
+            publishes=tuple([subjects.event(e) for e in self._events] + [subjects.command(c) for c in self._commands]),
+            calls=tuple(rpc.subject for rpc in self._calls),
+            reads=tuple(self._reads),
+            writes=tuple(self._writes),
+            extra=tuple(self._grants),
+        )
 
     def request_contracts(self) -> list[Rpc[Any, Any]]:
         """The operations this service answers (their replies go into its AsyncAPI document)."""
@@ -313,6 +370,9 @@ class ServiceKit(Generic[S]):
             stream=JStream(name=consumer.stream, declare=False),
             durable=consumer.durable,
             pull_sub=PullSub(batch_size=consumer.batch_size, timeout=consumer.fetch_timeout_seconds),
+            # nats-py's pull subscriptions take their inbox from here, not from the connection: the
+            # service's own, the only inbox its credentials may read.
+            inbox_prefix=f"{inbox_prefix('service', self.name)}.".encode(),
             config=consumer.consumer_config(),
             ack_policy=AckPolicy.MANUAL,
             decoder=_decoder(types),
@@ -336,6 +396,22 @@ class ServiceKit(Generic[S]):
         router = NatsRouter(
             middlewares=[functools.partial(Settle, policy=RequestPolicy(service=self.name, rpc=request.rpc))]
         )
+        if request.rpc.per_device:
+            handler = device_request_handler(
+                request.rpc.request,
+                request.rpc.subject,
+                lambda payload, device: request.answer(live.service, payload, device),
+            )
+            for subject in (request.rpc.subject, f"{request.rpc.subject}.*"):
+                router.subscriber(
+                    subject,
+                    queue=self.name,
+                    decoder=_decoder((request.rpc.request,)),
+                    title=f"{self.name} {request.rpc.operation}" + (" (per device)" if subject.endswith("*") else ""),
+                    description=request.rpc.request.__doc__,
+                )(handler)
+            broker.include_router(router)
+            return
         router.subscriber(
             request.rpc.subject,
             queue=self.name,
@@ -346,11 +422,18 @@ class ServiceKit(Generic[S]):
         broker.include_router(router)
 
     def _wire_health(self, broker: NatsBroker, live: _Live[S]) -> None:
-        @broker.subscriber(subjects.rpc(self.name, HEALTH), title=f"{self.name} {HEALTH}")
+        # The ping's body is never read, so it is never parsed: FastStream's own decoder would, and a
+        # body nested 100,000 deep raised there and left the caller without an answer.
+        @broker.subscriber(subjects.rpc(self.name, HEALTH), title=f"{self.name} {HEALTH}", decoder=_ignore_body)
         async def health(msg: NatsMessage) -> bytes:
             ready = live.ready and live.nc is not None and live.nc.is_connected
             reply = RpcReply[ServiceHealth](ok=ready, result=ServiceHealth(service=self.name, ready=ready))
             return reply.model_dump_json().encode()
+
+
+async def _ignore_body(message: StreamMessage[Any]) -> None:
+    """The health ping's decoder: whatever the body, there is nothing in it to read."""
+    return None
 
 
 def _decoder(types: tuple[type[Message], ...]) -> Callable[[StreamMessage[Any]], Awaitable[Envelope[Any]]]:

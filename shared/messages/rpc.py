@@ -53,10 +53,13 @@ class Rpc(Generic[RequestT, ReplyT]):
     Args:
         request: the request payload; its `TYPE` is `<service>.<operation>`.
         reply: the type of the reply's `result` (a model, or e.g. `list[ModelSummary]`).
+        per_device: devices call it on `<subject>.<device id>` (`device_subject`), a subject only that
+            device's credentials may publish to, so the service knows which device asks.
     """
 
     request: type[RequestT]
     reply: type[ReplyT]
+    per_device: bool = False
 
     def __post_init__(self) -> None:
         service, dot, operation = self.request.TYPE.partition(".")
@@ -74,6 +77,12 @@ class Rpc(Generic[RequestT, ReplyT]):
     @property
     def subject(self) -> str:
         return subjects.rpc(self.service, self.operation)
+
+    def device_subject(self, device_id: str) -> str:
+        """Where device `device_id` calls a `per_device` operation."""
+        if not self.per_device:
+            raise TypeError(f"{self.request.TYPE} is not called per device")
+        return subjects.device_rpc(self.subject, device_id)
 
     @cached_property
     def reply_model(self) -> type[RpcReply[Any]]:
