@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.registry.adapters.desired_kv import KvDeviceGrants
 from services.registry.adapters.nats_kv import KvRecordStore
 from services.registry.domain import Admission
 from services.registry.service import RegistryService
@@ -34,6 +35,7 @@ def declare(settings: RegistrySettings | None = None) -> ServiceKit[RegistryServ
     async def build(runtime: Runtime) -> RegistryService:
         return RegistryService(
             store=KvRecordStore(await runtime.js.key_value(topology.KV_MODELS)),
+            grants=KvDeviceGrants(await runtime.js.key_value(topology.KV_DESIRED)),
             blobs=ArtifactStore.from_settings(settings, presign_ttl=settings.presign_ttl),
             signing_key=load_or_create_private_key(settings.signing_key_file),
             admission=Admission(
@@ -59,7 +61,11 @@ def declare(settings: RegistrySettings | None = None) -> ServiceKit[RegistryServ
     kit.rpc(LIST_MODELS, lambda registry, request: registry.list_models(request.name))
     kit.rpc(GET_MODEL, lambda registry, request: registry.get_model(request.name, request.ref))
     kit.rpc(GET_ALIASES, lambda registry, request: registry.aliases(request.name))
-    kit.rpc(GET_DOWNLOAD_URL, lambda registry, request: registry.download_url(request.digest))
+    kit.device_rpc(
+        GET_DOWNLOAD_URL, lambda registry, request, device: registry.download_url(request.digest, device_id=device)
+    )
     kit.rpc(GET_PUBLIC_KEY, lambda registry, _: registry.public_key())
     kit.emits(ModelRegistered, VariantRegistered, AliasChanged)
+    kit.writes(topology.KV_MODELS)
+    kit.reads(topology.KV_DESIRED)
     return kit

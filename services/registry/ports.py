@@ -35,6 +35,12 @@ class RecordStore(Protocol):
     async def find_blob(self, digest: str) -> StoredBlob | None: ...
 
 
+class DeviceGrants(Protocol):
+    """What a device may download: the digests its desired state names (model and smoke input)."""
+
+    async def downloadable(self, device_id: str) -> frozenset[str]: ...
+
+
 class Blobs(Protocol):
     """The subset of the artifact store the registry uses (blocking calls)."""
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from services.registry import domain, integrity
 from services.registry.errors import ArtifactMissing, InvalidModel, NotFound, Rejected, Unavailable
 from services.registry.inspection import MAX_EVAL_SET_BYTES, inspect_eval_set, inspect_model
-from services.registry.ports import Blobs, RecordStore
+from services.registry.ports import Blobs, DeviceGrants, RecordStore
 from shared import signing
 from shared.artifacts import (
     STAGING_PREFIX,
@@ -38,6 +38,7 @@ from shared.artifacts import (
     StoredObject,
     blob_key,
 )
+from shared.errors import Forbidden
 from shared.messages.common import ObjectRef
 from shared.messages.envelope import Message
 from shared.messages.registry import (
@@ -81,12 +82,14 @@ class RegistryService:
         store: RecordStore,
         blobs: Blobs,
         signing_key: Ed25519PrivateKey,
+        grants: DeviceGrants | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         admission: domain.Admission | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self._key = signing_key
+        self._grants = grants
         self._clock = clock
         self._admission = admission or domain.Admission()
 
@@ -256,7 +259,15 @@ class RegistryService:
     async def aliases(self, name: str) -> list[AliasRecord]:
         return sorted(await self._store.list_aliases(name), key=lambda a: a.alias)
 
-    async def download_url(self, digest: str) -> DownloadUrl:
+    async def download_url(self, digest: str, *, device_id: str | None = None) -> DownloadUrl:
+        """A presigned URL for `digest`. A device (`device_id`: it asked on its own subject) gets one
+        only for what its desired state names, its model and its smoke input, so stolen device
+        credentials cannot fetch the rest of the catalogue."""
+        if device_id is not None:
+            if self._grants is None:
+                raise Forbidden("this registry does not serve devices (it has no view of the desired states)")
+            if digest not in await self._grants.downloadable(device_id):
+                raise Forbidden(f"device {device_id}'s desired state does not name sha256 {digest}")
         blob = await self._store.find_blob(digest)
         if blob is None:
             raise NotFound(f"no registered artifact or evaluation set has sha256 {digest}")

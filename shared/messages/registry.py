@@ -423,5 +423,5 @@ class PublicKey(Frozen):
 LIST_MODELS = Rpc(ListModels, list[ModelSummary])
 GET_MODEL = Rpc(GetModel, ModelDetail)
 GET_ALIASES = Rpc(GetAliases, list[AliasRecord])
-GET_DOWNLOAD_URL = Rpc(GetDownloadUrl, DownloadUrl)
+GET_DOWNLOAD_URL = Rpc(GetDownloadUrl, DownloadUrl, per_device=True)
 GET_PUBLIC_KEY = Rpc(GetPublicKey, PublicKey)

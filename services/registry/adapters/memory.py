@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from pydantic import BaseModel
 
 from services.registry.adapters.codec import load
+from services.registry.adapters.desired_kv import grants_of
 from services.registry.ports import RecordStore, StoredBlob
 from shared.memory_artifacts import MemoryArtifactStore
 from shared.messages.registry import AliasRecord, ModelVersionRecord, VariantRecord
@@ -129,3 +130,13 @@ def _load(raw: str | None, model: type[R]) -> R | None:
 
 def _parse(raw: str, model: type[R]) -> R:
     return load(raw, model, key=f"memory:{model.__name__}")
+
+
+class MemoryDeviceGrants:
+    """`DeviceGrants` over a dict of device id → the desired state's JSON, as the `desired` bucket holds it."""
+
+    def __init__(self, desired: dict[str, bytes] | None = None) -> None:
+        self.desired: dict[str, bytes] = dict(desired or {})
+
+    async def downloadable(self, device_id: str) -> frozenset[str]:
+        return grants_of(self.desired.get(device_id))
