@@ -39,8 +39,13 @@ log = logging.getLogger("slmops.agent")
 
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
+    """A device's settings. `registry_key_pem` is the registry's public key pinned at enrolment
+    (`slmops device enroll` writes it next to the credentials): artifacts are verified against it,
+    never against a key something on the bus hands out."""
+
     device_id: str
     device_class: str
+    registry_key_pem: str
     labels: dict[str, str] = field(default_factory=dict)
     state_dir: Path
     heartbeat_seconds: float = 30.0
@@ -100,6 +105,7 @@ class Agent:
             policy=self._policy,
             threads=config.threads,
             rate_limit_bps=config.download_rate_limit_bps,
+            registry_key_pem=config.registry_key_pem,
         )
         self._install: asyncio.Task[None] | None = None
         self._install_revision = 0

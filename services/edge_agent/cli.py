@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from services.edge_agent.fleet.config import SimulationConfig
     from services.edge_agent.fleet.report import FleetReport
     from services.edge_agent.settings import AgentSettings
+    from shared.settings import Settings
 
 device_app = typer.Typer(help="Devices: assign a model by hand, show install status.", no_args_is_help=True)
 fleet_app = typer.Typer(no_args_is_help=True)
@@ -41,9 +42,15 @@ FAULTS_HELP = (
 
 
 def agent(
-    device_id: str = typer.Option(..., "--device-id", help="Unique device id ([A-Za-z0-9_-], max 64)."),
-    device_class: str = typer.Option(..., "--class", help="Fleet class, e.g. rpi5, jetson, gateway."),
-    labels: str = typer.Option("", help="Comma-separated key=value labels, e.g. site=berlin,line=3."),
+    identity_dir: Path | None = typer.Option(
+        None,
+        "--identity",
+        help="The directory `slmops device enroll` wrote: id, class, labels, credentials, pinned registry key "
+        "(default: SLMOPS_AGENT_IDENTITY_DIR).",
+    ),
+    device_id: str | None = typer.Option(None, "--device-id", help="Must match the identity's, if given."),
+    device_class: str | None = typer.Option(None, "--class", help="Fleet class (default: the enrolled one)."),
+    labels: str | None = typer.Option(None, help="Comma-separated key=value labels (default: the enrolled ones)."),
     state_dir: Path | None = typer.Option(
         None, help="Where slots and local state live (default: SLMOPS_AGENT_STATE_DIR, else .slmops/devices)."
     ),
@@ -68,6 +75,7 @@ def agent(
     """
     from pydantic import ValidationError
 
+    from services.edge_agent import identity
     from services.edge_agent.agent import AgentConfig, hello
     from services.edge_agent.capabilities import detect
     from services.edge_agent.settings import AgentSettings
@@ -77,10 +85,23 @@ def agent(
         settings = load_settings(AgentSettings)
     except ValidationError as exc:
         fail(f"invalid SLMOPS_AGENT_* settings: {exc}")
+    directory = identity_dir or settings.agent_identity_dir
+    if directory is None:
+        fail("no identity: enroll this device (slmops device enroll ID --out DIR) and pass --identity DIR")
+    try:
+        enrolled, creds, registry_key = identity.load(directory)
+    except identity.IdentityError as exc:
+        fail(str(exc))
+    if device_id is not None and device_id != enrolled.device_id:
+        fail(f"--device-id {device_id} is not the enrolled id {enrolled.device_id} (its credentials speak for that id)")
+    settings = settings.model_copy(update={"nats_creds": creds})
     config = AgentConfig(
-        device_id=device_id,
-        device_class=device_class,
-        labels=parse_labels([p.strip() for p in labels.split(",") if p.strip()], option="--labels"),
+        device_id=enrolled.device_id,
+        device_class=device_class or enrolled.device_class,
+        registry_key_pem=registry_key,
+        labels=parse_labels([p.strip() for p in labels.split(",") if p.strip()], option="--labels")
+        if labels is not None
+        else enrolled.labels,
         state_dir=state_dir or settings.agent_state_dir,
         heartbeat_seconds=heartbeat or settings.agent_heartbeat_seconds,
         telemetry_seconds=telemetry or settings.agent_telemetry_seconds,
@@ -119,6 +140,115 @@ async def _run_agent(config: AgentConfig, caps: Capabilities, settings: AgentSet
     if server:
         server.shutdown()
     await nc.close()
+
+
+# --- slmops device enroll|revoke|identities ------------------------------------------------------
+
+
+@device_app.command("enroll")
+def enroll(
+    device_id: str = typer.Argument(..., help="The device's id ([A-Za-z0-9_-], max 64): its subjects and KV key."),
+    device_class: str = typer.Option(..., "--class", help="Fleet class, e.g. rpi5, jetson, gateway."),
+    labels: str = typer.Option("", help="Comma-separated key=value labels, e.g. site=berlin,line=3."),
+    out: Path | None = typer.Option(None, help="Where to write the identity (default: <home>/devices/<id>)."),
+    rotate: bool = typer.Option(False, help="Re-enrol an enrolled device: new credentials, the old ones revoked."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Issue DEVICE_ID its own NATS credentials and pin the registry's key: copy the directory to the
+    device and run `slmops agent --identity DIR` there. Needs this deployment's keys (<home>/auth)."""
+    from services.edge_agent import identity
+    from shared import signing
+    from shared.errors import SlmopsError
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    parsed = parse_labels([p.strip() for p in labels.split(",") if p.strip()], option="--labels")
+    try:
+        enrolled = identity.DeviceIdentity(
+            device_id=device_id, device_class=device_class, labels=parsed, registry_key_id="pending"
+        )
+    except ValueError as exc:
+        fail(f"invalid device: {exc}")
+    key_file = settings.signing_key_file.with_suffix(".pub")
+    if not key_file.exists():
+        fail(f"no registry public key at {key_file}: start the platform first (slmops up / slmops stack init)")
+    authority = _authority(settings)
+    registry_key = key_file.read_text()
+    try:
+        current = authority.identity("device", device_id)
+        if rotate and current is not None and current.active:
+            _revoke(settings, authority, device_id)
+        creds = authority.issue("device", device_id, device_class=device_class, labels=parsed)
+    except SlmopsError as exc:
+        fail(str(exc))
+    target = out or settings.home / "devices" / device_id
+    enrolled = enrolled.model_copy(update={"registry_key_id": signing.key_id(registry_key)})
+    identity.write(target, enrolled, credentials=creds, registry_key_pem=registry_key)
+    result = {"device_id": device_id, "identity": str(target), "registry_key_id": enrolled.registry_key_id}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"enrolled {device_id}: identity in {target} (run: slmops agent --identity {target})")
+
+
+@device_app.command("revoke")
+def revoke(device_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
+    """Withdraw DEVICE_ID's credentials: the server disconnects it now and refuses it from then on."""
+    from shared.errors import SlmopsError
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    authority = _authority(settings)
+    try:
+        revoked, pushed = _revoke(settings, authority, device_id)
+    except SlmopsError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json({"device_id": device_id, "revoked_at": revoked, "pushed": pushed})
+    else:
+        console.print(
+            f"revoked {device_id}"
+            + ("" if pushed else " (the server is not running: it takes the revocation when it starts)")
+        )
+
+
+@device_app.command("identities")
+def identities(as_json: bool = JsonOption) -> None:
+    """Every device enrolled in this deployment, and whether it is revoked."""
+    from shared.settings import load_settings
+
+    found = [i.__dict__ for i in _authority(load_settings()).identities("device")]
+    if as_json:
+        print_json(found)
+        return
+    for i in found:
+        state = f"revoked {i['revoked_at']}" if i["revoked_at"] else "active"
+        console.print(f"{i['name']}  class={i['device_class']}  enrolled {i['issued_at']}  {state}")
+
+
+def _authority(settings: Settings) -> Any:
+    from shared.auth.authority import Authority
+
+    if not (settings.auth_dir / "account.jwt").exists():
+        fail(f"no deployment keys in {settings.auth_dir}: run this where the platform was set up (slmops up)")
+    return Authority(settings.auth_dir)
+
+
+def _revoke(settings: Settings, authority: Any, device_id: str) -> tuple[str, bool]:
+    """Revoke and push to the running server; (revoked at, whether the server took it now)."""
+    from shared.auth import updates
+
+    pushed: list[bool] = []
+
+    def push(_: str) -> None:
+        try:
+            run(updates.push_account(settings.nats_url, authority))
+            pushed.append(True)
+        except updates.PushFailed:
+            pushed.append(False)
+
+    revoked = authority.revoke("device", device_id, push=push)
+    return str(revoked.revoked_at), bool(pushed and pushed[0])
 
 
 # --- slmops device assign|status ---------------------------------------------------------------
@@ -320,7 +450,12 @@ async def _simulate(config: SimulationConfig, *, duration: float, quiet: bool) -
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with FleetSimulator(load_settings(), config) as sim:
+    settings = load_settings()
+    simulator_creds = settings.auth_dir / "creds" / "simulator-fleet.creds"
+    if settings.nats_creds is None and simulator_creds.exists():
+        # The simulator speaks for many devices: its own identity, never the operator's (SECURITY.md).
+        settings = settings.model_copy(update={"nats_creds": simulator_creds})
+    async with FleetSimulator(settings, config) as sim:
         deadline = loop.time() + duration if duration else None
         live = Live(console=console, transient=True, refresh_per_second=2)
         with live if not quiet else contextlib.nullcontext():

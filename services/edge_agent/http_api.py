@@ -42,6 +42,7 @@ from services.edge_agent.agent import Agent
 from services.edge_agent.errors import NotReady
 from services.edge_agent.runtime import NUMPY_DTYPES
 from services.edge_agent.settings import AgentSettings
+from shared.errors import CallerError
 
 _FIELDS = AgentSettings.model_fields
 
@@ -68,7 +69,7 @@ class HttpLimits:
 DEFAULT_LIMITS = HttpLimits()
 
 
-class _Refused(Exception):
+class _Refused(CallerError):
     """A request the endpoint answers with an error status; `close` when the body was left unread."""
 
     def __init__(self, status: int, reason: str, *, close: bool = False, headers: dict[str, str] | None = None) -> None:

@@ -61,6 +61,7 @@ class LocalInstall:
         runtime: ModelRuntime,
         serve: Serve,
         policy: RetryPolicy,
+        registry_key_pem: str,
         threads: int = 1,
         rate_limit_bps: int | None = None,
     ) -> None:
@@ -72,7 +73,7 @@ class LocalInstall:
         self._policy = policy
         self._threads = threads
         self._rate_limit_bps = rate_limit_bps
-        self._public_key: str | None = None
+        self._public_key = registry_key_pem
 
     # --- statuses and local state ---------------------------------------------------------------
 
@@ -121,7 +122,7 @@ class LocalInstall:
         await asyncio.sleep(seconds)
 
     async def verify(self, desired: DesiredState) -> None:
-        key = await self._registry_public_key()
+        key = self._public_key
         part = self._store.partial_download(desired.digest)
         await asyncio.to_thread(
             verify_artifact, part, digest=desired.digest, signature=desired.signature, public_key_pem=key
@@ -203,8 +204,3 @@ class LocalInstall:
             raise VerificationFailed(f"smoke input sha256 mismatch: expected {smoke.digest}, got {digest}")
         with np.load(target, allow_pickle=False) as npz:
             return {name: npz[name][:1] for name in npz.files}
-
-    async def _registry_public_key(self) -> str:
-        if self._public_key is None:
-            self._public_key = (await self._link.public_key()).public_key_pem
-        return self._public_key

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from services.edge_agent.desired import Desired
 from shared.messages.device import DeviceHello, DeviceStatus, TelemetryWindow
-from shared.messages.registry import DownloadUrl, PublicKey
+from shared.messages.registry import DownloadUrl
 
 
 class Link(Protocol):
@@ -49,15 +49,6 @@ class Link(Protocol):
         Raises:
             BusError: the registry did not answer.
             CallerError: the registry refused (`NotFound` for an unknown digest).
-        """
-        ...
-
-    async def public_key(self) -> PublicKey:
-        """The registry's signing key.
-
-        Raises:
-            BusError: the registry did not answer.
-            shared.errors.SlmopsError: it answered with an error (the client maps the code).
         """
         ...
 

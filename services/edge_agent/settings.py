@@ -16,6 +16,9 @@ from shared.settings import Settings
 class AgentSettings(Settings):
     """`SLMOPS_*` environment variables of an agent process."""
 
+    agent_identity_dir: Path | None = Field(
+        default=None, description="the directory `slmops device enroll` wrote (credentials, pinned registry key)"
+    )
     agent_state_dir: Path = Field(default=Path(".slmops/devices"), description="where slots and local state live")
     agent_http_port: int = Field(default=8470, ge=-1, le=65535, description="local inference port; 0 any, -1 off")
     agent_heartbeat_seconds: float = Field(default=30.0, gt=0, description="seconds between hellos")

@@ -24,7 +24,7 @@ from shared import signing
 from shared.digests import sha256_file
 from shared.errors import NotFound, SlmopsError
 from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, TelemetryWindow
-from shared.messages.registry import DownloadUrl, PublicKey
+from shared.messages.registry import DownloadUrl
 
 __all__ = ["MemoryLink", "Offer"]
 
@@ -46,8 +46,8 @@ class MemoryLink:
 
     Args:
         device_id: the device this link belongs to.
-        signing_key: the "registry's" key: offered files are signed with it, and its public half
-            is what `public_key` answers.
+        signing_key: the "registry's" key: offered files are signed with it; its public half
+            (`public_key_pem`) is what a test pins in the agent's config, as enrolment does.
     """
 
     def __init__(self, device_id: str, *, signing_key: Ed25519PrivateKey | None = None) -> None:
@@ -131,9 +131,6 @@ class MemoryLink:
             signature=offer.signature,
             expires_in_seconds=URL_TTL_SECONDS,
         )
-
-    async def public_key(self) -> PublicKey:
-        return PublicKey(public_key_pem=self.public_key_pem, key_id=signing.key_id(self.public_key_pem))
 
     async def watch_desired(self) -> AsyncIterator[Desired | None]:
         while True:

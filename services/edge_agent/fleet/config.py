@@ -45,6 +45,8 @@ class SimulationConfig:
         share_download_urls: devices on one connection reuse a presigned URL per digest for half its
             TTL (one registry request per connection and digest instead of one per device).
         labels: extra labels every device reports in hello.
+        registry_key_pem: the registry's public key every device verifies against (pinned, never
+            asked of the bus); None = the platform's copy, `<signing key>.pub` next to the key.
         seed: makes class and fault assignment, and every random draw, repeatable.
     """
 
@@ -66,6 +68,7 @@ class SimulationConfig:
     crash_restart: float = 2.0
     share_download_urls: bool = True
     labels: dict[str, str] = field(default_factory=dict)
+    registry_key_pem: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:

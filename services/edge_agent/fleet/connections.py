@@ -29,7 +29,7 @@ from services.edge_agent.link import read_desired
 from shared import bus, topology
 from shared.clients import RegistryClient
 from shared.messages.envelope import Message, encode, wrap
-from shared.messages.registry import DownloadUrl, PublicKey
+from shared.messages.registry import DownloadUrl
 from shared.settings import Settings
 
 ACK_TIMEOUT = 10.0
@@ -92,26 +92,24 @@ class FleetConnection:
         self.publish_lost += 1
         return False
 
-    async def download_url(self, digest: str, *, source: str) -> DownloadUrl:
-        """A presigned URL for `digest` from the registry (shared per connection if configured).
+    async def download_url(self, digest: str, *, device_id: str) -> DownloadUrl:
+        """A presigned URL for `digest` from the registry (shared per connection if configured),
+        asked as `device_id`, whose desired state must name it (the registry checks).
 
         Raises:
             BusError: the registry did not answer.
             NotFound: no registered artifact has that digest (any `CallerError`: the registry refused).
         """
         if not self.share_download_urls:
-            return await self._ask_url(digest, source=source)
+            return await self._ask_url(digest, device_id=device_id)
         cached = self._urls.get(digest)
         if cached is not None and time.monotonic() < cached.fresh_until:
             return cached.url
         pending = self._url_requests.get(digest)
         if pending is None:
-            pending = self._url_requests[digest] = asyncio.ensure_future(self._ask_and_cache(digest))
+            pending = self._url_requests[digest] = asyncio.ensure_future(self._ask_and_cache(digest, device_id))
             pending.add_done_callback(lambda _: self._url_requests.pop(digest, None))
         return await asyncio.shield(pending)
-
-    async def public_key(self) -> PublicKey:
-        return await RegistryClient(self.nc, source="fleet-simulator").public_key()
 
     async def desired(self, device_id: str) -> Desired | None:
         """The device's current desired state read from KV (what a device does when it comes back)."""
@@ -119,12 +117,13 @@ class FleetConnection:
             self._kv = await self.js.key_value(topology.KV_DESIRED)
         return await read_desired(self._kv, device_id)
 
-    async def _ask_and_cache(self, digest: str) -> DownloadUrl:
-        url = await self._ask_url(digest, source=f"fleet-connection-{self.index}")
+    async def _ask_and_cache(self, digest: str, device_id: str) -> DownloadUrl:
+        url = await self._ask_url(digest, device_id=device_id)
         # Half the TTL: a device that starts a slow download late still gets a URL that works.
         self._urls[digest] = _CachedUrl(url=url, fresh_until=time.monotonic() + url.expires_in_seconds / 2)
         return url
 
-    async def _ask_url(self, digest: str, *, source: str) -> DownloadUrl:
+    async def _ask_url(self, digest: str, *, device_id: str) -> DownloadUrl:
         self.registry_requests += 1
-        return await RegistryClient(self.nc, source=source, timeout=REGISTRY_TIMEOUT).download_url(digest)
+        client = RegistryClient(self.nc, source=f"device:{device_id}", timeout=REGISTRY_TIMEOUT, device_id=device_id)
+        return await client.download_url(digest)

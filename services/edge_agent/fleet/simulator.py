@@ -44,6 +44,7 @@ from services.edge_agent.fleet.classes import DeviceClass, known_class, load_cla
 from services.edge_agent.fleet.config import SimulationConfig
 from services.edge_agent.fleet.connections import FleetConnection
 from services.edge_agent.fleet.device import DeviceCrashed, InstallPolicy, LoadTiming, Presence, SimDevice
+from services.edge_agent.fleet.errors import FleetConfigError
 from services.edge_agent.fleet.faults import Fault, assign_faults
 from services.edge_agent.fleet.inference import InferenceWorker
 from services.edge_agent.fleet.mix import assign_classes, stratified_sample
@@ -119,6 +120,15 @@ class FleetSimulator:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def _platform_key(self) -> str:
+        path = self.settings.signing_key_file.with_suffix(".pub")
+        try:
+            return path.read_text()
+        except OSError:
+            raise FleetConfigError(
+                f"no registry public key at {path}: pass the pinned key (SimulationConfig.registry_key_pem)"
+            ) from None
+
     async def start(self) -> None:
         """Connect, create the devices, send every first hello, then follow the desired states."""
         loop = asyncio.get_running_loop()
@@ -135,9 +145,8 @@ class FleetSimulator:
             )
         )
         self._envs = [_Env(self, conn) for conn in self.connections]
-        public_key = await self.connections[0].public_key()
         self._workdir = Path(tempfile.mkdtemp(prefix="slmops-fleet-"))
-        self.cache = ArtifactCache(self._workdir, public_key_pem=public_key.public_key_pem)
+        self.cache = ArtifactCache(self._workdir, public_key_pem=cfg.registry_key_pem or self._platform_key())
         await self.worker.start()
         self._create_devices()
         await self._first_hellos()
@@ -580,7 +589,7 @@ class _Env:
             self._sim.messages["status"] += 1
 
     async def download_url(self, device: SimDevice, digest: str) -> DownloadUrl:
-        return await self._conn.download_url(digest, source=f"device:{device.device_id}")
+        return await self._conn.download_url(digest, device_id=device.device_id)
 
     async def fetch(self, url: DownloadUrl) -> CachedArtifact:
         cache = self._sim.cache

@@ -22,7 +22,13 @@ INPUTS = {"input_ids": np.array([[5, 6, 7, 8]], dtype=np.int64), "attention_mask
 
 @pytest.fixture
 async def agent(link: MemoryLink, tmp_path: Path) -> AsyncIterator[Agent]:
-    config = AgentConfig(device_id=DEVICE, device_class="rpi5", state_dir=tmp_path / "state", download_backoff=0.0)
+    config = AgentConfig(
+        device_id=DEVICE,
+        device_class="rpi5",
+        registry_key_pem=link.public_key_pem,
+        state_dir=tmp_path / "state",
+        download_backoff=0.0,
+    )
     agent = Agent(config, link=link, capabilities=detect())
     task = asyncio.create_task(agent.run())
     try:

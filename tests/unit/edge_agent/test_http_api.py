@@ -39,8 +39,11 @@ def rows(n: int, tokens: int = 4) -> dict[str, Any]:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Agent:
-    config = AgentConfig(device_id=DEVICE, device_class="rpi5", state_dir=tmp_path / "state")
-    agent = Agent(config, link=MemoryLink(DEVICE), capabilities=detect())
+    link = MemoryLink(DEVICE)
+    config = AgentConfig(
+        device_id=DEVICE, device_class="rpi5", registry_key_pem=link.public_key_pem, state_dir=tmp_path / "state"
+    )
+    agent = Agent(config, link=link, capabilities=detect())
     model, _ = write_sample(tmp_path / "model", seed=1)
     digest, _ = sha256_file(model)
     agent.runtime.swap(LoadedModel(model, digest=digest), shadow=None)

@@ -31,7 +31,12 @@ class Device:
         self.runtime = ModelRuntime()
         self.served: list[tuple[str, str | None]] = []
         self.installer = LocalInstall(
-            link=link, store=self.store, runtime=self.runtime, serve=self.serve, policy=POLICY
+            link=link,
+            store=self.store,
+            runtime=self.runtime,
+            serve=self.serve,
+            policy=POLICY,
+            registry_key_pem=link.public_key_pem,
         )
         self._revision = 0
 
