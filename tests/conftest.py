@@ -1,5 +1,5 @@
-"""Fixtures: a real nats-server and a real S3 server (moto) on free loopback ports, once per session,
-and the registry as a real subprocess (`slmops service run registry`) talking to them."""
+"""Fixtures: a real nats-server (authentication on) and a real S3 server (SeaweedFS) on free loopback ports,
+once per session, and the registry as a real subprocess (`slmops service run registry`) talking to them."""
 
 from __future__ import annotations
 
@@ -16,15 +16,38 @@ from nats.aio.client import Client
 
 from shared import bus
 from shared.artifacts import ArtifactStore
+from shared.auth import bootstrap
+from shared.auth.authority import Authority
+from shared.discovery import service_names
 from shared.settings import Settings
 from shared.stack.servers import ServerProcess, free_port, start_nats, start_s3, stop_process
 from shared.stack.supervisor import init_platform, service_health
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' SLMOPS_HOME; its `auth/` holds the test deployment's keys and credentials."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def authority(home: Path) -> Authority:
+    """The test deployment's trust root, with credentials for admin, operator, simulator and every
+    installed service: authentication is on in the tests as everywhere."""
+    return bootstrap.prepare(home / "auth", service_names())
+
+
+@pytest.fixture(scope="session")
+def servers(
+    tmp_path_factory: pytest.TempPathFactory, authority: Authority
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     root = tmp_path_factory.mktemp("servers")
-    nats = start_nats(port=free_port(), store_dir=root / "nats", log_dir=root / "logs")
+    nats = start_nats(
+        port=free_port(),
+        store_dir=root / "nats",
+        log_dir=root / "logs",
+        config=authority.directory / "nats-auth.conf",
+    )
     s3 = start_s3(port=free_port(), log_dir=root / "logs")
     yield nats, s3
     s3.stop()
@@ -32,12 +55,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPr
 
 
 @pytest.fixture(scope="session")
-def settings(servers: tuple[ServerProcess, ServerProcess], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(servers: tuple[ServerProcess, ServerProcess], home: Path, authority: Authority) -> Settings:
+    """The tests' own connection is the admin's (set-up and inspection); services, devices and
+    the operator connect with their own credentials (`ServiceRunner`, tests/integration/test_permissions.py)."""
     nats, s3 = servers
-    home = tmp_path_factory.mktemp("home")
     s = Settings(
         home=home,
         nats_url=nats.url,
+        nats_creds=authority.creds_path("admin", bootstrap.ADMIN),
         s3_endpoint=s3.url,
         s3_bucket="slmops-test",
         ack_wait_seconds=3.0,
@@ -53,6 +78,7 @@ def service_env(settings: Settings) -> dict[str, str]:
     return os.environ | {
         "SLMOPS_HOME": str(settings.home),
         "SLMOPS_NATS_URL": settings.nats_url,
+        "SLMOPS_NATS_CREDS": str(settings.credentials_file),
         "SLMOPS_S3_ENDPOINT": settings.s3_endpoint,
         "SLMOPS_S3_BUCKET": settings.s3_bucket,
         "SLMOPS_ACK_WAIT_SECONDS": str(settings.ack_wait_seconds),
@@ -73,10 +99,11 @@ class ServiceRunner:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
+        creds = {"SLMOPS_NATS_CREDS": str(self.settings.auth_dir / "creds" / f"service-{self.name}.creds")}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "shared.cli.main", "service", "run", self.name],
-                env=service_env(self.settings) | self.env,
+                env=service_env(self.settings) | creds | self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -101,7 +128,8 @@ class ServiceRunner:
 
 @pytest.fixture(scope="session")
 def registry(settings: Settings) -> Iterator[ServiceRunner]:
-    runner = ServiceRunner("registry", settings)
+    # "other-team" is the bucket another system exports to (tests/integration/test_plain_client.py).
+    runner = ServiceRunner("registry", settings, env={"SLMOPS_REGISTRY_ALLOWED_BUCKETS": "other-team"})
     runner.start()
     yield runner
     runner.stop()

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from samples.tiny import write_sample
+from shared.settings import Settings
 
 
 def unique(prefix: str = "m") -> str:
@@ -137,3 +138,28 @@ class TcpProxy:
                     s.close()
                 except OSError:
                     pass
+
+
+def enroll(settings: Settings, device_id: str, *, device_class: str = "rpi5") -> Path:
+    """Enrol a device as `slmops device enroll` does; returns its identity directory."""
+    from services.edge_agent import identity
+    from shared import signing
+    from shared.auth.authority import Authority
+
+    creds = Authority(settings.auth_dir).issue("device", device_id, device_class=device_class)
+    key = settings.signing_key_file.with_suffix(".pub").read_text()
+    directory = settings.home / "devices" / device_id
+    identity.write(
+        directory,
+        identity.DeviceIdentity(device_id=device_id, device_class=device_class, registry_key_id=signing.key_id(key)),
+        credentials=creds,
+        registry_key_pem=key,
+    )
+    return directory
+
+
+def device_settings(settings: Settings, directory: Path) -> Settings:
+    """`settings` connecting as the device enrolled in `directory`."""
+    from services.edge_agent import identity
+
+    return settings.model_copy(update={"nats_creds": directory / identity.CREDENTIALS_FILE})

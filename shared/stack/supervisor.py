@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 from shared import bus, topology
 from shared.artifacts import ArtifactStore
+from shared.auth import bootstrap
 from shared.clients import health
 from shared.discovery import service_names
 from shared.settings import STACK_FILE, Settings
@@ -114,6 +115,13 @@ class Stack:
         self._stopping = threading.Event()
 
     @property
+    def admin_settings(self) -> Settings:
+        """Settings with the admin's credentials: creating the topology is the admin's alone."""
+        return self.settings.model_copy(
+            update={"nats_creds": self.settings.auth_dir / "creds" / f"admin-{bootstrap.ADMIN}.creds"}
+        )
+
+    @property
     def log_dir(self) -> Path:
         return self.home / "logs"
 
@@ -123,7 +131,14 @@ class Stack:
         self._watches: dict[str, ChildWatch] = {}
         self._started_at = datetime.now(UTC).isoformat()
         try:
-            self.nats = start_nats(port=self._nats_port, store_dir=self.home / "nats", log_dir=self.log_dir)
+            # Authentication is on: every process connects with its own credentials (shared.auth).
+            self.authority = bootstrap.prepare(self.settings.auth_dir, self.service_names)
+            self.nats = start_nats(
+                port=self._nats_port,
+                store_dir=self.home / "nats",
+                log_dir=self.log_dir,
+                config=self.authority.directory / "nats-auth.conf",
+            )
             self.s3 = start_s3(
                 port=self._s3_port,
                 log_dir=self.log_dir,
@@ -131,7 +146,7 @@ class Stack:
                 access_key=self.settings.s3_access_key,
                 secret_key=self.settings.s3_secret_key,
             )
-            asyncio.run(init_platform(self.settings))
+            asyncio.run(init_platform(self.admin_settings))
             for name in self.service_names:
                 self.services[name] = self._spawn_service(name)
             self._write_stack_file()
@@ -241,6 +256,7 @@ class Stack:
         env = os.environ | {
             "SLMOPS_HOME": str(self.home),
             "SLMOPS_NATS_URL": self.settings.nats_url,
+            "SLMOPS_NATS_CREDS": str(self.settings.auth_dir / "creds" / f"service-{name}.creds"),
             "SLMOPS_S3_ENDPOINT": self.settings.s3_endpoint,
         }
         with log_path.open("ab") as log:

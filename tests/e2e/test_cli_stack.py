@@ -91,16 +91,17 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
     unknown = slmops(stack_home, "optimize", "tiny", "1.0.0", "--profile", "nope", "--watch", check=False)
     assert unknown.returncode == 1 and "unknown profile 'nope'" in unknown.stderr
 
+    enrolled = json.loads(slmops(stack_home, "device", "enroll", "bench-1", "--class", "jetson", "--json").stdout)
+    again = slmops(stack_home, "device", "enroll", "bench-1", "--class", "jetson", check=False)
+    assert again.returncode == 1 and "already enrolled" in again.stderr
     agent = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "shared.cli.main",
             "agent",
-            "--device-id",
-            "bench-1",
-            "--class",
-            "jetson",
+            "--identity",
+            enrolled["identity"],
             "--state-dir",
             str(tmp_path / "devices"),
             "--http-port",

@@ -30,7 +30,7 @@ from shared.messages.registry import ModelDetail
 from shared.settings import Settings
 from tests.conftest import service_env
 from tests.integration.test_registry import register
-from tests.support import sample_files, stream_messages, unique
+from tests.support import device_settings, enroll, sample_files, stream_messages, unique
 
 pytestmark = pytest.mark.usefixtures("running_registry")
 
@@ -92,8 +92,15 @@ async def telemetry_windows(
 
 @contextlib.asynccontextmanager
 async def running_agent(settings: Settings, state_dir: Path, device_id: str) -> AsyncIterator[Agent]:
-    nc = await bus.connect(settings, name=device_id)
-    config = AgentConfig(device_id=device_id, device_class="rpi5", state_dir=state_dir, telemetry_seconds=0.5)
+    identity_dir = enroll(settings, device_id)
+    nc = await bus.connect(device_settings(settings, identity_dir), name=device_id)
+    config = AgentConfig(
+        device_id=device_id,
+        device_class="rpi5",
+        registry_key_pem=(identity_dir / "registry.pub").read_text(),
+        state_dir=state_dir,
+        telemetry_seconds=0.5,
+    )
     agent = Agent(config, link=DeviceLink(nc, device_id=device_id), capabilities=detect())
     task = asyncio.create_task(agent.run())
     try:
@@ -195,6 +202,7 @@ async def test_killed_mid_install_keeps_serving_the_previous_model_and_resumes(
     v2 = await registered(nc, artifacts, tmp_path, seed=39)
     device = unique("rpi")
     state_dir = tmp_path / "state"
+    identity_dir = enroll(settings, device)
 
     def start(*extra: str) -> subprocess.Popen[bytes]:
         cmd = [
@@ -202,10 +210,8 @@ async def test_killed_mid_install_keeps_serving_the_previous_model_and_resumes(
             "-m",
             "shared.cli.main",
             "agent",
-            "--device-id",
-            device,
-            "--class",
-            "rpi5",
+            "--identity",
+            str(identity_dir),
             "--state-dir",
             str(state_dir),
             "--http-port",

@@ -1,4 +1,5 @@
-"""The artifact store against moto's S3 server over HTTP, and the in-memory store held to the same contract.
+"""The artifact store against the embedded S3 server (SeaweedFS) over HTTP, and the in-memory store
+held to the same contract.
 
 The contract tests run once per store (`store` is parametrized): the in-memory store the unit tests
 hand to the services must store, refuse and fail exactly where the real one does, or the unit tests

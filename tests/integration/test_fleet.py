@@ -101,7 +101,8 @@ async def _run_scenario(settings: Settings, artifacts: ArtifactStore, tmp: Path)
             crash_restart=1.0,
         )
         kv = await nc.jetstream().key_value(topology.KV_DESIRED)
-        async with FleetSimulator(settings, config) as sim:
+        as_simulator = settings.model_copy(update={"nats_creds": settings.auth_dir / "creds" / "simulator-fleet.creds"})
+        async with FleetSimulator(as_simulator, config) as sim:
             ids = [d.device_id for d in sim.devices]
             expected = sum(1 for d in sim.devices if d.fault not in NEVER_ACTIVE)
             assert await sim.wait_until(lambda: sim.events["went_offline"] == 8, timeout=10)
@@ -273,6 +274,7 @@ def test_cli_simulate_prints_a_json_report(settings: Settings, monkeypatch: pyte
     for key, value in service_env(settings).items():
         if key.startswith("SLMOPS_"):
             monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SLMOPS_NATS_CREDS")  # the CLI picks the simulator's own credentials
     result = CliRunner().invoke(
         fleet_app, ["simulate", "--devices", "30", "--duration", "2", "--id-prefix", unique("cli"), "--json"]
     )

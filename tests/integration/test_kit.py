@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
@@ -84,8 +85,17 @@ async def answer_list(service: StandIn, request: Any) -> Any:
 def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("kit-nats")
     server = start_nats(port=free_port(), store_dir=root / "js", log_dir=root)
+    asyncio.run(_create_topology(server.url))  # the admin's job: a service only checks it exists
     yield server
     server.stop()
+
+
+async def _create_topology(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        await topology.ensure_topology(nc.jetstream())
+    finally:
+        await nc.close()
 
 
 def declare(settings: Settings, service: StandIn) -> ServiceKit[StandIn]:

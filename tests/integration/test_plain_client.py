@@ -13,6 +13,7 @@ import pytest
 from minio import Minio
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from shared.auth.authority import Authority
 from shared.settings import Settings
 from tests.support import sample_files
 
@@ -24,7 +25,13 @@ async def test_plain_nats_client_registers_by_event_and_reads_the_event_stream(
 ) -> None:
     model, _ = sample_files(tmp_path, seed=11)
     # The other system owns its bucket and object; it only tells the registry where it is.
-    s3 = Minio(settings.s3_endpoint, access_key="any", secret_key="any-secret", secure=False, region="us-east-1")
+    s3 = Minio(
+        settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=False,
+        region="us-east-1",
+    )
     if not s3.bucket_exists("other-team"):
         s3.make_bucket("other-team")
     s3.fput_object("other-team", "exports/model.onnx", str(model))
@@ -38,7 +45,10 @@ async def test_plain_nats_client_registers_by_event_and_reads_the_event_stream(
         "source": "other-system",
         "data": {"name": name, "version": "0.1.0", "artifact": {"bucket": "other-team", "key": "exports/model.onnx"}},
     }
-    nc = await nats.connect(settings.nats_url)
+    # Another system has its own identity: operator credentials, and replies under its own inbox.
+    creds = settings.auth_dir / "creds" / "other-system.creds"
+    creds.write_text(Authority(settings.auth_dir).issue("operator", "other-system", rotate=True))
+    nc = await nats.connect(settings.nats_url, user_credentials=str(creds), inbox_prefix="_INBOX.operator.other-system")
     js = nc.jetstream()
     events = await js.subscribe(
         "slmops.evt.model.registered",
