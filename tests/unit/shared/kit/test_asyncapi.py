@@ -95,9 +95,10 @@ def test_the_device_protocol_is_documented_from_the_device_side() -> None:
         "device telemetry": "send",
         "desired state": "receive",
         "registry download_url": "send",
-        "registry public_key": "send",
     }
     assert device["channels"]["device status"]["address"] == "slmops.device.{device_id}.status"
+    # A device asks on its own subject: the registry answers only for what its desired state names.
+    assert device["channels"]["registry download_url"]["address"] == "slmops.rpc.registry.download_url.{device_id}"
     assert "device_id" in device["channels"]["desired state"]["parameters"]
     assert "reply" in device["operations"]["registry download_url"]
     window = device["components"]["schemas"]["TelemetryWindow"]
