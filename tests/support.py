@@ -102,6 +102,12 @@ class TcpProxy:
 
     def down(self) -> None:
         if self._listener is not None:
+            # shutdown first: closing a listening socket does not wake a thread blocked in accept()
+            # on Linux, which would go on accepting connections through the "cut" proxy.
+            try:
+                self._listener.shutdown(self._socket_mod.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:
