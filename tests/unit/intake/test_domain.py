@@ -84,6 +84,9 @@ def test_the_grace_period_counts_from_when_a_subject_was_first_seen_unclaimed() 
     [
         ({"Slmops-Reply-To": "_INBOX.operator.cli.abc"}, "_INBOX.operator.cli.abc"),
         ({"Slmops-Reply-To": "slmops.cmd.model.register"}, None),  # never a reply onto a real subject
+        ({"Slmops-Reply-To": "_INBOX." + "a" * 7000}, None),  # over the server's control line
+        ({"Slmops-Reply-To": "_INBOX.a b c"}, None),  # spaces would split the PUB line
+        ({"Slmops-Reply-To": "_INBOX.>"}, None),
         ({}, None),
         (None, None),
     ],
