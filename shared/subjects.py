@@ -45,6 +45,16 @@ def followed(msg: type[Message]) -> str:
     return template.format(device_id="*") if template else event(msg)
 
 
+def reported_on(msg: Message) -> str | None:
+    """The subject a device-protocol message must travel on, given the device it names (None for
+    any other message): the subject is the sender's identity, so the two must agree."""
+    template = _DEVICE_TEMPLATES.get(msg.TYPE)
+    device_id = getattr(msg, "device_id", None)
+    if template is None or not isinstance(device_id, str):
+        return None
+    return template.format(device_id=device_id)
+
+
 def rpc(service: str, operation: str) -> str:
     """Request/reply subject of a service operation, e.g. `slmops.rpc.registry.list`."""
     return f"{RPC}.{_token(service)}.{_token(operation)}"

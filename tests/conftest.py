@@ -158,6 +158,22 @@ def running_optimizer(optimizer: ServiceRunner, running_registry: ServiceRunner)
     return optimizer
 
 
+@pytest.fixture(scope="session")
+def intake(settings: Settings) -> Iterator[ServiceRunner]:
+    """The intake as its own process, sweeping often so orphaned commands reach the DLQ quickly."""
+    runner = ServiceRunner("intake", settings, env={"SLMOPS_INTAKE_SWEEP_SECONDS": "0.5"})
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def running_intake(intake: ServiceRunner) -> ServiceRunner:
+    if intake.process is None or intake.process.poll() is not None:
+        intake.start()
+    return intake
+
+
 @pytest.fixture
 async def nc(settings: Settings) -> AsyncIterator[Client]:
     client = await bus.connect(settings, name="tests")

@@ -33,6 +33,7 @@ from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry.trace import TracerProvider
 
@@ -42,10 +43,10 @@ from shared.bus import REPLY_TO
 from shared.kit.broker import documentation_broker, make_broker
 from shared.kit.connection import ConnectionWatch, exit_process
 from shared.kit.handlers import device_request_handler, durable_handler, request_handler
-from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle
+from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle, valid_inbox
 from shared.logs import setup_logging
 from shared.messages.common import CommandOutcome
-from shared.messages.envelope import Envelope, Message, decode, wire_model
+from shared.messages.envelope import Envelope, InvalidMessage, Message, decode, wire_model
 from shared.messages.rpc import Rpc, RpcReply, ServiceHealth
 from shared.outcomes import Outcome
 from shared.settings import Settings
@@ -53,6 +54,7 @@ from shared.tracing import setup_tracing
 
 S = TypeVar("S")
 HEALTH = "health"
+log = logging.getLogger("slmops.kit")
 S_contra = TypeVar("S_contra", contravariant=True)
 RequestT = TypeVar("RequestT", bound=Message)
 ReplyT = TypeVar("ReplyT")
@@ -406,6 +408,7 @@ class ServiceKit(Generic[S]):
                 router.subscriber(
                     subject,
                     queue=self.name,
+                    parser=_inbox_replies_only,
                     decoder=_decoder((request.rpc.request,)),
                     title=f"{self.name} {request.rpc.operation}" + (" (per device)" if subject.endswith("*") else ""),
                     description=request.rpc.request.__doc__,
@@ -415,6 +418,7 @@ class ServiceKit(Generic[S]):
         router.subscriber(
             request.rpc.subject,
             queue=self.name,
+            parser=_inbox_replies_only,
             decoder=_decoder((request.rpc.request,)),
             title=f"{self.name} {request.rpc.operation}",
             description=request.rpc.request.__doc__,
@@ -424,11 +428,27 @@ class ServiceKit(Generic[S]):
     def _wire_health(self, broker: NatsBroker, live: _Live[S]) -> None:
         # The ping's body is never read, so it is never parsed: FastStream's own decoder would, and a
         # body nested 100,000 deep raised there and left the caller without an answer.
-        @broker.subscriber(subjects.rpc(self.name, HEALTH), title=f"{self.name} {HEALTH}", decoder=_ignore_body)
+        @broker.subscriber(
+            subjects.rpc(self.name, HEALTH),
+            title=f"{self.name} {HEALTH}",
+            parser=_inbox_replies_only,
+            decoder=_ignore_body,
+        )
         async def health(msg: NatsMessage) -> bytes:
             ready = live.ready and live.nc is not None and live.nc.is_connected
             reply = RpcReply[ServiceHealth](ok=ready, result=ServiceHealth(service=self.name, ready=ready))
             return reply.model_dump_json().encode()
+
+
+async def _inbox_replies_only(msg: Msg, original: Callable[[Msg], Awaitable[StreamMessage[Any]]]) -> StreamMessage[Any]:
+    """Answer a request only on an inbox: its reply subject is the caller's to choose, and answering
+    `$KV.models.x` or `slmops.evt.…` would publish there with the service's permissions, not the
+    caller's. Any other reply subject gets no answer (and is logged)."""
+    message = await original(msg)
+    if message.reply_to and not valid_inbox(message.reply_to):
+        log.warning("request not answered: its reply subject is not an inbox", extra={"subject": msg.subject})
+        message.reply_to = ""
+    return message
 
 
 async def _ignore_body(message: StreamMessage[Any]) -> None:
@@ -440,7 +460,15 @@ def _decoder(types: tuple[type[Message], ...]) -> Callable[[StreamMessage[Any]],
     """FastStream's decoder for a subscriber: the platform's `decode`, so every reason reads the same."""
 
     async def decode_envelope(message: StreamMessage[Any]) -> Envelope[Any]:
-        return decode(message.body, expected=types)
+        envelope = decode(message.body, expected=types)
+        subject = getattr(message.raw_message, "subject", None)
+        expected = subjects.reported_on(envelope.data)
+        if subject is not None and expected is not None and subject != expected:
+            # A device's identity is the subject its credentials let it publish on, never the payload.
+            raise InvalidMessage(
+                f"{envelope.type} for device {envelope.data.device_id} must travel on {expected}, not {subject}"
+            )
+        return envelope
 
     return decode_envelope
 

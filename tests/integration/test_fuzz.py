@@ -645,22 +645,6 @@ def _every_reply_to(target: Target, *, enabled: bool) -> Callable[[F], F]:
 # --- the services ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def intake(settings: Settings) -> Iterator[ServiceRunner]:
-    """The intake as its own process, sweeping often so orphaned commands reach the DLQ quickly."""
-    runner = ServiceRunner("intake", settings, env={"SLMOPS_INTAKE_SWEEP_SECONDS": "0.5"})
-    runner.start()
-    yield runner
-    runner.stop()
-
-
-@pytest.fixture
-def running_intake(intake: ServiceRunner) -> ServiceRunner:
-    if intake.process is None or intake.process.poll() is not None:
-        intake.start()
-    return intake
-
-
 @pytest.fixture
 def loop() -> Iterator[Loop]:
     runner = Loop()

@@ -347,3 +347,42 @@ async def test_a_client_without_credentials_is_refused(settings: Settings) -> No
             nats.connect(settings.nats_url, error_cb=on_error, allow_reconnect=False, connect_timeout=2), timeout=10
         )
     assert any("authorization violation" in r.lower() for r in refusals), refusals
+
+
+@pytest.mark.usefixtures("running_registry")
+async def test_no_caller_can_make_a_service_publish_for_it(settings: Settings, operator: Path, nc: Client) -> None:
+    """A request's reply subject is the caller's choice: a service answers only on an inbox, or an
+    operator could write registry records or forge events with the registry's permissions."""
+    js = nc.jetstream()
+    events_before = (await js.stream_info(topology.EVENTS_STREAM)).state.last_seq
+    forged = f"forged-{unique('k')}"
+    async with connected(settings, operator) as probe:
+        for reply in (f"$KV.models.{forged}", "slmops.evt.model.registered", "slmops.dlq.registry"):
+            await probe.nc.publish("slmops.rpc.registry.list", b"{}", reply=reply)
+            await probe.nc.publish("slmops.rpc.registry.health", b"{}", reply=reply)
+        await probe.nc.flush()
+        assert (await RegistryClient(probe.nc, source="tests").list_models()) is not None  # it still answers
+    kv = await js.key_value(topology.KV_MODELS)
+    with pytest.raises(nats.js.errors.KeyNotFoundError):
+        await kv.get(forged)
+    assert (await js.stream_info(topology.EVENTS_STREAM)).state.last_seq == events_before
+
+
+@pytest.mark.usefixtures("running_intake")
+async def test_a_device_cannot_claim_another_devices_id_in_its_payload(
+    settings: Settings, device: tuple[str, Path], nc: Client
+) -> None:
+    """The subject is the device's identity (its credentials allow only its own); a payload naming
+    another device is dead-lettered, not attributed to that device."""
+    from tests.support import dlq_entries
+
+    device_id, creds = device
+    victim = unique("victim")
+    async with connected(settings, creds) as probe:
+        await probe.nc.jetstream().publish(subjects.device_hello(device_id), hello(victim))
+    for _ in range(100):
+        found = await dlq_entries(nc, containing=victim)
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    assert found and "must travel on" in found[0]["Slmops-Dlq-Reason"], found
