@@ -24,7 +24,7 @@ from shared.kit.broker import documentation_broker
 from shared.kit.service import ServiceKit
 from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, TelemetryWindow
 from shared.messages.envelope import wire_model
-from shared.messages.registry import GET_DOWNLOAD_URL, GET_PUBLIC_KEY
+from shared.messages.registry import GET_DOWNLOAD_URL
 from shared.messages.rpc import RpcReply, ServiceHealth
 from shared.schema import write_documents
 
@@ -63,15 +63,21 @@ def device_document() -> dict[str, Any]:
         f"$KV.{topology.KV_DESIRED}.{{device_id}}",
         title="desired state",
         description=(
-            "The value of key <device_id> in KV bucket `desired` (a record, not an envelope), watched: the "
-            "newest revision wins, and the device echoes that revision in its statuses."
+            "Every write of key <device_id> in KV bucket `desired` (a record, not an envelope), as a hint: "
+            "the device then fetches the stored value with a direct get "
+            f"($JS.API.DIRECT.GET.KV_{topology.KV_DESIRED}.$KV.{topology.KV_DESIRED}.<device_id>, revision in "
+            "header Nats-Sequence), and echoes that revision in its statuses; the newest revision wins."
         ),
     )
     async def desired(state: DesiredState) -> None:
         return None
 
-    for rpc in (GET_DOWNLOAD_URL, GET_PUBLIC_KEY):
-        broker.publisher(rpc.subject, schema=wire_model(rpc.request), title=f"registry {rpc.operation}")
+    broker.publisher(
+        f"{GET_DOWNLOAD_URL.subject}.{{device_id}}",
+        schema=wire_model(GET_DOWNLOAD_URL.request),
+        title=f"registry {GET_DOWNLOAD_URL.operation}",
+        description="Only for the digests the device's desired state names (its model, its smoke input).",
+    )
     document: dict[str, Any] = (
         AsyncAPI(
             broker,
@@ -82,9 +88,8 @@ def device_document() -> dict[str, Any]:
         .to_specification()
         .to_jsonable()
     )
-    for rpc in (GET_DOWNLOAD_URL, GET_PUBLIC_KEY):
-        name = f"{rpc.request.__name__}Reply"
-        _add_reply(document, rpc.reply_model, operation=f"registry {rpc.operation}", name=name)
+    name = f"{GET_DOWNLOAD_URL.request.__name__}Reply"
+    _add_reply(document, GET_DOWNLOAD_URL.reply_model, operation=f"registry {GET_DOWNLOAD_URL.operation}", name=name)
     _describe_parameters(document)
     return document
 
