@@ -2,9 +2,10 @@
 # `make demo`: the main job on the embedded stack, start to finish, on one machine.
 # Today: start the stack; register the built-in tiny model and show the registry's checks; register
 # the reference SLM (all-MiniLM-L6-v2) and let the optimizer find and register its best variant for
-# a Raspberry Pi 5 and for a small gateway; show the lineage; install it on an edge agent and serve
-# an inference; list the channels of the AsyncAPI documents other systems build against; stop. It
-# grows as services land.
+# a Raspberry Pi 5 and for a small gateway; show the lineage; enrol a device (its own credentials),
+# install it on an edge agent and serve an inference; show what the device may not do; revoke it;
+# list the channels of the AsyncAPI documents other systems build against; stop. Authentication is
+# on throughout; the stack keeps its state in $SLMOPS_HOME across runs. It grows as services land.
 set -euo pipefail
 
 export SLMOPS_HOME="${SLMOPS_HOME:-$PWD/.slmops}"
@@ -50,8 +51,9 @@ step "the registry now holds the variants with their lineage"
 slmops model list
 slmops model show all-minilm-l6-v2 1.0.0
 
-step "a device: run an edge agent on this machine and assign it the Raspberry Pi variant"
-slmops agent --device-id demo-rpi-1 --class rpi5 --labels site=lab --state-dir "$work/devices" \
+step "a device: enrol it (its own NATS credentials, the registry's key pinned), run an edge agent, assign it the Raspberry Pi variant"
+slmops device enroll demo-rpi-1 --class rpi5 --labels site=lab --out "$work/demo-rpi-1" --rotate
+slmops agent --identity "$work/demo-rpi-1" --state-dir "$work/devices" \
   --http-port 18470 --telemetry 2 > "$work/agent.log" 2>&1 &
 agent_pid=$!
 slmops device assign demo-rpi-1 all-minilm-l6-v2 1.0.0 --variant int8-smooth
@@ -70,7 +72,39 @@ reply = json.load(urllib.request.urlopen(req, timeout=10))
 vector = reply["outputs"][0][0]
 print(f"served by {reply['digest'][:16]}...: a {len(vector)}-dim embedding, first values {[round(x, 3) for x in vector[:4]]}")
 PY
+
+step "least privilege: what the device's credentials cannot do (the server and the registry refuse)"
+python3 - "$work/demo-rpi-1" <<'PY'
+import asyncio, sys
+from pathlib import Path
+import nats
+from shared import bus
+from shared.clients import RegistryClient
+from shared.errors import SlmopsError
+from shared.settings import load_settings
+
+async def main() -> None:
+    refused: list[str] = []
+    async def on_error(exc: Exception) -> None:
+        refused.append(str(exc))
+    settings = load_settings().model_copy(update={"nats_creds": Path(sys.argv[1]) / "device.creds"})
+    nc = await nats.connect(settings.nats_url, error_cb=on_error, **bus.credentials_options(settings))
+    for subject in ("slmops.device.demo-rpi-2.hello", "slmops.cmd.model.register", "$JS.API.STREAM.DELETE.SLMOPS_EVENTS"):
+        await nc.publish(subject, b"{}")
+    await nc.flush()
+    await asyncio.sleep(0.5)
+    for line in refused:
+        print(f"  server: {line}")
+    try:
+        await RegistryClient(nc, source="demo", device_id="demo-rpi-1").download_url("0" * 64)
+    except SlmopsError as exc:
+        print(f"  registry: {exc}")
+    await nc.close()
+
+asyncio.run(main())
+PY
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
+slmops device revoke demo-rpi-1
 
 step "what other systems build against: each service's AsyncAPI document, generated from its declarations"
 slmops schema export "$work/schema" --asyncapi "$work/asyncapi"
