@@ -142,7 +142,7 @@ async def _run_agent(config: AgentConfig, caps: Capabilities, settings: AgentSet
     await nc.close()
 
 
-# --- slmops device enroll|revoke|identities ------------------------------------------------------
+# --- slmops device enroll|revoke ------------------------------------------------------------------
 
 
 @device_app.command("enroll")
@@ -212,26 +212,14 @@ def revoke(device_id: str = typer.Argument(...), as_json: bool = JsonOption) -> 
         )
 
 
-@device_app.command("identities")
-def identities(as_json: bool = JsonOption) -> None:
-    """Every device enrolled in this deployment, and whether it is revoked."""
-    from shared.settings import load_settings
-
-    found = [i.__dict__ for i in _authority(load_settings()).identities("device")]
-    if as_json:
-        print_json(found)
-        return
-    for i in found:
-        state = f"revoked {i['revoked_at']}" if i["revoked_at"] else "active"
-        console.print(f"{i['name']}  class={i['device_class']}  enrolled {i['issued_at']}  {state}")
-
-
 def _authority(settings: Settings) -> Any:
     from shared.auth.authority import Authority
+    from shared.errors import SlmopsError
 
-    if not (settings.auth_dir / "account.jwt").exists():
-        fail(f"no deployment keys in {settings.auth_dir}: run this where the platform was set up (slmops up)")
-    return Authority(settings.auth_dir)
+    try:
+        return Authority.existing(settings.auth_dir)
+    except SlmopsError as exc:
+        fail(str(exc))
 
 
 def _revoke(settings: Settings, authority: Any, device_id: str) -> tuple[str, bool]:

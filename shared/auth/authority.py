@@ -86,6 +86,20 @@ class Authority:
     # --- the chain -----------------------------------------------------------------------------
 
     @classmethod
+    def existing(cls, directory: Path) -> Authority:
+        """The authority in `directory`, which must have been created already.
+
+        Raises:
+            NotFound: there are no deployment keys there.
+        """
+        if not (directory / "account.jwt").exists():
+            raise NotFound(
+                f"no deployment keys in {directory}: run this where the platform was set up "
+                "(`slmops up` or `slmops auth init` creates them)"
+            )
+        return cls(directory)
+
+    @classmethod
     def create(cls, directory: Path) -> Authority:
         """Load the authority in `directory`, creating its keys and JWTs the first time."""
         authority = cls(directory)

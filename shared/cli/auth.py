@@ -70,9 +70,16 @@ def issue(
 
 
 @auth_app.command("list")
-def list_identities(as_json: bool = JsonOption) -> None:
+def list_identities(
+    role: str | None = typer.Option(None, help="Only this role: device, service, operator, admin, simulator."),
+    as_json: bool = JsonOption,
+) -> None:
     """Every identity issued in this deployment (devices included), and whether it is revoked."""
-    found = [i.__dict__ for i in _authority().identities()]
+    from shared.auth.permissions import ROLES
+
+    if role is not None and role not in ROLES:
+        fail(f"--role must be one of {', '.join(ROLES)}, got {role!r}", code=2)
+    found = [i.__dict__ for i in _authority().identities() if role is None or i.role == role]
     if as_json:
         print_json(found)
         return
@@ -83,9 +90,10 @@ def list_identities(as_json: bool = JsonOption) -> None:
 
 def _authority() -> Authority:
     from shared.auth.authority import Authority
+    from shared.errors import SlmopsError
     from shared.settings import load_settings
 
-    directory = load_settings().auth_dir
-    if not (directory / "account.jwt").exists():
-        fail(f"no deployment keys in {directory}: run `slmops auth init` (slmops up does) first")
-    return Authority(directory)
+    try:
+        return Authority.existing(load_settings().auth_dir)
+    except SlmopsError as exc:
+        fail(str(exc))

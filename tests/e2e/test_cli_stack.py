@@ -124,6 +124,10 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
     finally:
         agent.terminate()
         agent.wait(timeout=20)
+    revoked = json.loads(slmops(stack_home, "device", "revoke", "bench-1", "--json").stdout)
+    assert revoked["pushed"] is True  # the running server took the revocation at once
+    (listed,) = json.loads(slmops(stack_home, "auth", "list", "--role", "device", "--json").stdout)
+    assert listed["name"] == "bench-1" and listed["revoked_at"] == revoked["revoked_at"]
 
     missing = slmops(stack_home, "model", "show", "nope", check=False)
     assert missing.returncode == 1 and "no model named 'nope'" in missing.stderr
