@@ -54,6 +54,7 @@ from services.edge_agent.fleet.resources import cpu_seconds, process_cpu_seconds
 from services.edge_agent.fleet.simulator import FleetSimulator  # noqa: E402
 from shared import bus, topology  # noqa: E402
 from shared.artifacts import ArtifactStore  # noqa: E402
+from shared.auth import bootstrap  # noqa: E402
 from shared.clients import RegistryClient  # noqa: E402
 from shared.messages.common import ObjectRef  # noqa: E402
 from shared.messages.device import DesiredState  # noqa: E402
@@ -109,12 +110,25 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="slmops-bench-fleet-") as tmp:
         home = Path(tmp)
-        nats = start_nats(port=free_port(), store_dir=home / "nats", log_dir=home / "logs")
+        # Authentication on, as everywhere: the registry, the simulator and the bench's own
+        # connection each use their own credentials.
+        authority = bootstrap.prepare(home / "auth", ["registry"])
+        nats = start_nats(
+            port=free_port(),
+            store_dir=home / "nats",
+            log_dir=home / "logs",
+            config=authority.directory / "nats-auth.conf",
+        )
         s3 = start_s3(port=free_port(), log_dir=home / "logs")
         registry: subprocess.Popen[bytes] | None = None
         try:
             settings = Settings(
-                home=home, nats_url=nats.url, s3_endpoint=s3.url, s3_bucket="slmops-bench", otel_exporter="none"
+                home=home,
+                nats_url=nats.url,
+                nats_creds=authority.creds_path("admin", bootstrap.ADMIN),
+                s3_endpoint=s3.url,
+                s3_bucket="slmops-bench",
+                otel_exporter="none",
             )
             asyncio.run(init_platform(settings))
             registry = start_registry(settings)
@@ -133,10 +147,16 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def as_simulator(settings: Settings) -> Settings:
+    """The simulator speaks for its devices with the simulator's own credentials."""
+    return settings.model_copy(update={"nats_creds": settings.auth_dir / "creds" / "simulator-fleet.creds"})
+
+
 def start_registry(settings: Settings) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "SLMOPS_HOME": str(settings.home),
         "SLMOPS_NATS_URL": settings.nats_url,
+        "SLMOPS_NATS_CREDS": str(settings.auth_dir / "creds" / "service-registry.creds"),
         "SLMOPS_S3_ENDPOINT": settings.s3_endpoint,
         "SLMOPS_S3_BUCKET": settings.s3_bucket,
         "SLMOPS_OTEL_EXPORTER": "none",
@@ -277,7 +297,7 @@ async def run(settings: Settings, args: argparse.Namespace, home: Path) -> dict[
     phases: list[Phase] = []
     try:
         rss_before = rss_mb()
-        async with FleetSimulator(settings, config) as sim:
+        async with FleetSimulator(as_simulator(settings), config) as sim:
             console.print(
                 f"{config.devices} devices on {config.connection_count} connections: all hello'd after "
                 f"{sim.connected_seconds:.1f} s"

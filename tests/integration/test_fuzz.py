@@ -49,7 +49,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.js.api import StreamConfig
-from nats.js.errors import APIError, NoKeysError, NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from shared import bus, dlq, subjects, topology
 from shared.clients import RegistryClient, health
@@ -521,10 +521,10 @@ class State:
 async def snapshot(nc: Client) -> State:
     js = nc.jetstream()
     listing = await RegistryClient(nc, source="fuzz").list_models()
-    try:
-        keys = frozenset(await (await js.key_value(topology.KV_MODELS)).keys())
-    except NoKeysError:
-        keys = frozenset()
+    # Every key ever written is a subject of the bucket's stream: exact, unlike listing keys through an
+    # ordered consumer (which came back short once, on a loaded machine).
+    bucket = await js.stream_info(f"KV_{topology.KV_MODELS}", subjects_filter=f"$KV.{topology.KV_MODELS}.>")
+    keys = frozenset(s.removeprefix(f"$KV.{topology.KV_MODELS}.") for s in (bucket.state.subjects or {}))
     events = await js.stream_info(topology.EVENTS_STREAM)
     return State(
         listing=[m.model_dump(mode="json") for m in listing], model_keys=keys, last_event=events.state.last_seq
