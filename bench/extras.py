@@ -52,7 +52,8 @@ ROLES = {
         refuses=(
             # The agent's whole start (capabilities from onnxruntime, the hello check, settings) up to
             # connecting, which nothing listens for.
-            (("slmops", "agent", "--device-id", "pi-1", "--class", "rpi5", "--http-port", "-1"), "cannot reach NATS"),
+            # With an enrolled identity (its .creds read by nats-py through nkeys, the extra's own).
+            (("slmops", "agent", "--identity", "{identity}", "--http-port", "-1"), "cannot reach NATS"),
             (("slmops", "service", "run", "registry"), "which this installation lacks"),
         ),
     ),
@@ -93,6 +94,22 @@ class Installed:
     checks: list[str]
 
 
+def enrol(home: Path, device_id: str) -> Path:
+    """A device identity as `slmops device enroll` writes it (keys made here, by this interpreter)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from services.edge_agent import identity
+    from shared import signing
+    from shared.auth.authority import Authority
+
+    creds = Authority.create(home / "auth").issue("device", device_id, rotate=True)
+    key = signing.public_key_pem(Ed25519PrivateKey.generate())
+    directory = home / "devices" / device_id
+    enrolled = identity.DeviceIdentity(device_id=device_id, device_class="rpi5", registry_key_id=signing.key_id(key))
+    identity.write(directory, enrolled, credentials=creds, registry_key_pem=key)
+    return directory
+
+
 def check(role: Role, workdir: Path) -> Installed:
     """Install `role`'s extra into a new venv under `workdir` and check it; raises on any failure."""
     venv = workdir / f"venv-{role.extra}"
@@ -113,9 +130,10 @@ def check(role: Role, workdir: Path) -> Installed:
             [str(venv / "bin" / command[0]), *command[1:]], check=True, env=env, cwd=workdir, stdout=subprocess.DEVNULL
         )
         checks.append(" ".join(command))
+    identity_dir = enrol(workdir / "home", "pi-1")
     for command, expected in role.refuses:
         refused = subprocess.run(
-            [str(venv / "bin" / command[0]), *command[1:]],
+            [str(venv / "bin" / command[0]), *(a.format(identity=identity_dir) for a in command[1:])],
             env=env | {"SLMOPS_NATS_URL": "nats://127.0.0.1:1", "SLMOPS_HOME": str(workdir / "home")},
             cwd=workdir,
             capture_output=True,
