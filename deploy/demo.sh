@@ -110,11 +110,12 @@ step "what other systems build against: each service's AsyncAPI document, genera
 slmops schema export "$work/schema" --asyncapi "$work/asyncapi"
 python3 - "$work/asyncapi" <<'PY'
 import json, pathlib, sys
+from urllib.parse import unquote
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     doc = json.loads(path.read_text())
     by_action = {"receive": [], "send": []}
     for op in doc["operations"].values():
-        address = doc["channels"][op["channel"]["$ref"].split("/")[-1].replace("%20", " ")]["address"]
+        address = doc["channels"][unquote(op["channel"]["$ref"].split("/")[-1])]["address"]
         by_action[op["action"]].append(address + (" (+reply)" if "reply" in op else ""))
     print(f"{doc['info']['title']}:")
     for action, addresses in by_action.items():
