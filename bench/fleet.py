@@ -104,6 +104,11 @@ def main() -> int:
     parser.add_argument("--real-inference", type=int, default=None, help="default: min(devices, 50)")
     parser.add_argument("--per-device-urls", action="store_true", help="every device asks the registry itself")
     parser.add_argument("--phase-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="run the server without authentication (the same clients and credentials): what auth costs",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fleet.json")
     args = parser.parse_args()
 
@@ -117,7 +122,7 @@ def main() -> int:
             port=free_port(),
             store_dir=home / "nats",
             log_dir=home / "logs",
-            config=authority.directory / "nats-auth.conf",
+            config=None if args.no_auth else authority.directory / "nats-auth.conf",
         )
         s3 = start_s3(port=free_port(), log_dir=home / "logs")
         registry: subprocess.Popen[bytes] | None = None
@@ -139,6 +144,7 @@ def main() -> int:
             for server in (s3, nats):
                 server.stop()
     result["bench_seconds"] = time.monotonic() - started
+    result["authentication"] = not args.no_auth
     print_result(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
