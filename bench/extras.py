@@ -102,11 +102,14 @@ def enrol(home: Path, device_id: str) -> Path:
     from shared import signing
     from shared.auth.authority import Authority
 
-    creds = Authority.create(home / "auth").issue("device", device_id, rotate=True)
-    key = signing.public_key_pem(Ed25519PrivateKey.generate())
     directory = home / "devices" / device_id
-    enrolled = identity.DeviceIdentity(device_id=device_id, device_class="rpi5", registry_key_id=signing.key_id(key))
-    identity.write(directory, enrolled, credentials=creds, registry_key_pem=key)
+    identity.enroll(
+        Authority.create(home / "auth"),
+        directory,
+        device_id=device_id,
+        device_class="rpi5",
+        registry_key_pem=signing.public_key_pem(Ed25519PrivateKey.generate()),
+    )
     return directory
 
 

@@ -149,17 +149,15 @@ class TcpProxy:
 def enroll(settings: Settings, device_id: str, *, device_class: str = "rpi5") -> Path:
     """Enrol a device as `slmops device enroll` does; returns its identity directory."""
     from services.edge_agent import identity
-    from shared import signing
     from shared.auth.authority import Authority
 
-    creds = Authority(settings.auth_dir).issue("device", device_id, device_class=device_class)
-    key = settings.signing_key_file.with_suffix(".pub").read_text()
     directory = settings.home / "devices" / device_id
-    identity.write(
+    identity.enroll(
+        Authority(settings.auth_dir),
         directory,
-        identity.DeviceIdentity(device_id=device_id, device_class=device_class, registry_key_id=signing.key_id(key)),
-        credentials=creds,
-        registry_key_pem=key,
+        device_id=device_id,
+        device_class=device_class,
+        registry_key_pem=settings.signing_key_file.with_suffix(".pub").read_text(),
     )
     return directory
 

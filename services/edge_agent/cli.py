@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from services.edge_agent.fleet.config import DEFAULT_MIX
-from shared.cli.common import CLI_SOURCE, JsonOption, console, fail, parse_labels, print_json, run
+from shared.cli.common import CLI_SOURCE, JsonOption, authority_at, console, fail, parse_labels, print_json, run
 
 if TYPE_CHECKING:
     from services.edge_agent.agent import AgentConfig
@@ -157,33 +157,34 @@ def enroll(
     """Issue DEVICE_ID its own NATS credentials and pin the registry's key: copy the directory to the
     device and run `slmops agent --identity DIR` there. Needs this deployment's keys (<home>/auth)."""
     from services.edge_agent import identity
-    from shared import signing
     from shared.errors import SlmopsError
     from shared.settings import load_settings
 
     settings = load_settings()
     parsed = parse_labels([p.strip() for p in labels.split(",") if p.strip()], option="--labels")
-    try:
-        enrolled = identity.DeviceIdentity(
-            device_id=device_id, device_class=device_class, labels=parsed, registry_key_id="pending"
-        )
+    try:  # the id and class the device's hellos will carry, checked before anything is issued
+        identity.DeviceIdentity(device_id=device_id, device_class=device_class, labels=parsed, registry_key_id="-")
     except ValueError as exc:
         fail(f"invalid device: {exc}")
     key_file = settings.signing_key_file.with_suffix(".pub")
     if not key_file.exists():
         fail(f"no registry public key at {key_file}: start the platform first (slmops up / slmops stack init)")
-    authority = _authority(settings)
-    registry_key = key_file.read_text()
+    authority = authority_at(settings.auth_dir)
+    target = out or settings.home / "devices" / device_id
     try:
         current = authority.identity("device", device_id)
         if rotate and current is not None and current.active:
             _revoke(settings, authority, device_id)
-        creds = authority.issue("device", device_id, device_class=device_class, labels=parsed)
-    except SlmopsError as exc:
+        enrolled = identity.enroll(
+            authority,
+            target,
+            device_id=device_id,
+            device_class=device_class,
+            labels=parsed,
+            registry_key_pem=key_file.read_text(),
+        )
+    except (SlmopsError, ValueError) as exc:
         fail(str(exc))
-    target = out or settings.home / "devices" / device_id
-    enrolled = enrolled.model_copy(update={"registry_key_id": signing.key_id(registry_key)})
-    identity.write(target, enrolled, credentials=creds, registry_key_pem=registry_key)
     result = {"device_id": device_id, "identity": str(target), "registry_key_id": enrolled.registry_key_id}
     if as_json:
         print_json(result)
@@ -198,7 +199,7 @@ def revoke(device_id: str = typer.Argument(...), as_json: bool = JsonOption) -> 
     from shared.settings import load_settings
 
     settings = load_settings()
-    authority = _authority(settings)
+    authority = authority_at(settings.auth_dir)
     try:
         revoked, pushed = _revoke(settings, authority, device_id)
     except SlmopsError as exc:
@@ -210,16 +211,6 @@ def revoke(device_id: str = typer.Argument(...), as_json: bool = JsonOption) -> 
             f"revoked {device_id}"
             + ("" if pushed else " (the server is not running: it takes the revocation when it starts)")
         )
-
-
-def _authority(settings: Settings) -> Any:
-    from shared.auth.authority import Authority
-    from shared.errors import SlmopsError
-
-    try:
-        return Authority.existing(settings.auth_dir)
-    except SlmopsError as exc:
-        fail(str(exc))
 
 
 def _revoke(settings: Settings, authority: Any, device_id: str) -> tuple[str, bool]:

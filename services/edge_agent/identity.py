@@ -14,7 +14,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.edge_agent.errors import AgentError
-from shared.messages.device import DEVICE_ID_PATTERN
+from shared import signing
+from shared.auth.authority import Authority
+from shared.messages.common import NAME_PATTERN
+from shared.messages.device import DEVICE_ID_PATTERN, Labels
 
 IDENTITY_FILE = "device.json"
 CREDENTIALS_FILE = "device.creds"
@@ -32,9 +35,35 @@ class DeviceIdentity(BaseModel):
 
     schema_version: int = 1
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
-    device_class: str
-    labels: dict[str, str] = Field(default_factory=dict)
+    device_class: str = Field(pattern=NAME_PATTERN)  # the rules of the hello it will send
+    labels: Labels = Field(default_factory=dict)
     registry_key_id: str = Field(description="sha256 of the pinned registry key, to compare with the registry's")
+
+
+def enroll(
+    authority: Authority,
+    directory: Path,
+    *,
+    device_id: str,
+    device_class: str,
+    labels: dict[str, str] | None = None,
+    registry_key_pem: str,
+) -> DeviceIdentity:
+    """Issue the device its credentials and write its identity directory (`slmops device enroll`).
+
+    Raises:
+        ValueError: an id, class or labels the protocol does not allow (before anything is issued).
+        shared.errors.Conflict: the device is enrolled already (revoke it first to re-enrol).
+    """
+    enrolled = DeviceIdentity(
+        device_id=device_id,
+        device_class=device_class,
+        labels=labels or {},
+        registry_key_id=signing.key_id(registry_key_pem),
+    )
+    credentials = authority.issue("device", device_id, device_class=device_class, labels=labels)
+    write(directory, enrolled, credentials=credentials, registry_key_pem=registry_key_pem)
+    return enrolled
 
 
 def write(directory: Path, identity: DeviceIdentity, *, credentials: str, registry_key_pem: str) -> None:

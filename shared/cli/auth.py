@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from shared.cli.common import JsonOption, console, fail, print_json
+from shared.cli.common import JsonOption, authority_at, console, fail, print_json
 
 if TYPE_CHECKING:
     from shared.auth.authority import Authority
@@ -89,11 +89,6 @@ def list_identities(
 
 
 def _authority() -> Authority:
-    from shared.auth.authority import Authority
-    from shared.errors import SlmopsError
     from shared.settings import load_settings
 
-    try:
-        return Authority.existing(load_settings().auth_dir)
-    except SlmopsError as exc:
-        fail(str(exc))
+    return authority_at(load_settings().auth_dir)

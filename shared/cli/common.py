@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from shared.errors import SlmopsError
+
+if TYPE_CHECKING:
+    from shared.auth.authority import Authority
 
 T = TypeVar("T")
 console = Console()
@@ -38,6 +42,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except SlmopsError as exc:
         fail(f"{exc} ({exc.remote_code})" if exc.remote_code else str(exc))
+
+
+def authority_at(directory: Path) -> Authority:
+    """The deployment's keys in `directory` (device enrolment, credentials), or a clear exit."""
+    from shared.auth.authority import Authority
+
+    try:
+        return Authority.existing(directory)
+    except SlmopsError as exc:
+        fail(str(exc))
 
 
 def print_json(data: Any) -> None:

@@ -55,6 +55,7 @@ def test_the_agent_refuses_an_id_its_credentials_do_not_speak_for(
     ("args", "message"),
     [
         (["bad id", "--class", "rpi5"], "device_id"),
+        (["ok", "--class", "Not A Class"], "device_class"),
         (["ok", "--class", "rpi5", "--labels", "site"], "--labels wants key=value, got 'site'"),
     ],
 )
