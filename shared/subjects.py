@@ -20,6 +20,10 @@ DEVICE = f"{ROOT}.device"
 TELEMETRY = f"{ROOT}.telemetry"
 
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
+# An inbox as nats-py makes them (`_INBOX.<nuid>`, or `_INBOX.<role>.<name>.<nuid>` for an identity's
+# own prefix): tokens of subject-safe characters, short enough to be a subject the server accepts.
+_INBOX = re.compile(r"_INBOX(\.[A-Za-z0-9_\-]{1,64}){1,8}")
+MAX_INBOX = 256
 
 # The device protocol's subjects, as templates (the AsyncAPI document shows them so).
 DEVICE_HELLO = DEVICE + ".{device_id}.hello"
@@ -86,6 +90,15 @@ def device_status(device_id: str) -> str:
 
 def telemetry(device_id: str) -> str:
     return DEVICE_TELEMETRY.format(device_id=_token(device_id))
+
+
+def valid_inbox(value: str | None) -> str | None:
+    """`value` if it is an inbox a reply may go to; None for anything else. A reply subject is the
+    sender's to choose: answering one of 7 KB, with a wildcard, or naming a stream's subject would
+    make the server close the connection, or publish there with the replier's permissions."""
+    if value and len(value) <= MAX_INBOX and _INBOX.fullmatch(value):
+        return value
+    return None
 
 
 def device_token(device_id: str) -> str:

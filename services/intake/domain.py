@@ -19,10 +19,10 @@ An orphaned subject's messages are copied to the DLQ with the reason and deleted
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from shared import subjects
 from shared.bus import REPLY_TO
 from shared.topology import DurableConsumer, subject_matches
 
@@ -103,18 +103,10 @@ def unclaimed_since(previous: Mapping[str, float], unclaimed: Iterable[str], *, 
     return {subject: previous.get(subject, now) for subject in unclaimed}
 
 
-# An inbox as nats-py makes them, the same rule as the kit's (`shared.kit.policy.valid_inbox`, which
-# the intake's rules may not import): a `Slmops-Reply-To` of 7 KB, or with a space or a wildcard,
-# would be a subject the server refuses by closing the connection, which ended the intake.
-INBOX = re.compile(r"_INBOX(\.[A-Za-z0-9_\-]{1,64}){1,8}")
-MAX_INBOX = 256
-
-
 def reply_inbox(headers: Mapping[str, str] | None) -> str | None:
-    """The inbox a sender named to hear the command's outcome: only a well-formed `_INBOX.` subject
-    of at most `MAX_INBOX` characters (anything else: no reply is sent)."""
-    inbox = (headers or {}).get(REPLY_TO)
-    return inbox if inbox and len(inbox) <= MAX_INBOX and INBOX.fullmatch(inbox) else None
+    """The inbox a sender named to hear the command's outcome (`subjects.valid_inbox`: a `Slmops-Reply-To`
+    of 7 KB, or with a space or a wildcard, made the server close the intake's connection)."""
+    return subjects.valid_inbox((headers or {}).get(REPLY_TO))
 
 
 def command_id(body: bytes, headers: Mapping[str, str] | None, position: int) -> str:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -56,10 +55,6 @@ from shared.topology import DurableConsumer
 log = logging.getLogger("slmops.kit")
 CallNext = Callable[[StreamMessage[Any]], Awaitable[Any]]
 MAX_RETRY_DELAY = 30.0
-# An inbox as nats-py makes them (`_INBOX.<nuid>`, or `_INBOX.<role>.<name>.<nuid>` for an identity's
-# own prefix): tokens of subject-safe characters, short enough to be a subject the server accepts.
-INBOX = re.compile(r"_INBOX(\.[A-Za-z0-9_\-]{1,64}){1,8}")
-MAX_INBOX = 256
 
 
 class Policy(Protocol):
@@ -131,7 +126,7 @@ class DurablePolicy:
         raw: Msg = message.raw_message
         meta = raw.metadata
         position = str(meta.sequence.stream)
-        reply_to = valid_inbox((raw.headers or {}).get(bus.REPLY_TO))
+        reply_to = subjects.valid_inbox((raw.headers or {}).get(bus.REPLY_TO))
         try:
             envelope = cast(Envelope[Any], await message.decode())
         except InvalidMessage as exc:
@@ -237,13 +232,6 @@ async def _keep_alive(raw: Msg, every: float) -> None:
             await raw.in_progress()
 
 
-def valid_inbox(value: str | None) -> str | None:
-    """`value` if it is an inbox a reply may go to; None for anything else (no reply is sent)."""
-    if value and len(value) <= MAX_INBOX and INBOX.fullmatch(value):
-        return value
-    return None
-
-
 def _max_payload(raw: Any) -> int:
     """The receiving connection's `max_payload` (what the server accepts in one message)."""
     client = getattr(raw, "_client", None)
@@ -253,6 +241,6 @@ def _max_payload(raw: Any) -> int:
 async def _reply(nc: Client, inbox: str | None, outcome: CommandOutcome) -> None:
     """Best effort: a sender that is gone, or a lost reply, never holds up the ack. No headers, so
     nats-py's own `max_payload` check covers the whole message and an oversized one fails here."""
-    if valid_inbox(inbox):
+    if subjects.valid_inbox(inbox):
         with contextlib.suppress(Exception):
             await nc.publish(cast(str, inbox), outcome.model_dump_json().encode())

@@ -43,7 +43,7 @@ from shared.bus import REPLY_TO
 from shared.kit.broker import documentation_broker, make_broker
 from shared.kit.connection import ConnectionWatch, exit_process
 from shared.kit.handlers import device_request_handler, durable_handler, request_handler
-from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle, valid_inbox
+from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle
 from shared.logs import setup_logging
 from shared.messages.common import CommandOutcome
 from shared.messages.envelope import Envelope, InvalidMessage, Message, decode, wire_model
@@ -445,7 +445,7 @@ async def _inbox_replies_only(msg: Msg, original: Callable[[Msg], Awaitable[Stre
     `$KV.models.x` or `slmops.evt.…` would publish there with the service's permissions, not the
     caller's. Any other reply subject gets no answer (and is logged)."""
     message = await original(msg)
-    if message.reply_to and not valid_inbox(message.reply_to):
+    if message.reply_to and not subjects.valid_inbox(message.reply_to):
         log.warning("request not answered: its reply subject is not an inbox", extra={"subject": msg.subject})
         message.reply_to = ""
     return message

@@ -4,7 +4,7 @@ shutdown causes does not, and only well-formed inboxes get replies."""
 from __future__ import annotations
 
 from shared.kit.connection import ConnectionWatch
-from shared.kit.policy import valid_inbox
+from shared.subjects import valid_inbox
 
 
 async def test_a_close_for_good_calls_on_closed_once_per_close() -> None:
