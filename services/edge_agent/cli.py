@@ -214,20 +214,18 @@ def revoke(device_id: str = typer.Argument(...), as_json: bool = JsonOption) -> 
 
 
 def _revoke(settings: Settings, authority: Any, device_id: str) -> tuple[str, bool]:
-    """Revoke and push to the running server; (revoked at, whether the server took it now)."""
+    """Revoke (on disk, so the next server start preloads it), then push it to the running server;
+    (revoked at, whether the server took it now)."""
+    import asyncio
+
     from shared.auth import updates
 
-    pushed: list[bool] = []
-
-    def push(_: str) -> None:
-        try:
-            run(updates.push_account(settings.nats_url, authority))
-            pushed.append(True)
-        except updates.PushFailed:
-            pushed.append(False)
-
-    revoked = authority.revoke("device", device_id, push=push)
-    return str(revoked.revoked_at), bool(pushed and pushed[0])
+    revoked = authority.revoke("device", device_id)
+    try:  # not `run`: a server that is down is an answer here, not a failure of the command
+        asyncio.run(updates.push_account(settings.nats_url, authority))
+    except updates.PushFailed:
+        return str(revoked.revoked_at), False
+    return str(revoked.revoked_at), True
 
 
 # --- slmops device assign|status ---------------------------------------------------------------

@@ -204,7 +204,7 @@ class Authority:
             if keep_key:
                 user = self._issued_key(role, name)
             elif rotate:
-                self.revoke(role, name, push=None)
+                self.revoke(role, name)
             else:
                 raise Conflict(
                     f"{role} {name!r} is already enrolled (since {existing.issued_at}); "
@@ -253,12 +253,10 @@ class Authority:
 
     # --- revoking --------------------------------------------------------------------------------
 
-    def revoke(self, role: Role, name: str, *, push: Any) -> Identity:
-        """Revoke `role`/`name`: its key goes on the account's revocation list, re-signed.
-
-        Args:
-            push: a callable given the new account JWT that delivers it to the running server (or
-                None: the next server start preloads it).
+    def revoke(self, role: Role, name: str) -> Identity:
+        """Revoke `role`/`name`: its key goes on the account's revocation list, re-signed and written
+        here (the next server start preloads it); `shared.auth.updates.push_account` delivers it to
+        a running server.
 
         Raises:
             NotFound: no such identity was issued.
@@ -279,8 +277,6 @@ class Authority:
         revoked = Identity(**{**existing.__dict__, "revoked_at": _now()})
         self._record(revoked)
         self._creds_path(role, name).unlink(missing_ok=True)
-        if push is not None:
-            push(self.account_jwt())
         return revoked
 
     # --- internals ------------------------------------------------------------------------------

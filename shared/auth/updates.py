@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import nats
@@ -10,6 +11,8 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from shared.auth.authority import CLAIMS_UPDATE, Authority
 from shared.errors import TransientError
+
+CONNECT_SECONDS = 10.0
 
 
 class PushFailed(TransientError):
@@ -24,7 +27,12 @@ async def push_account(url: str, authority: Authority) -> None:
         PushFailed: the server is unreachable or refused the update.
     """
     try:
-        nc = await nats.connect(url, user_credentials=str(authority.system_credentials()), connect_timeout=5)
+        # Bounded: nats-py retries a refused first connection for minutes whatever its options, and
+        # a server that is down is an answer here (the revocation waits on disk for its next start).
+        nc = await asyncio.wait_for(
+            nats.connect(url, user_credentials=str(authority.system_credentials()), connect_timeout=5),
+            timeout=CONNECT_SECONDS,
+        )
     except Exception as exc:
         raise PushFailed(f"cannot reach NATS at {url} to push the account update: {exc}") from None
     try:

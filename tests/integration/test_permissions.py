@@ -225,7 +225,7 @@ async def test_a_revoked_device_is_disconnected_and_refused(
     device_id, creds = device
     async with connected(settings, creds) as probe:
         await probe.nc.jetstream().publish(subjects.device_hello(device_id), hello(device_id))
-        authority.revoke("device", device_id, push=None)
+        authority.revoke("device", device_id)
         await updates.push_account(settings.nats_url, authority)
         for _ in range(60):
             if probe.nc.is_closed or not probe.nc.is_connected:

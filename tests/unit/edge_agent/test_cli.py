@@ -90,3 +90,23 @@ def test_the_agent_takes_its_defaults_from_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("SLMOPS_AGENT_TELEMETRY_SECONDS", "0")
     result = CliRunner().invoke(agent_app, [])
     assert result.exit_code == 1 and "invalid SLMOPS_AGENT_* settings" in result.output
+
+
+def test_revoking_while_the_server_is_down_is_kept_for_its_next_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from shared.auth import tokens, updates
+    from shared.auth.authority import Authority
+
+    monkeypatch.setattr(updates, "CONNECT_SECONDS", 0.5)  # how long to try an absent server
+    authority = Authority.create(tmp_path / "auth")
+    authority.issue("device", "dev-1")
+    monkeypatch.setenv("SLMOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("SLMOPS_NATS_URL", "nats://127.0.0.1:1")  # no server: the push cannot be delivered
+    result = CliRunner().invoke(device_app, ["revoke", "dev-1"])
+    assert result.exit_code == 0, result.output
+    assert "takes the revocation when it starts" in " ".join(result.output.split())
+    identity = authority.identity("device", "dev-1")
+    assert identity is not None and not identity.active
+    revoked = tokens.decode_claims(authority.account_jwt())["nats"]["revocations"]
+    assert identity.public_key in revoked
