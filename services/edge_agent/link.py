@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from services.edge_agent.desired import Desired
@@ -41,21 +39,6 @@ def status_message_id(status: DeviceStatus) -> str:
 def telemetry_message_id(window: TelemetryWindow) -> str:
     """The `Nats-Msg-Id` of a telemetry window: device, model and window start."""
     return deterministic_id("telemetry", window.device_id, window.model_digest, window.window_start.isoformat())
-
-
-async def read_desired(kv: KeyValue, device_id: str) -> Desired | None:
-    """The device's desired state as KV holds it now (None: no key, or deleted).
-
-    Raises:
-        pydantic.ValidationError: the value is not a valid desired state.
-    """
-    try:
-        entry = await kv.get(device_id)
-    except KeyNotFoundError:
-        return None
-    if not entry.value:
-        return None
-    return Desired.from_entry(entry.value, revision=entry.revision)
 
 
 class DeviceLink:

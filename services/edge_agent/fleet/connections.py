@@ -22,11 +22,10 @@ from dataclasses import dataclass
 
 import nats.errors
 from nats.aio.client import Client
-from nats.js.kv import KeyValue
 
 from services.edge_agent.desired import Desired
-from services.edge_agent.link import read_desired
-from shared import bus, topology
+from services.edge_agent.link import get_desired
+from shared import bus
 from shared.clients import RegistryClient
 from shared.messages.envelope import Message, encode, wrap
 from shared.messages.registry import DownloadUrl
@@ -52,7 +51,6 @@ class FleetConnection:
         self.index = index
         self.js = nc.jetstream(publish_async_max_pending=MAX_PENDING_ACKS)
         self.share_download_urls = share_download_urls
-        self._kv: KeyValue | None = None
         self._urls: dict[str, _CachedUrl] = {}
         self._url_requests: dict[str, asyncio.Future[DownloadUrl]] = {}
         self.published = 0
@@ -113,9 +111,7 @@ class FleetConnection:
 
     async def desired(self, device_id: str) -> Desired | None:
         """The device's current desired state read from KV (what a device does when it comes back)."""
-        if self._kv is None:
-            self._kv = await self.js.key_value(topology.KV_DESIRED)
-        return await read_desired(self._kv, device_id)
+        return await get_desired(self.nc, device_id)
 
     async def _ask_and_cache(self, digest: str, device_id: str) -> DownloadUrl:
         url = await self._ask_url(digest, device_id=device_id)
