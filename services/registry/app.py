@@ -34,7 +34,9 @@ def declare(settings: RegistrySettings | None = None) -> ServiceKit[RegistryServ
 
     async def build(runtime: Runtime) -> RegistryService:
         return RegistryService(
-            store=KvRecordStore(await runtime.js.key_value(topology.KV_MODELS)),
+            store=KvRecordStore(
+                await runtime.js.key_value(topology.KV_MODELS), js=runtime.js, bucket=topology.KV_MODELS
+            ),
             grants=KvDeviceGrants(await runtime.js.key_value(topology.KV_DESIRED)),
             blobs=ArtifactStore.from_settings(settings, presign_ttl=settings.presign_ttl),
             signing_key=load_or_create_private_key(settings.signing_key_file),

@@ -351,7 +351,7 @@ class TestKvRecordStore(RecordStoreContract):
         js = nc.jetstream()
         bucket = f"contract-{uuid.uuid4().hex[:10]}"
         kv = await js.create_key_value(KeyValueConfig(bucket=bucket, history=5))
-        yield KvRecordStore(kv)
+        yield KvRecordStore(kv, js=js, bucket=bucket)
         await js.delete_key_value(bucket)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
@@ -40,10 +41,12 @@ def alias_key(name: str, alias: str) -> str:
 
 
 class KvRecordStore:
-    """`RecordStore` over a nats-py KeyValue handle."""
+    """`RecordStore` over a nats-py KeyValue handle (`js`, its JetStream context, lists keys)."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, *, js: JetStreamContext, bucket: str) -> None:
         self._kv = kv
+        self._js = js
+        self._bucket = bucket
 
     async def get_version(self, name: str, version: str) -> ModelVersionRecord | None:
         return await self._get(version_key(name, version), ModelVersionRecord)
@@ -135,18 +138,18 @@ class KvRecordStore:
         return created
 
     async def _list(self, pattern: str, model: type[R]) -> list[R]:
-        """Current values of the keys matching a subject wildcard, in one pass of a KV watcher.
+        """Current values of the keys matching a subject wildcard.
 
-        (nats-py's `KeyValue.keys(filters=...)` matches substrings, not wildcards.)
+        The keys are the bucket stream's subjects (exact, from the server's state), then each is
+        read. Not a KV watcher: nats-py's watcher can end its initial values early under load
+        (nats-io/nats.py#842), which made `list` answer a partial or empty catalogue. And not
+        `KeyValue.keys(filters=...)`, which matches substrings, not wildcards.
         """
-        watcher = await self._kv.watch(pattern, ignore_deletes=True)
+        prefix = f"$KV.{self._bucket}."
+        info = await self._js.stream_info(f"KV_{self._bucket}", subjects_filter=prefix + pattern)
         records = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # end of the initial values
-                    break
-                if entry.value:
-                    records.append(load(entry.value, model, key=entry.key))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        for subject in sorted(info.state.subjects or {}):
+            record = await self._get(subject.removeprefix(prefix), model)  # None: deleted since
+            if record is not None:
+                records.append(record)
         return records
