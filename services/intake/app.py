@@ -14,7 +14,7 @@ from services.intake.service import IntakeService
 from services.intake.settings import IntakeSettings
 from shared import topology
 from shared.kit import Runtime, ServiceKit
-from shared.messages.device import DeviceHello, DeviceStatus, TelemetryWindow
+from shared.messages.device import DeviceHello, DeviceStatus, TelemetryWindow, TelemetryWindowV1
 from shared.settings import load_settings
 
 SERVICE = "intake"
@@ -45,6 +45,8 @@ def declare(settings: IntakeSettings | None = None) -> ServiceKit[IntakeService]
     kit.follows(
         topology.INTAKE_DEVICE_REPORTS, {DeviceHello: IntakeService.accepted, DeviceStatus: IntakeService.accepted}
     )
-    kit.follows(topology.INTAKE_TELEMETRY, {TelemetryWindow: IntakeService.accepted})
+    kit.follows(
+        topology.INTAKE_TELEMETRY, {TelemetryWindow: IntakeService.accepted, TelemetryWindowV1: IntakeService.accepted}
+    )
     kit.uses_api(*SWEEP_API)  # the sweep of commands no service reads (adapters/jetstream.py)
     return kit
