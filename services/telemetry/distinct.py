@@ -1,0 +1,98 @@
+"""How many devices contributed to a cohort's aggregate, in constant memory: HyperLogLog.
+
+Why not a set of device ids: an aggregate is merged from many windows and stored in a snapshot;
+a set grows with the fleet, while 2**10 one-byte registers (1 KiB, 1.4 KiB as base64) stay the
+same for ten devices or a million, merge by an element-wise max (so merging is idempotent, and a
+window counted twice counts once), and estimate the count with a standard error of
+1.04 / sqrt(1024) ≈ 3.2 %.
+
+Small counts (the first wave of a rollout) use linear counting over the empty registers. Two
+devices that land in one register are indistinguishable, so small counts are exact only by luck:
+measured over 3000 sets of device ids, the estimate is within one of the true count for 99.9 %
+of sets of 10 devices, 99 % of 20, 94 % of 30, 89 % of 50 (exact for 96 %, 83 %, 65 %, 37 %).
+A consumer that needs exact counts of a few devices must keep their ids.
+
+Flajolet, Fusy, Gandouet and Meunier, "HyperLogLog: the analysis of a near-optimal cardinality
+estimation algorithm" (2007); Heule, Nunkesser and Hall, "HyperLogLog in practice" (2013) for the
+64-bit hash that makes the large-range correction unnecessary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+PRECISION = 10  # index bits: 2**10 registers, standard error 1.04 / sqrt(2**10) ≈ 3.2 %
+REGISTERS = 1 << PRECISION
+STANDARD_ERROR = 1.04 / math.sqrt(REGISTERS)
+_HASH_BITS = 64
+_REST_BITS = _HASH_BITS - PRECISION
+MAX_RANK = _REST_BITS + 1  # all remaining bits zero
+_ALPHA = 0.7213 / (1.0 + 1.079 / REGISTERS)  # the bias correction for m >= 128
+
+
+class DistinctCounter:
+    """An estimate of how many distinct keys (device ids) were added; mergeable, serialisable.
+
+    Register `j` holds the largest rank (position of the first 1 bit) seen among the hashes whose
+    top `PRECISION` bits are `j`.
+    """
+
+    __slots__ = ("_registers",)
+    __hash__ = None  # type: ignore[assignment]  # mutable: not usable as a dict key
+
+    def __init__(self) -> None:
+        self._registers: npt.NDArray[np.uint8] = np.zeros(REGISTERS, dtype=np.uint8)
+
+    def add(self, key: str) -> None:
+        """Count `key` (adding it again changes nothing)."""
+        h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+        index = h >> _REST_BITS
+        rank = MAX_RANK - (h & ((1 << _REST_BITS) - 1)).bit_length()
+        registers = self._registers
+        if rank > registers[index]:
+            registers[index] = rank
+
+    def merge(self, other: DistinctCounter) -> None:
+        """Count `other`'s keys too, in place: the result is the counter of the union."""
+        np.maximum(self._registers, other._registers, out=self._registers)
+
+    def estimate(self) -> int:
+        """The estimated number of distinct keys, rounded (within ±3.2 % typically; see the module)."""
+        registers = self._registers
+        empty = int(np.count_nonzero(registers == 0))
+        raw = _ALPHA * REGISTERS * REGISTERS / float(np.sum(np.ldexp(1.0, -registers.astype(np.int32))))
+        if raw <= 2.5 * REGISTERS and empty:
+            return round(REGISTERS * math.log(REGISTERS / empty))
+        return round(raw)
+
+    def to_bytes(self) -> bytes:
+        """The raw registers (`REGISTERS` bytes), e.g. to store base64 in a JSON snapshot."""
+        return self._registers.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DistinctCounter:
+        """The counter `to_bytes` wrote.
+
+        Raises:
+            ValueError: not `REGISTERS` bytes, or a register over the largest possible rank.
+        """
+        if len(data) != REGISTERS:
+            raise ValueError(f"a distinct counter is {REGISTERS} bytes of registers, got {len(data)}")
+        registers = np.frombuffer(data, dtype=np.uint8).copy()
+        if int(registers.max()) > MAX_RANK:
+            raise ValueError(f"a register holds a rank over {MAX_RANK}: not a distinct counter")
+        counter = cls()
+        counter._registers = registers
+        return counter
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DistinctCounter):
+            return NotImplemented
+        return bool(np.array_equal(self._registers, other._registers))
+
+    def __repr__(self) -> str:
+        return f"DistinctCounter(estimate={self.estimate()})"
