@@ -18,6 +18,10 @@ RPC = f"{ROOT}.rpc"
 DLQ = f"{ROOT}.dlq"
 DEVICE = f"{ROOT}.device"
 TELEMETRY = f"{ROOT}.telemetry"
+ROLLUP = f"{ROOT}.rollup"
+STATE = f"{ROOT}.state"
+# The telemetry service's own log of what it folded into its aggregates (shared/topology.py).
+TELEMETRY_FOLDS = f"{STATE}.telemetry.folds"
 
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
 # An inbox as nats-py makes them (`_INBOX.<nuid>`, or `_INBOX.<role>.<name>.<nuid>` for an identity's
@@ -90,6 +94,16 @@ def device_status(device_id: str) -> str:
 
 def telemetry(device_id: str) -> str:
     return DEVICE_TELEMETRY.format(device_id=_token(device_id))
+
+
+def rollup(*, digest: str, device_class: str, rollout_id: str | None, wave: int | None) -> str:
+    """Where a cohort's per-minute rollup travels: `slmops.rollup.<digest>.<class>.manual` for devices
+    running a model assigned by hand, `slmops.rollup.<digest>.<class>.rollout.<id>.<wave>` for a
+    rollout's, so a consumer filters by digest, class or rollout with wildcards."""
+    head = f"{ROLLUP}.{_token(digest)}.{_token(device_class)}"
+    if rollout_id is None or wave is None:
+        return f"{head}.manual"
+    return f"{head}.rollout.{_token(rollout_id)}.{int(wave)}"
 
 
 def valid_inbox(value: str | None) -> str | None:

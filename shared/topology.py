@@ -16,11 +16,16 @@ server's JetStream storage, so the sum below, about 4.6 GiB, must fit it; compos
     SLMOPS_TELEMETRY   64 KiB (one window)             2 GiB       drop oldest
     SLMOPS_DLQ         272 KiB (any of the above +     256 MiB     drop oldest (also 30 d)
                        provenance headers)
+    SLMOPS_TELEMETRY_  264 KiB (one fold record)       1 GiB       drop oldest (also 1 d): the
+      FOLDS                                                        telemetry service's aggregates
+                                                                   are snapshotted in KV well before
+    SLMOPS_ROLLUPS     64 KiB (one cohort-minute)      1 GiB       drop oldest (also 30 d)
     KV models          512 KiB (a command's data +     256 MiB     refuse new (KV's policy)
                        what the registry adds)
     KV rollouts        512 KiB                         128 MiB     refuse new
     KV devices         64 KiB (a hello's worth)        256 MiB     refuse new
     KV desired         16 KiB (one DesiredState)       256 MiB     refuse new (10,000 devices x 5)
+    KV telemetry       512 KiB (one cohort-bucket)     512 MiB     refuse new
 
 The per-message sizes follow from `shared.messages.envelope.MAX_ENVELOPE_BYTES` (256 KiB, which
 `decode` and `encode` enforce) and `MAX_HEADER_BYTES` (8 KiB); a publish over a stream's
@@ -69,6 +74,8 @@ EVENTS_STREAM = "SLMOPS_EVENTS"
 DEVICE_STREAM = "SLMOPS_DEVICE"
 TELEMETRY_STREAM = "SLMOPS_TELEMETRY"
 DLQ_STREAM = "SLMOPS_DLQ"
+TELEMETRY_FOLDS_STREAM = "SLMOPS_TELEMETRY_FOLDS"
+ROLLUPS_STREAM = "SLMOPS_ROLLUPS"
 
 STREAMS: tuple[StreamConfig, ...] = (
     StreamConfig(
@@ -133,12 +140,40 @@ STREAMS: tuple[StreamConfig, ...] = (
         duplicate_window=120.0,
         description="Input a service could not accept: original bytes, reason in headers.",
     ),
+    StreamConfig(
+        name=TELEMETRY_FOLDS_STREAM,
+        subjects=[subjects.TELEMETRY_FOLDS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=1 * DAY,
+        max_bytes=1 * GiB,
+        max_msg_size=MESSAGE_MAX_BYTES,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=120.0,
+        description=(
+            "The telemetry service's fold log: which telemetry windows (by stream sequence) entered its "
+            "aggregates, and what they added. Written with an expected last sequence, so replicas agree."
+        ),
+    ),
+    StreamConfig(
+        name=ROLLUPS_STREAM,
+        subjects=[f"{subjects.ROLLUP}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=30 * DAY,
+        max_bytes=1 * GiB,
+        max_msg_size=DEVICE_MESSAGE_MAX_BYTES,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=600.0,
+        description="Per-cohort, per-minute telemetry rollups, for dashboards and other systems.",
+    ),
 )
 
 KV_MODELS = "models"
 KV_ROLLOUTS = "rollouts"
 KV_DEVICES = "devices"
 KV_DESIRED = "desired"
+KV_TELEMETRY = "telemetry"
 
 KV_BUCKETS: tuple[KeyValueConfig, ...] = (
     KeyValueConfig(
@@ -172,6 +207,14 @@ KV_BUCKETS: tuple[KeyValueConfig, ...] = (
         max_value_size=16 * KiB,
         max_bytes=256 * MiB,
         description="Per-device desired model.",
+    ),
+    KeyValueConfig(
+        bucket=KV_TELEMETRY,
+        direct=True,
+        history=1,
+        max_value_size=RECORD_MAX_BYTES,
+        max_bytes=512 * MiB,
+        description="Telemetry aggregates per cohort and time bucket, each with the fold position it reflects.",
     ),
 )
 
@@ -256,7 +299,7 @@ OPTIMIZER_AUTO = DurableConsumer(
     deliver_policy=DeliverPolicy.NEW,
     batch_size=10,
 )
-# The intake validates every device report until the rollout and telemetry services consume them:
+# The intake validates every device report until the rollout service consumes them:
 # a device whose message is invalid finds the reason in slmops.dlq.intake (docs/DEVICE_PROTOCOL.md).
 INTAKE_DEVICE_REPORTS = DurableConsumer(
     stream=DEVICE_STREAM,
@@ -265,20 +308,22 @@ INTAKE_DEVICE_REPORTS = DurableConsumer(
     description="Every device hello and install status, validated by the intake.",
     batch_size=50,
 )
-# Fleet rate (10,000 devices: about 1,000 windows a second): fetched 100 at a time, handled concurrently.
-INTAKE_TELEMETRY = DurableConsumer(
+# Fleet rate (150,000 devices every 10 s is 15,000 windows a second): batches of 500 (shared/kit/batch.py),
+# two batches in flight while one is folded.
+TELEMETRY_WINDOWS = DurableConsumer(
     stream=TELEMETRY_STREAM,
-    durable="intake-telemetry",
+    durable="telemetry-windows",
     filter_subject=f"{subjects.TELEMETRY}.>",
-    description="Every device telemetry window, validated by the intake.",
-    batch_size=100,
+    description="Every device telemetry window, validated and folded into the cohort aggregates.",
+    batch_size=500,
+    max_ack_pending=5000,
 )
 DURABLE_CONSUMERS: tuple[DurableConsumer, ...] = (
     REGISTRY_COMMANDS,
     OPTIMIZER_COMMANDS,
     OPTIMIZER_AUTO,
     INTAKE_DEVICE_REPORTS,
-    INTAKE_TELEMETRY,
+    TELEMETRY_WINDOWS,
 )
 
 # Fields a running consumer may not change under its users: a different filter would silently move

@@ -14,7 +14,7 @@ from services.intake.service import IntakeService
 from services.intake.settings import IntakeSettings
 from shared import topology
 from shared.kit import Runtime, ServiceKit
-from shared.messages.device import DeviceHello, DeviceStatus, TelemetryWindow, TelemetryWindowV1
+from shared.messages.device import DeviceHello, DeviceStatus
 from shared.settings import load_settings
 
 SERVICE = "intake"
@@ -38,15 +38,12 @@ def declare(settings: IntakeSettings | None = None) -> ServiceKit[IntakeService]
         settings,
         build=build,
         description=(
-            "Validates every device report (hello, status, telemetry) and dead-letters invalid ones with the reason; "
+            "Validates every device hello and install status (telemetry windows: the telemetry service) and dead-letters invalid ones with the reason; "
             "dead-letters commands on subjects no installed service reads."
         ),
     )
     kit.follows(
         topology.INTAKE_DEVICE_REPORTS, {DeviceHello: IntakeService.accepted, DeviceStatus: IntakeService.accepted}
-    )
-    kit.follows(
-        topology.INTAKE_TELEMETRY, {TelemetryWindow: IntakeService.accepted, TelemetryWindowV1: IntakeService.accepted}
     )
     kit.uses_api(*SWEEP_API)  # the sweep of commands no service reads (adapters/jetstream.py)
     return kit

@@ -22,6 +22,8 @@ How each message is settled (acks, DLQ, retries, replies) is `shared.kit.policy`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,9 +42,10 @@ from opentelemetry.trace import TracerProvider
 from shared import subjects, topology
 from shared.auth.permissions import ConsumerAccess, ServiceAccess, inbox_prefix
 from shared.bus import REPLY_TO
+from shared.kit.batch import Batch, BatchSettler, Puller, ack_all
 from shared.kit.broker import documentation_broker, make_broker
 from shared.kit.connection import ConnectionWatch, exit_process
-from shared.kit.handlers import device_request_handler, durable_handler, request_handler
+from shared.kit.handlers import device_request_handler, durable_handler, payload_annotation, request_handler
 from shared.kit.policy import DurablePolicy, Publisher, RequestPolicy, Settle
 from shared.logs import setup_logging
 from shared.messages.common import CommandOutcome
@@ -99,6 +102,14 @@ class _Durable(Generic[S]):
 
 
 @dataclass(frozen=True, kw_only=True)
+class _Ingest(Generic[S]):
+    consumer: topology.DurableConsumer
+    types: tuple[type[Message], ...]
+    use_case: Callable[[S, Batch], Awaitable[object]]
+    title: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class _Request(Generic[S]):
     rpc: Rpc[Any, Any]
     answer: Callable[..., Awaitable[Any]]
@@ -131,6 +142,7 @@ class ServiceKit(Generic[S]):
     build: Callable[[Runtime], Awaitable[S]]
     description: str
     _durables: list[_Durable[S]] = field(default_factory=list)
+    _ingests: list[_Ingest[S]] = field(default_factory=list)
     _requests: list[_Request[S]] = field(default_factory=list)
     _events: list[type[Message]] = field(default_factory=list)
     _commands: list[type[Message]] = field(default_factory=list)
@@ -166,6 +178,20 @@ class ServiceKit(Generic[S]):
         title = f"{self.name} follows {', '.join(t.TYPE for t in use_cases)}"
         dispatch = {t: _with_event_id(u) for t, u in use_cases.items()}
         self._durable(consumer, dispatch, subject=subjects.followed, title=title, enabled=enabled)
+
+    def ingests(
+        self,
+        consumer: topology.DurableConsumer,
+        types: tuple[type[Message], ...],
+        use_case: Callable[[S, Batch], Awaitable[object]],
+    ) -> None:
+        """Handle `types` from `consumer` a batch at a time (`shared.kit.batch`): for the paths at
+        fleet rate, where one handler call per message would be the whole budget. The use case may
+        return an `Outcome`, whose events are published before the batch is acked."""
+        if consumer.stream == topology.CMDS_STREAM:
+            raise KitSetupError(f"{consumer.durable} reads {consumer.stream}: declare its handlers with commands()")
+        self._check_durable(consumer, types, subject=subjects.followed)
+        self._ingests.append(_Ingest(consumer=consumer, types=types, use_case=use_case, title=f"{self.name} ingests"))
 
     def rpc(self, rpc: Rpc[RequestT, ReplyT], answer: Callable[[S, RequestT], Awaitable[ReplyT]]) -> None:
         """Answer `rpc` with `answer(service, request)`, load-balanced over replicas by a queue group."""
@@ -226,23 +252,33 @@ class ServiceKit(Generic[S]):
         title: str,
         enabled: bool,
     ) -> None:
+        self._check_durable(consumer, tuple(use_cases), subject=subject)
+        self._durables.append(_Durable(consumer=consumer, use_cases=dict(use_cases), title=title, enabled=enabled))
+
+    def _check_durable(
+        self,
+        consumer: topology.DurableConsumer,
+        types: tuple[type[Message], ...],
+        *,
+        subject: Callable[[type[Message]], str],
+    ) -> None:
         declared = {c.durable: c for c in topology.DURABLE_CONSUMERS}
         if declared.get(consumer.durable) != consumer:
             raise KitSetupError(
                 f"durable consumer {consumer.durable!r} is not the one declared in shared/topology.py; "
                 "declare its whole configuration there, once"
             )
-        if any(d.consumer.durable == consumer.durable for d in self._durables):
+        taken = [d.consumer.durable for d in self._durables] + [i.consumer.durable for i in self._ingests]
+        if consumer.durable in taken:
             raise KitSetupError(f"durable consumer {consumer.durable!r} is declared twice")
-        if not use_cases:
+        if not types:
             raise KitSetupError(f"{consumer.durable}: no message types to handle")
-        for message_type in use_cases:
+        for message_type in types:
             if not consumer.covers(subject(message_type)):
                 raise KitSetupError(
                     f"{message_type.TYPE} travels on {subject(message_type)}, which the filter of "
                     f"{consumer.durable} ({consumer.filter_subject}) does not cover"
                 )
-        self._durables.append(_Durable(consumer=consumer, use_cases=dict(use_cases), title=title, enabled=enabled))
 
     # --- what the declarations become ------------------------------------------------------------
 
@@ -268,6 +304,8 @@ class ServiceKit(Generic[S]):
         app = FastStream(broker, logger=log)
         live: _Live[S] = _Live()
         consumers = self._wire(broker, live, documenting=False)
+        consumers += [self._tuned(i.consumer) for i in self._ingests]
+        batches: list[_Running] = []
 
         @app.on_startup
         async def connect_and_build() -> None:
@@ -285,6 +323,8 @@ class ServiceKit(Generic[S]):
                 service=self.name, js=js, events=frozenset(self._events), commands=frozenset(self._commands)
             )
             live.service = await self.build(Runtime(settings=self.settings, nc=nc, js=js, publisher=live.publisher))
+            for ingest in self._ingests:
+                batches.append(await _start_ingest(self.name, self._tuned(ingest.consumer), ingest, live, js))
             live.ready = True
             log.info(f"{self.name} ready", extra={"nats": self.settings.nats_url, "s3": self.settings.s3_endpoint})
 
@@ -292,6 +332,8 @@ class ServiceKit(Generic[S]):
         async def expect_the_close() -> None:  # the broker's close on shutdown is not a lost connection
             watch.stopping = True
             live.ready = False
+            for running in batches:
+                await running.stop()
 
         return app
 
@@ -304,7 +346,7 @@ class ServiceKit(Generic[S]):
     def access(self) -> ServiceAccess:
         """What the declarations let this service touch on the bus: its credentials' permissions
         (`shared.auth.permissions.for_service`) are made from this, so an undeclared use is refused."""
-        enabled = [d.consumer for d in self._durables]
+        enabled = [d.consumer for d in self._durables] + [i.consumer for i in self._ingests]
         return ServiceAccess(
             name=self.name,
             consumers=tuple(ConsumerAccess(stream=c.stream, durable=c.durable) for c in enabled),
@@ -332,6 +374,9 @@ class ServiceKit(Generic[S]):
                 consumer = durable.consumer if documenting else self._tuned(durable.consumer)
                 self._wire_durable(broker, live, durable, consumer)
                 consumers.append(consumer)
+        if documenting:
+            for ingest in self._ingests:
+                self._document_ingest(broker, ingest)
         for request in self._requests:
             self._wire_request(broker, live, request)
         self._wire_health(broker, live)
@@ -382,6 +427,29 @@ class ServiceKit(Generic[S]):
             description=f"{consumer.description} {self._settling(consumer)}",
         )(durable_handler(types, {t: bound(u) for t, u in durable.use_cases.items()}))
         broker.include_router(router)
+
+    def _document_ingest(self, broker: NatsBroker, ingest: _Ingest[S]) -> None:
+        """The batch consumer as the AsyncAPI document shows it (it runs on `shared.kit.batch`)."""
+        consumer = ingest.consumer
+
+        async def never_called(envelope: Any) -> None:  # pragma: no cover (documentation only)
+            return None
+
+        never_called.__annotations__["envelope"] = payload_annotation(ingest.types)
+        broker.subscriber(
+            consumer.filter_subject,
+            stream=JStream(name=consumer.stream, declare=False),
+            durable=consumer.durable,
+            pull_sub=PullSub(batch_size=consumer.batch_size, timeout=consumer.fetch_timeout_seconds, batch=True),
+            config=consumer.consumer_config(),
+            title=ingest.title,
+            description=(
+                f"{consumer.description} Fetched {consumer.batch_size} at a time. Each message is a JSON envelope "
+                f"of one of the types below; one that is not goes to {subjects.dlq(self.name)} with the reason "
+                f"and is not retried; a batch whose handling fails is tried again with back-off, "
+                f"{consumer.max_deliver} times at most."
+            ),
+        )(never_called)
 
     def _settling(self, consumer: topology.DurableConsumer) -> str:
         """How this channel's messages are settled, for the document's readers."""
@@ -479,3 +547,46 @@ def _with_command_id(use_case: CommandUseCase[S]) -> Dispatch[S]:
 
 def _with_event_id(use_case: EventUseCase[S]) -> Dispatch[S]:
     return lambda service, event, message_id: use_case(service, event, event_id=message_id)
+
+
+@dataclass
+class _Running:
+    """One batch consumer's loop, and how to stop it."""
+
+    puller: Puller
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.puller.stop()
+
+
+async def _start_ingest(
+    service: str, consumer: topology.DurableConsumer, ingest: _Ingest[Any], live: _Live[Any], js: JetStreamContext
+) -> _Running:
+    puller = Puller(nc=live.nc, consumer=consumer, inbox_prefix=inbox_prefix("service", service))
+    await puller.start()
+    settler = BatchSettler(service=service, consumer=consumer, types=ingest.types, js=js, nc=live.nc)
+
+    async def loop() -> None:
+        while True:
+            msgs = await puller.next_batch()
+            valid, invalid = settler.split(msgs)
+            parked = await settler.dead_letter(invalid) if invalid else []
+            try:
+                outcome = await ingest.use_case(
+                    live.service, Batch(messages=[d for _, d in valid], rejected=len(invalid))
+                )
+                if isinstance(outcome, Outcome):  # events the batch implies
+                    await live.publisher.outcome(outcome)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await settler.failed([m for m, _ in valid], exc)
+                await ack_all(parked)
+                continue
+            await ack_all([m for m, _ in valid] + parked)
+
+    return _Running(puller=puller, task=asyncio.create_task(loop(), name=f"{service} ingest {consumer.durable}"))

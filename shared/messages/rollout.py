@@ -34,7 +34,7 @@ RolloutId = Annotated[str, StringConstraints(pattern=ROLLOUT_ID_PATTERN)]
 SelectorValue = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS)]
 Verdict = Literal["Successful", "Failed", "Inconclusive"]
 Comparator = Literal["<", "<=", ">", ">="]
-Baseline = Literal["difference", "ratio"]
+Baseline = Literal["difference", "ratio", "mann_whitney"]
 RolloutState = Literal[
     "pending", "installing", "soaking", "paused", "rolling_back", "rolled_back", "aborted", "completed"
 ]
@@ -63,7 +63,12 @@ class Gate(Frozen):
     """A telemetry check on a wave's devices after soaking: passes when `observed <comparator> threshold`.
 
     With `compare_to_baseline`, observed is the wave's value minus (difference) or divided by (ratio)
-    that of the devices still on the previous version. Under `min_samples`: Inconclusive, not a guess.
+    that of the devices of the same classes still on the previous version. `mann_whitney` (latency
+    metrics only) is a statistical judgement instead: `threshold` is the largest latency ratio
+    wave/baseline tolerated (1.1 = "at most 10 % slower"), estimated by Hodges-Lehmann on the merged
+    histograms with its `confidence` interval: Successful when the whole interval is within the
+    threshold, Failed when the whole interval is beyond it, Inconclusive otherwise. Under
+    `min_samples` (on either side, when compared): Inconclusive, not a guess.
     """
 
     metric: str = Field(description="one of GATE_METRICS, or output.<stat> for a device output statistic")
@@ -71,6 +76,7 @@ class Gate(Frozen):
     threshold: float = Field(allow_inf_nan=False)
     min_samples: int = Field(default=100, ge=1, description="requests summed over the wave's devices")
     compare_to_baseline: Baseline | None = Field(default=None, description="null = absolute threshold")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="for mann_whitney: the interval's confidence")
 
     @field_validator("metric")
     @classmethod
@@ -78,6 +84,21 @@ class Gate(Frozen):
         if value in GATE_METRICS or (value.startswith("output.") and len(value) > len("output.")):
             return value
         raise ValueError(f"unknown gate metric {value!r}; use one of {', '.join(GATE_METRICS)} or output.<stat>")
+
+    @model_validator(mode="after")
+    def _statistical_test_on_latency(self) -> Gate:
+        if self.compare_to_baseline == "mann_whitney":
+            if self.metric not in LATENCY_METRICS:
+                raise ValueError(
+                    f"mann_whitney compares latency distributions: use it with {', '.join(LATENCY_METRICS)}"
+                )
+            if self.comparator not in ("<", "<="):
+                raise ValueError(
+                    "mann_whitney judges 'not slower than the baseline by more than threshold': use < or <="
+                )
+            if self.threshold <= 0:
+                raise ValueError("mann_whitney's threshold is a latency ratio: it must be > 0 (e.g. 1.1)")
+        return self
 
 
 class Wave(Frozen):
@@ -243,6 +264,12 @@ class GateVerdict(Message):
     samples: int = Field(ge=0)
     min_samples: int = Field(ge=1)
     verdict: Verdict
+    device_class: str | None = Field(default=None, description="the class judged; null = the whole wave")
+    baseline_samples: int | None = Field(default=None, ge=0, description="when compared to the baseline")
+    low: float | None = Field(default=None, description="mann_whitney: the lower end of observed's interval")
+    high: float | None = Field(default=None, description="mann_whitney: the upper end of observed's interval")
+    p_value: float | None = Field(default=None, ge=0, le=1, description="mann_whitney: one-sided, wave slower")
+    reason: str | None = Field(default=None, max_length=2000, description="why, in words")
 
 
 @register_message

@@ -1,5 +1,6 @@
-"""The intake against a real nats-server of its own: invalid device reports end in the DLQ with
-their reason and valid ones do not; a command on a subject no service reads ends in the DLQ with
+"""The intake against a real nats-server of its own: invalid device hellos and statuses end in the
+DLQ with their reason and valid ones do not (telemetry windows: tests/integration/test_telemetry.py);
+a command on a subject no service reads ends in the DLQ with
 the reason, leaves the stream, and its waiting sender is told.
 
 The server is this module's own, so the sweep never touches the commands other tests leave in the
@@ -12,7 +13,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from services.intake.app import declare
 from services.intake.settings import IntakeSettings
 from shared import bus, subjects, topology
 from shared.messages.common import CommandOutcome
-from shared.messages.device import DeviceHello, DeviceStatus, LatencyHistogram, TelemetryWindow
+from shared.messages.device import DeviceHello, DeviceStatus
 from shared.messages.envelope import Message, wrap
 from shared.stack.servers import ServerProcess, free_port, start_nats
 from tests.support import dlq_entries
@@ -74,21 +74,6 @@ def hello(device_id: str, **changes: Any) -> DeviceHello:
         "agent_version": "0.1.0",
     }
     return DeviceHello(**(fields | changes))
-
-
-def window(device_id: str) -> TelemetryWindow:
-    start = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-    return TelemetryWindow(
-        device_id=device_id,
-        model_digest=DIGEST,
-        window_start=start,
-        window_end=start + timedelta(seconds=10),
-        request_count=3,
-        error_count=0,
-        latency=LatencyHistogram(bounds_ms=[1, 10], counts=[1, 2, 0]),
-        cpu_percent=12.5,
-        ram_mb=200.0,
-    )
 
 
 def envelope_bytes(payload: Message, *, data: dict[str, Any] | None = None) -> bytes:
@@ -145,22 +130,6 @@ async def test_an_invalid_status_is_dead_lettered_with_its_reason(nc: Client) ->
     await js.publish(subjects.device_status(bad), envelope_bytes(status, data=data))
 
     assert "step 'failed' needs a reason" in await reason_for(nc, bad)
-
-
-async def test_telemetry_that_breaks_the_protocol_rules_is_dead_lettered_and_valid_telemetry_is_not(
-    nc: Client,
-) -> None:
-    js = nc.jetstream()
-    good, bad, junk = device(), device(), device()
-    valid = await js.publish(subjects.telemetry(good), envelope_bytes(window(good)))
-    data = window(bad).model_dump(mode="json") | {"request_count": 4}
-    await js.publish(subjects.telemetry(bad), envelope_bytes(window(bad), data=data))
-    last = await js.publish(subjects.telemetry(junk), f"not json {junk}".encode())
-
-    assert "latency counts sum to 3, not request_count (4)" in await reason_for(nc, bad)
-    assert (await reason_for(nc, junk)).startswith("body is not JSON")
-    await settled(js, topology.INTAKE_TELEMETRY, max(valid.seq, last.seq))
-    assert await dlq_entries(nc, containing=good) == []
 
 
 async def command_rejection(nc: Client, subject: str, body: bytes) -> CommandOutcome:

@@ -1,0 +1,71 @@
+"""The telemetry service's wiring: what it ingests, answers and publishes. Declarations only; see `shared.kit`."""
+
+from __future__ import annotations
+
+from services.telemetry.adapters.jetstream import FOLDS_API, JetStreamAnnouncer, JetStreamFoldLog, KvSnapshots
+from services.telemetry.metrics import TelemetryMetrics
+from services.telemetry.service import TelemetryService
+from services.telemetry.settings import TelemetrySettings
+from services.telemetry.view import TelemetryView
+from shared import topology
+from shared.kit import Runtime, ServiceKit
+from shared.messages.device import TelemetryWindow, TelemetryWindowV1
+from shared.messages.rollout import GateVerdict
+from shared.messages.telemetry import EVALUATE_GATE, SUMMARIZE, DriftDetected
+from shared.settings import load_settings
+
+SERVICE = "telemetry"
+
+
+def declare(settings: TelemetrySettings | None = None) -> ServiceKit[TelemetryService]:
+    settings = settings or load_settings(TelemetrySettings)
+
+    async def build(runtime: Runtime) -> TelemetryService:
+        metrics = TelemetryMetrics()
+        windows = topology.TELEMETRY_WINDOWS
+
+        async def backlog() -> int:
+            info = await runtime.js.consumer_info(windows.stream, windows.durable)
+            return int(info.num_pending or 0)
+
+        telemetry = TelemetryService(
+            view=TelemetryView(
+                bucket_seconds=settings.telemetry_bucket_seconds,
+                retention_seconds=settings.telemetry_retention_seconds,
+            ),
+            log=JetStreamFoldLog(runtime.js),
+            snapshots=KvSnapshots(runtime.js),
+            announcer=JetStreamAnnouncer(runtime.js, runtime.publisher, source=SERVICE),
+            metrics=metrics,
+            rollup_grace_seconds=settings.telemetry_rollup_grace_seconds,
+            source=SERVICE,
+            backlog=backlog,
+        )
+        await telemetry.start()
+        telemetry.run_in_background(settings.telemetry_tick_seconds, snapshot_every=settings.telemetry_snapshot_seconds)
+        if settings.telemetry_metrics_port is not None:
+            metrics.serve(settings.telemetry_metrics_port)
+        return telemetry
+
+    kit = ServiceKit(
+        SERVICE,
+        settings,
+        build=build,
+        description=(
+            "Folds every device telemetry window, exactly once, into per-cohort aggregates (digest x class x "
+            "rollout x wave); judges rollout gates against the baseline cohort; publishes per-minute rollups."
+        ),
+    )
+    kit.ingests(
+        topology.TELEMETRY_WINDOWS,
+        (TelemetryWindow, TelemetryWindowV1),
+        lambda telemetry, batch: telemetry.ingest(
+            [(d.position, d.envelope.data) for d in batch.messages], rejected=batch.rejected
+        ),
+    )
+    kit.rpc(EVALUATE_GATE, lambda telemetry, request: telemetry.evaluate_gate(request))
+    kit.rpc(SUMMARIZE, lambda telemetry, request: telemetry.summarize(request))
+    kit.emits(GateVerdict, DriftDetected)
+    kit.writes(topology.KV_TELEMETRY)
+    kit.uses_api(*FOLDS_API)  # the fold log, and the rollup stream (adapters/jetstream.py)
+    return kit

@@ -1,0 +1,348 @@
+"""The telemetry service's use cases: fold windows exactly once, judge gates, summarise, publish rollups.
+
+Ingest (`ingest`): windows become `Observation`s, the view says which records fold the ones not yet
+folded, each record is appended to the fold log at the position the view ends at, and applied. If
+another instance appended first (`FoldConflict`), the view catches up with the log and the batch is
+folded again, minus what is now known to be folded (see `folds`). The kit acks the batch only after
+this returns, so a crash in between redelivers windows the log already holds, which are skipped.
+
+In the background (`tick`): follow the log (what other instances folded), save changed buckets with
+the position they reflect (`Snapshots`), drop buckets beyond the retention, publish the rollups of
+minutes that have closed, and refresh the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from services.telemetry.aggregates import Aggregate, CohortKey, at, bucket_of, cohort_of
+from services.telemetry.folds import FoldRecord, SequenceSet
+from services.telemetry.gates import judge
+from services.telemetry.metrics import TelemetryMetrics, cohort_labels
+from services.telemetry.observations import observe
+from services.telemetry.ports import Announcer, FoldConflict, FoldLog, Snapshots
+from services.telemetry.view import BucketKey, TelemetryView, merged
+from shared import subjects
+from shared.errors import TransientError
+from shared.messages.device import TelemetryWindow, TelemetryWindowV1
+from shared.messages.envelope import deterministic_id
+from shared.messages.rollout import GateVerdict
+from shared.messages.telemetry import (
+    MAX_SUMMARY_COHORTS,
+    EvaluateGate,
+    GateEvaluation,
+    Summarize,
+    TelemetryRollup,
+    TelemetrySummary,
+)
+
+log = logging.getLogger("slmops.telemetry")
+MAX_FOLD_ATTEMPTS = 50
+STATE_KEY = "state"
+MINUTE = 60
+
+Window = TelemetryWindow | TelemetryWindowV1
+
+
+class TelemetryService:
+    """Args:
+    view: the aggregates (empty until `start` restores and catches up).
+    log, snapshots, announcer: the ports (`ports.py`).
+    backlog: how many windows wait in the stream, undelivered (for the lag metric).
+    clock: now, as an aware datetime (a test's own clock).
+    rollup_grace_seconds: how long after a minute ends its rollup waits.
+    """
+
+    def __init__(
+        self,
+        *,
+        view: TelemetryView,
+        log: FoldLog,
+        snapshots: Snapshots,
+        announcer: Announcer,
+        metrics: TelemetryMetrics | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rollup_grace_seconds: float = 30.0,
+        source: str = "telemetry",
+        backlog: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        self.view = view
+        self._log = log
+        self._snapshots = snapshots
+        self._announcer = announcer
+        self.metrics = metrics or TelemetryMetrics()
+        self._clock = clock
+        self._grace = rollup_grace_seconds
+        self._source = source
+        self._backlog = backlog
+        self._lock = asyncio.Lock()
+        self._saved: dict[BucketKey, int] = {}
+        self.rollups_through: int | None = None
+        self.missing_records = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore the last snapshot, then apply what the fold log holds after it."""
+        async with self._lock:
+            await self._restore()
+            await self._catch_up()
+        if self.rollups_through is None:
+            self.rollups_through = bucket_of(self._clock(), MINUTE) - MINUTE
+        log.info("telemetry view ready", extra={"position": self.view.position, "buckets": len(self.view.buckets)})
+
+    def run_in_background(self, every: float, *, snapshot_every: float) -> None:
+        """Tick every `every` seconds (snapshots every `snapshot_every`) until `stop`."""
+
+        async def loop() -> None:
+            last_snapshot = 0.0
+            while True:
+                await asyncio.sleep(every)
+                clock = asyncio.get_running_loop().time()
+                try:
+                    await self.tick(snapshot=clock - last_snapshot >= snapshot_every)
+                except Exception:  # a failed tick is retried by the next one
+                    log.warning("telemetry tick failed", exc_info=True)
+                    continue
+                if clock - last_snapshot >= snapshot_every:
+                    last_snapshot = clock
+
+        self._task = asyncio.create_task(loop(), name="telemetry tick")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # --- ingest --------------------------------------------------------------------------------
+
+    async def ingest(self, windows: Sequence[tuple[int, Window]], *, rejected: int = 0) -> int:
+        """Fold windows ((telemetry stream position, window) pairs) in exactly once; returns how
+        many were new (the rest had been folded already)."""
+        self.metrics.rejected.inc(rejected)
+        observed = [(position, observe(window)) for position, window in windows]
+        async with self._lock:
+            for _ in range(MAX_FOLD_ATTEMPTS):
+                records = self.view.fold(observed, now=self._clock())
+                try:
+                    for record in records:
+                        position = await self._log.append(record.encode(), expected_last=self.view.position)
+                        self.view.apply(record, position)
+                except FoldConflict:
+                    self.metrics.conflicts.inc()
+                    await self._catch_up()
+                    continue
+                new = sum(r.windows for r in records)
+                self.metrics.windows.inc(new)
+                self.metrics.late.inc(sum(r.late for r in records))
+                self.metrics.duplicates.inc(len(observed) - new)
+                self.metrics.fold_position.set(self.view.position)
+                return new
+        raise TransientError(f"the fold log kept moving: {MAX_FOLD_ATTEMPTS} appends lost to other instances")
+
+    async def _catch_up(self) -> None:
+        """Apply every record the log holds after the view's position (the caller holds the lock)."""
+        last = await self._log.last()
+        for position in range(self.view.position + 1, last + 1):
+            raw = await self._log.read(position)
+            if raw is None:  # aged out of the log before it was snapshotted: said, and skipped
+                self.missing_records += 1
+                log.error("fold record missing: its windows are not in the aggregates", extra={"position": position})
+                self.view.position = position
+                continue
+            self.view.apply(FoldRecord.decode(raw), position)
+
+    # --- background ----------------------------------------------------------------------------
+
+    async def tick(self, *, snapshot: bool = True) -> None:
+        """Follow the log, save, prune, publish due rollups, refresh the metrics."""
+        async with self._lock:
+            await self._catch_up()
+        now = self._clock()
+        if snapshot:
+            await self.save_snapshot(now)
+        await self.publish_rollups(now)
+        self._refresh_metrics(now)
+        if self._backlog is not None:
+            self.metrics.lag.set(await self._backlog())
+
+    async def save_snapshot(self, now: datetime) -> None:
+        """Save the buckets changed since the last save, and the folded set, at the view's position."""
+        view = self.view
+        position = view.position
+        for key in view.prune(now):
+            self._saved.pop(key, None)
+            await self._snapshots.delete(_bucket_key(key))
+        for key, changed in list(view.changed_at.items()):
+            if changed > self._saved.get(key, 0) and key in view.buckets:
+                doc = {
+                    "cohort": list(key[0]),
+                    "bucket": key[1],
+                    "position": position,
+                    "agg": view.buckets[key].to_json(),
+                }
+                await self._snapshots.save(_bucket_key(key), _dumps(doc))
+                self._saved[key] = position
+        state = {
+            "position": position,
+            "folded": view.folded.to_json(),
+            "windows": view.windows,
+            "late": view.late,
+            "rollups_through": self.rollups_through,
+        }
+        await self._snapshots.save(STATE_KEY, _dumps(state))
+
+    async def _restore(self) -> None:
+        entries = dict(await self._snapshots.load())
+        if STATE_KEY not in entries:
+            return
+        state = json.loads(entries.pop(STATE_KEY))
+        buckets: list[tuple[BucketKey, Aggregate, int]] = []
+        for raw in entries.values():
+            doc = json.loads(raw)
+            digest, device_class, rollout_id, wave = doc["cohort"]
+            key: BucketKey = ((digest, device_class, rollout_id, wave), int(doc["bucket"]))
+            buckets.append((key, Aggregate.from_json(doc["agg"]), int(doc["position"])))
+        # Replay from the oldest position anything was saved at: each bucket then takes only what
+        # it lacks, so a bucket saved by a lagging instance is completed, not double-counted.
+        start = min([int(state["position"])] + [saved for _, _, saved in buckets])
+        self.view.restore(
+            position=start,
+            folded=SequenceSet.from_json(state["folded"]),
+            folded_at=int(state["position"]),
+            windows=int(state["windows"]),
+            late=int(state["late"]),
+            buckets=buckets,
+        )
+        self._saved = {key: saved for key, _, saved in buckets}
+        self.rollups_through = state.get("rollups_through")
+
+    # --- rollups -------------------------------------------------------------------------------
+
+    async def publish_rollups(self, now: datetime) -> int:
+        """Publish every cohort's rollup of each minute that ended over `grace` seconds ago."""
+        if self.rollups_through is None:
+            return 0
+        published = 0
+        while self.rollups_through + 2 * MINUTE + self._grace <= now.timestamp():
+            minute = self.rollups_through + MINUTE
+            since, until = at(minute), at(minute + MINUTE)
+            for key, aggregate in self.view.select(lambda _: True, since=since, until=until).items():
+                stats = aggregate.stats(cohort_of(key), since, until)
+                digest, device_class, rollout_id, wave = key
+                subject = subjects.rollup(digest=digest, device_class=device_class, rollout_id=rollout_id, wave=wave)
+                rollup_id = deterministic_id("telemetry.rollup", *map(str, key), str(minute))
+                await self._announcer.rollup(TelemetryRollup(stats=stats), subject, rollup_id)
+                published += 1
+            self.rollups_through = minute
+        self.metrics.rollups.inc(published)
+        return published
+
+    # --- queries -------------------------------------------------------------------------------
+
+    async def evaluate_gate(self, request: EvaluateGate) -> GateEvaluation:
+        """Judge `request.gate` on the wave's cohort against the baseline cohort (see `EvaluateGate`)."""
+        until = request.until or self._clock()
+
+        def in_wave(key: CohortKey) -> bool:
+            digest, device_class, rollout_id, wave = key
+            return (
+                rollout_id == request.rollout_id
+                and wave is not None
+                and (wave == request.wave or (request.through_wave and wave <= request.wave))
+                and (request.device_class is None or device_class == request.device_class)
+                and (not request.digests or digest in request.digests)
+            )
+
+        wave_cohorts = self.view.select(in_wave, since=request.since, until=until)
+        classes = {request.device_class} if request.device_class else {key[1] for key in wave_cohorts}
+        baseline_digests = set(request.baseline_digests)
+
+        def in_baseline(key: CohortKey) -> bool:
+            digest, device_class, rollout_id, _ = key
+            return digest in baseline_digests and device_class in classes and rollout_id != request.rollout_id
+
+        baseline_cohorts = (
+            self.view.select(in_baseline, since=request.since, until=until) if baseline_digests and classes else {}
+        )
+        evaluation = judge(request.gate, merged(wave_cohorts), merged(baseline_cohorts) if baseline_cohorts else None)
+        self.metrics.gate_evaluations.labels(evaluation.verdict).inc()
+        if request.publish:
+            event_id = deterministic_id(
+                "gate.verdict",
+                request.rollout_id,
+                str(request.wave),
+                request.device_class or "",
+                request.gate.model_dump_json(),
+                request.since.isoformat(),
+                until.isoformat(),
+            )
+            await self._announcer.event(_verdict(request, evaluation), event_id)
+            evaluation = evaluation.model_copy(update={"verdict_event_id": event_id})
+        return evaluation
+
+    async def summarize(self, request: Summarize) -> TelemetrySummary:
+        """Every cohort over the last `request.seconds` (of one digest, if given), busiest first."""
+        now = self._clock()
+        since = now - timedelta(seconds=request.seconds)
+        cohorts = self.view.select(
+            lambda key: request.model_digest is None or key[0] == request.model_digest, since=since, until=now
+        )
+        stats = sorted(
+            (aggregate.stats(cohort_of(key), since, now) for key, aggregate in cohorts.items()),
+            key=lambda s: (-s.requests, s.cohort.model_digest, s.cohort.device_class),
+        )
+        return TelemetrySummary(
+            cohorts=stats[:MAX_SUMMARY_COHORTS],
+            omitted=max(0, len(stats) - MAX_SUMMARY_COHORTS),
+            position=self.view.position,
+        )
+
+    def _refresh_metrics(self, now: datetime) -> None:
+        since = now - timedelta(seconds=MINUTE)
+        cohorts = self.view.select(lambda _: True, since=since, until=now)
+        stats = [aggregate.stats(cohort_of(key), since, now) for key, aggregate in cohorts.items()]
+        self.metrics.show_cohorts({cohort_labels(s): s for s in stats})
+        self.metrics.cohorts.set(len(self.view.buckets))
+        self.metrics.fold_position.set(self.view.position)
+
+
+def _verdict(request: EvaluateGate, evaluation: GateEvaluation) -> GateVerdict:
+    gate = request.gate
+    return GateVerdict(
+        rollout_id=request.rollout_id,
+        wave=request.wave,
+        metric=gate.metric,
+        comparator=gate.comparator,
+        threshold=gate.threshold,
+        compare_to_baseline=gate.compare_to_baseline,
+        observed=evaluation.observed,
+        baseline=evaluation.baseline,
+        samples=evaluation.samples,
+        min_samples=gate.min_samples,
+        verdict=evaluation.verdict,
+        device_class=request.device_class,
+        baseline_samples=evaluation.baseline_samples,
+        low=evaluation.low,
+        high=evaluation.high,
+        p_value=evaluation.p_value,
+        reason=evaluation.reason[:2000],
+    )
+
+
+def _bucket_key(key: BucketKey) -> str:
+    cohort, bucket = key
+    digest = hashlib.sha256(json.dumps(list(cohort)).encode()).hexdigest()[:24]
+    return f"bucket.{digest}.{bucket}"
+
+
+def _dumps(doc: object) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()

@@ -1,0 +1,37 @@
+"""The telemetry service's settings: the platform's, plus its buckets, retention and outputs."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from shared.settings import Settings
+
+
+class TelemetrySettings(Settings):
+    """`SLMOPS_*` environment variables of a telemetry process."""
+
+    telemetry_bucket_seconds: int = Field(
+        default=10, description="width of a time bucket: the resolution of every time range (divides 60)"
+    )
+    telemetry_retention_seconds: int = Field(
+        default=6 * 3600, ge=60, description="how long cohort buckets are kept (memory grows with cohorts x this)"
+    )
+    telemetry_tick_seconds: float = Field(
+        default=1.0, gt=0, description="how often the fold log is followed, rollups published and metrics refreshed"
+    )
+    telemetry_snapshot_seconds: float = Field(
+        default=5.0, gt=0, description="how often changed aggregates are saved in KV telemetry"
+    )
+    telemetry_rollup_grace_seconds: float = Field(
+        default=30.0, ge=0, description="how long after a minute ends its rollup waits for late windows"
+    )
+    telemetry_metrics_port: int | None = Field(
+        default=9464, ge=1, le=65535, description="port of Prometheus /metrics; unset = none"
+    )
+
+    @field_validator("telemetry_bucket_seconds")
+    @classmethod
+    def _divides_a_minute(cls, value: int) -> int:
+        if value < 1 or 60 % value:
+            raise ValueError(f"telemetry_bucket_seconds must divide 60 (1, 2, 5, 10, 15, 30, 60), got {value}")
+        return value

@@ -1,0 +1,165 @@
+"""The aggregates one instance holds: every cohort bucket, as of a position in the fold log.
+
+Pure state and pure functions of it; the service moves it forward (`fold` builds the records a batch
+implies, `apply` applies a record the log accepted) and reads it (`select`). Restoring from a
+snapshot (`restore`) sets each stored bucket at the position it was saved at, so replaying the log
+from the snapshot's position applies to each bucket only what it does not already hold.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from services.telemetry.aggregates import Aggregate, CohortKey, bucket_of, key_of
+from services.telemetry.folds import MAX_RECORD_BYTES, FoldRecord, SequenceSet, ranges_of
+from services.telemetry.observations import Observation
+
+BucketKey = tuple[CohortKey, int]
+
+
+@dataclass
+class TelemetryView:
+    """Aggregates by cohort and bucket start, the positions folded, and the log position reflected.
+
+    Attributes:
+        bucket_seconds: the width of a time bucket (the resolution of every time range).
+        retention_seconds: buckets older than this are dropped (`prune`) and windows for them
+            only counted as late.
+    """
+
+    bucket_seconds: int
+    retention_seconds: int
+    position: int = 0
+    folded: SequenceSet = field(default_factory=SequenceSet)
+    buckets: dict[BucketKey, Aggregate] = field(default_factory=dict)
+    changed_at: dict[BucketKey, int] = field(default_factory=dict)
+    windows: int = 0
+    late: int = 0
+    # Restored from a snapshot: the position each bucket (and the folded set) was saved at.
+    _saved_at: dict[BucketKey, int] = field(default_factory=dict)
+    _folded_saved_at: int = 0
+
+    # --- moving forward ------------------------------------------------------------------------
+
+    def fold(self, batch: Sequence[tuple[int, Observation]], *, now: datetime) -> list[FoldRecord]:
+        """The records that fold `batch` ((stream position, window) pairs) into the aggregates:
+        windows already folded are left out; none at all if every one was."""
+        fresh: dict[int, Observation] = {}
+        for position, obs in batch:
+            if position not in self.folded and position not in fresh:
+                fresh[position] = obs
+        if not fresh:
+            return []
+        oldest = bucket_of(now, self.bucket_seconds) - self.retention_seconds
+        records: list[FoldRecord] = []
+        deltas: dict[BucketKey, Aggregate] = {}
+        positions: list[int] = []
+        late = 0
+        size = 0
+        for position, obs in sorted(fresh.items()):
+            bucket = bucket_of(obs.start, self.bucket_seconds)
+            positions.append(position)
+            if bucket < oldest:
+                late += 1
+                continue
+            key = (key_of(obs.cohort), bucket)
+            if key not in deltas:
+                deltas[key] = Aggregate()
+                size += _BUCKET_BYTES
+            deltas[key].add(obs)
+            if size >= MAX_RECORD_BYTES:
+                records.append(_record(positions, deltas, late))
+                deltas, positions, late, size = {}, [], 0, 0
+        if positions:
+            records.append(_record(positions, deltas, late))
+        return records
+
+    def apply(self, record: FoldRecord, position: int) -> None:
+        """Apply the record the log holds at `position` (each bucket only once: see `restore`)."""
+        if position <= self.position:
+            return
+        for cohort, bucket, delta in record.deltas:
+            key = (cohort, bucket)
+            if position <= self._saved_at.get(key, 0):
+                continue
+            mine = self.buckets.get(key)
+            if mine is None:
+                self.buckets[key] = delta.copy()
+            else:
+                mine.merge(delta)
+            self.changed_at[key] = position
+        if position > self._folded_saved_at:
+            for low, high in record.positions:
+                self.folded.add_range(low, high)
+            self.windows += record.windows
+            self.late += record.late
+        self.position = position
+
+    def restore(
+        self,
+        *,
+        position: int,
+        folded: SequenceSet,
+        folded_at: int,
+        windows: int,
+        late: int,
+        buckets: Sequence[tuple[BucketKey, Aggregate, int]],
+    ) -> None:
+        """Start from a snapshot at `position` (where replaying the log begins): the folded set as
+        of `folded_at`, each bucket as of its own position."""
+        self.position = position
+        self.folded = folded
+        self._folded_saved_at = folded_at
+        self.windows, self.late = windows, late
+        for key, aggregate, saved_at in buckets:
+            self.buckets[key] = aggregate
+            self._saved_at[key] = saved_at
+            self.changed_at[key] = saved_at
+
+    def prune(self, now: datetime) -> list[BucketKey]:
+        """Drop the buckets beyond the retention; returns their keys."""
+        oldest = bucket_of(now, self.bucket_seconds) - self.retention_seconds
+        gone = [key for key in self.buckets if key[1] < oldest]
+        for key in gone:
+            del self.buckets[key]
+            self.changed_at.pop(key, None)
+            self._saved_at.pop(key, None)
+        return gone
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def select(
+        self, wanted: Callable[[CohortKey], bool], *, since: datetime, until: datetime
+    ) -> dict[CohortKey, Aggregate]:
+        """Per cohort, the merge of its buckets that start in `[bucket_of(since), until)`."""
+        first = bucket_of(since, self.bucket_seconds)
+        end = until.timestamp()
+        merged: dict[CohortKey, Aggregate] = defaultdict(Aggregate)
+        for (cohort, bucket), aggregate in self.buckets.items():
+            if first <= bucket < end and wanted(cohort):
+                merged[cohort].merge(aggregate)
+        return dict(merged)
+
+
+# What one bucket's delta adds to a record (a histogram, a few moments, 1 KiB of registers, in JSON).
+_BUCKET_BYTES = 4 * 1024
+
+
+def _record(positions: list[int], deltas: dict[BucketKey, Aggregate], late: int) -> FoldRecord:
+    return FoldRecord(
+        positions=ranges_of(positions),
+        deltas=[(cohort, bucket, agg) for (cohort, bucket), agg in deltas.items()],
+        late=late,
+        windows=len(positions),
+    )
+
+
+def merged(aggregates: dict[CohortKey, Aggregate]) -> Aggregate:
+    """One aggregate of several cohorts."""
+    total = Aggregate()
+    for aggregate in aggregates.values():
+        total.merge(aggregate)
+    return total
