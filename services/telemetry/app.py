@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.telemetry.adapters.jetstream import FOLDS_API, JetStreamAnnouncer, JetStreamFoldLog, KvSnapshots
 from services.telemetry.metrics import TelemetryMetrics
-from services.telemetry.service import TelemetryService
+from services.telemetry.service import DriftPolicy, TelemetryService
 from services.telemetry.settings import TelemetrySettings
 from services.telemetry.view import TelemetryView
 from shared import topology
@@ -40,6 +40,12 @@ def declare(settings: TelemetrySettings | None = None) -> ServiceKit[TelemetrySe
             rollup_grace_seconds=settings.telemetry_rollup_grace_seconds,
             source=SERVICE,
             backlog=backlog,
+            drift_policy=DriftPolicy(
+                period_seconds=settings.telemetry_drift_period_seconds,
+                reference_periods=settings.telemetry_drift_reference_periods,
+                debounce=settings.telemetry_drift_debounce,
+                min_requests=settings.telemetry_drift_min_requests,
+            ),
         )
         await telemetry.start()
         telemetry.run_in_background(settings.telemetry_tick_seconds, snapshot_every=settings.telemetry_snapshot_seconds)

@@ -7,12 +7,14 @@ Cohort labels: the digest's first 12 characters, the class, the rollout (`-` by 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from shared.messages.telemetry import CohortStats
 
+log = logging.getLogger("slmops.telemetry")
 COHORT_LABELS = ("digest", "device_class", "rollout", "wave")
 
 
@@ -51,8 +53,12 @@ class TelemetryMetrics:
         )
 
     def serve(self, port: int) -> None:
-        """Expose `/metrics` on `port` (a thread of prometheus-client's)."""
-        start_http_server(port, registry=self.registry)
+        """Expose `/metrics` on `port` (a thread of prometheus-client's). A port already taken is
+        logged, not fatal: the service's job is the aggregates, its metrics are a view of them."""
+        try:
+            start_http_server(port, registry=self.registry)
+        except OSError as exc:
+            log.error("cannot serve /metrics", extra={"port": port, "error": str(exc)})
 
     def show_cohorts(self, stats: Mapping[tuple[str, ...], CohortStats]) -> None:
         """Replace the per-cohort gauges with these cohorts' numbers."""

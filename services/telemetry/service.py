@@ -19,8 +19,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from services.telemetry import drift
 from services.telemetry.aggregates import Aggregate, CohortKey, at, bucket_of, cohort_of
 from services.telemetry.folds import FoldRecord, SequenceSet
 from services.telemetry.gates import judge
@@ -35,6 +37,7 @@ from shared.messages.envelope import deterministic_id
 from shared.messages.rollout import GateVerdict
 from shared.messages.telemetry import (
     MAX_SUMMARY_COHORTS,
+    DriftDetected,
     EvaluateGate,
     GateEvaluation,
     Summarize,
@@ -43,8 +46,22 @@ from shared.messages.telemetry import (
 )
 
 log = logging.getLogger("slmops.telemetry")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftPolicy:
+    """How drift is judged (see `drift`): periods of `period_seconds`, the reference from the first
+    `reference_periods`, events after `debounce` breaching periods, none under `min_requests`."""
+
+    period_seconds: int = 60
+    reference_periods: int = 5
+    debounce: int = drift.DEBOUNCE_PERIODS
+    min_requests: int = drift.MIN_REQUESTS
+
+
 MAX_FOLD_ATTEMPTS = 50
 STATE_KEY = "state"
+REFERENCE_PREFIX = "reference."
 MINUTE = 60
 
 Window = TelemetryWindow | TelemetryWindowV1
@@ -71,6 +88,7 @@ class TelemetryService:
         rollup_grace_seconds: float = 30.0,
         source: str = "telemetry",
         backlog: Callable[[], Awaitable[int]] | None = None,
+        drift_policy: DriftPolicy | None = None,
     ) -> None:
         self.view = view
         self._log = log
@@ -84,6 +102,9 @@ class TelemetryService:
         self._lock = asyncio.Lock()
         self._saved: dict[BucketKey, int] = {}
         self.rollups_through: int | None = None
+        self.drift = drift_policy or DriftPolicy()
+        self.drift_through: int | None = None
+        self.references: dict[str, tuple[int, Aggregate]] = {}  # digest -> (scored from, reference)
         self.missing_records = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -96,6 +117,9 @@ class TelemetryService:
             await self._catch_up()
         if self.rollups_through is None:
             self.rollups_through = bucket_of(self._clock(), MINUTE) - MINUTE
+        if self.drift_through is None:
+            period = self.drift.period_seconds
+            self.drift_through = bucket_of(self._clock(), period) - period
         log.info("telemetry view ready", extra={"position": self.view.position, "buckets": len(self.view.buckets)})
 
     def run_in_background(self, every: float, *, snapshot_every: float) -> None:
@@ -170,6 +194,7 @@ class TelemetryService:
         if snapshot:
             await self.save_snapshot(now)
         await self.publish_rollups(now)
+        await self.detect_drift(now)
         self._refresh_metrics(now)
         if self._backlog is not None:
             self.metrics.lag.set(await self._backlog())
@@ -197,6 +222,7 @@ class TelemetryService:
             "windows": view.windows,
             "late": view.late,
             "rollups_through": self.rollups_through,
+            "drift_through": self.drift_through,
         }
         await self._snapshots.save(STATE_KEY, _dumps(state))
 
@@ -206,8 +232,11 @@ class TelemetryService:
             return
         state = json.loads(entries.pop(STATE_KEY))
         buckets: list[tuple[BucketKey, Aggregate, int]] = []
-        for raw in entries.values():
+        for name, raw in entries.items():
             doc = json.loads(raw)
+            if name.startswith(REFERENCE_PREFIX):
+                self.references[doc["digest"]] = (int(doc["from"]), Aggregate.from_json(doc["agg"]))
+                continue
             digest, device_class, rollout_id, wave = doc["cohort"]
             key: BucketKey = ((digest, device_class, rollout_id, wave), int(doc["bucket"]))
             buckets.append((key, Aggregate.from_json(doc["agg"]), int(doc["position"])))
@@ -224,6 +253,7 @@ class TelemetryService:
         )
         self._saved = {key: saved for key, _, saved in buckets}
         self.rollups_through = state.get("rollups_through")
+        self.drift_through = state.get("drift_through")
 
     # --- rollups -------------------------------------------------------------------------------
 
@@ -245,6 +275,77 @@ class TelemetryService:
             self.rollups_through = minute
         self.metrics.rollups.inc(published)
         return published
+
+    # --- drift ---------------------------------------------------------------------------------
+
+    async def detect_drift(self, now: datetime) -> int:
+        """Score each digest's periods that closed over `grace` seconds ago; publish drift onsets."""
+        if self.drift_through is None:
+            return 0
+        period = self.drift.period_seconds
+        found = 0
+        while self.drift_through + 2 * period + self._grace <= now.timestamp():
+            start = self.drift_through + period
+            for digest in sorted({key[0][0] for key in self.view.buckets}):
+                found += await self._drift_of(digest, start)
+            self.drift_through = start
+        return found
+
+    async def _drift_of(self, digest: str, start: int) -> int:
+        """Score `digest`'s period at `start` (and the `debounce` before it) against its reference."""
+        policy = self.drift
+        period = policy.period_seconds
+        reference = self.references.get(digest) or await self._new_reference(digest, start + period)
+        if reference is None or start < reference[0]:
+            return 0
+        scored_from, ref = reference
+        starts = [s for s in (start - i * period for i in range(policy.debounce, -1, -1)) if s >= scored_from]
+        history = [drift.scores(ref, self._period(digest, s), min_requests=policy.min_requests) for s in starts]
+        current = self._period(digest, start)
+        onsets = drift.onsets(history, debounce=policy.debounce)
+        for score in onsets:
+            onset = starts[-policy.debounce]
+            event = DriftDetected(
+                model_digest=digest,
+                metric=score.metric,
+                method=score.method,
+                reference=score.reference,
+                current=score.current,
+                score=score.score,
+                threshold=score.threshold,
+                devices=max(1, current.devices.estimate()),
+                window_start=at(onset),
+                window_end=at(start + period),
+            )
+            await self._announcer.event(event, deterministic_id("drift.detected", digest, score.metric, str(onset)))
+            self.metrics.drift.labels(score.metric).inc()
+            log.warning("drift detected", extra={"digest": digest, "metric": score.metric, "score": score.score})
+        return len(onsets)
+
+    async def _new_reference(self, digest: str, closed_until: int) -> tuple[int, Aggregate] | None:
+        """The digest's reference, once its first periods have closed (and saved with the snapshot)."""
+        period = self.drift.period_seconds
+        buckets = [key[1] for key in self.view.buckets if key[0][0] == digest]
+        if not buckets:
+            return None
+        first = bucket_of(at(min(buckets)), period)
+        periods = [self._period(digest, s) for s in range(first, closed_until, period)]
+        ref = drift.reference_of(
+            periods, reference_periods=self.drift.reference_periods, min_requests=self.drift.min_requests
+        )
+        if ref is None:
+            return None
+        scored_from = first + self.drift.reference_periods * period
+        self.references[digest] = (scored_from, ref)
+        doc = {"digest": digest, "from": scored_from, "agg": ref.to_json()}
+        await self._snapshots.save(f"{REFERENCE_PREFIX}{digest}", _dumps(doc))
+        return self.references[digest]
+
+    def _period(self, digest: str, start: int) -> Aggregate:
+        cohorts = self.view.select(
+            lambda key: key[0] == digest, since=at(start), until=at(start + self.drift.period_seconds)
+        )
+        return merged(cohorts)
 
     # --- queries -------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from shared.settings import Settings
 
@@ -25,6 +25,18 @@ class TelemetrySettings(Settings):
     telemetry_rollup_grace_seconds: float = Field(
         default=30.0, ge=0, description="how long after a minute ends its rollup waits for late windows"
     )
+    telemetry_drift_period_seconds: int = Field(
+        default=60, ge=1, description="drift is scored per closed period of this length (a multiple of the bucket)"
+    )
+    telemetry_drift_reference_periods: int = Field(
+        default=5, ge=1, description="a digest's reference: the merge of its first periods, this many"
+    )
+    telemetry_drift_debounce: int = Field(
+        default=2, ge=1, description="breaching periods in a row before drift.detected (one event per episode)"
+    )
+    telemetry_drift_min_requests: int = Field(
+        default=500, ge=1, description="a period (or a reference) with fewer requests is not scored"
+    )
     telemetry_metrics_port: int | None = Field(
         default=9464, ge=1, le=65535, description="port of Prometheus /metrics; unset = none"
     )
@@ -35,3 +47,12 @@ class TelemetrySettings(Settings):
         if value < 1 or 60 % value:
             raise ValueError(f"telemetry_bucket_seconds must divide 60 (1, 2, 5, 10, 15, 30, 60), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _periods_of_whole_buckets(self) -> TelemetrySettings:
+        if self.telemetry_drift_period_seconds % self.telemetry_bucket_seconds:
+            raise ValueError(
+                f"telemetry_drift_period_seconds ({self.telemetry_drift_period_seconds}) must be a multiple of "
+                f"telemetry_bucket_seconds ({self.telemetry_bucket_seconds})"
+            )
+        return self

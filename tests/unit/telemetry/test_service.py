@@ -64,9 +64,8 @@ def fleet(n_devices: int = 40, windows_each: int = 5, *, seed: int = 0) -> list[
 
 
 def totals(svc: TelemetryService) -> dict[object, tuple[int, int, int, list[int]]]:
-    return {
-        key: (agg.windows, agg.requests, agg.errors, agg.latency.counts) for key, agg in sorted(svc.view.buckets.items())
-    }
+    buckets = sorted(svc.view.buckets.items())
+    return {key: (agg.windows, agg.requests, agg.errors, agg.latency.counts) for key, agg in buckets}
 
 
 async def test_two_instances_on_one_log_fold_exactly_what_one_instance_does() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from shared.histogram import ExponentialHistogram
-from shared.messages.device import ExponentialLatency, OutputMoments, TelemetryWindow
+from shared.messages.device import ExponentialLatency, OutputMoments, SimilarityHistogram, TelemetryWindow
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 OLD = "a" * 64
@@ -24,6 +24,7 @@ def window(
     start: datetime = T0,
     errors: int = 0,
     norm: tuple[float, float] = (1.0, 0.01),
+    similarity: Sequence[int] | None = None,
 ) -> TelemetryWindow:
     histogram = ExponentialHistogram(scale=4)
     for value in latencies:
@@ -41,6 +42,7 @@ def window(
         error_count=errors,
         latency=ExponentialLatency.of(histogram),
         outputs={"norm": OutputMoments(count=served, mean=norm[0], variance=norm[1])} if served else {},
+        similarity=SimilarityHistogram(reference_requests=64, counts=list(similarity)) if similarity else None,
         cpu_percent=10.0,
         ram_mb=100.0,
     )
