@@ -19,7 +19,7 @@ from shared.stack.servers import find_executable
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-PLATFORM = ("registry", "optimizer", "intake")
+PLATFORM = ("registry", "optimizer", "intake", "telemetry")
 
 
 def test_the_nats_configuration_is_valid_with_the_generated_trust(tmp_path: Path) -> None:
