@@ -138,3 +138,23 @@ def test_the_server_allows_one_delivery_more_than_the_handler_attempts() -> None
 )
 def test_subject_matching_follows_nats_wildcards(pattern: str, subject: str, matches: bool) -> None:
     assert topology.subject_matches(pattern, subject) is matches
+
+
+async def _ingest(service: Nothing, batch: Any) -> None:
+    return None
+
+
+def test_a_batch_consumer_is_checked_like_any_other_and_granted_its_durable() -> None:
+    tweaked = replace(topology.TELEMETRY_WINDOWS, batch_size=7)
+    with pytest.raises(KitSetupError, match="not the one declared in shared/topology.py"):
+        kit("telemetry").ingests(tweaked, (TelemetryWindow,), _ingest)
+    with pytest.raises(KitSetupError, match="declare its handlers with commands"):
+        kit("telemetry").ingests(topology.REGISTRY_COMMANDS, (RegisterModel,), _ingest)
+    with pytest.raises(KitSetupError, match=r"device\.hello travels on slmops\.device\.\*\.hello"):
+        kit("telemetry").ingests(topology.TELEMETRY_WINDOWS, (DeviceHello,), _ingest)
+    telemetry = kit("telemetry")
+    telemetry.ingests(topology.TELEMETRY_WINDOWS, (TelemetryWindow,), _ingest)
+    with pytest.raises(KitSetupError, match="declared twice"):
+        telemetry.ingests(topology.TELEMETRY_WINDOWS, (TelemetryWindow,), _ingest)
+    consumers = telemetry.access().consumers
+    assert [(c.stream, c.durable) for c in consumers] == [("SLMOPS_TELEMETRY", "telemetry-windows")]
