@@ -3,7 +3,8 @@
 # Today: start the stack; register the built-in tiny model and show the registry's checks; register
 # the reference SLM (all-MiniLM-L6-v2) and let the optimizer find and register its best variant for
 # a Raspberry Pi 5 and for a small gateway; show the lineage; enrol a device (its own credentials),
-# install it on an edge agent and serve an inference; show what the device may not do; revoke it;
+# install it on an edge agent and serve an inference; show its telemetry as the telemetry service
+# aggregated it; show what the device may not do; revoke it;
 # list the channels of the AsyncAPI documents other systems build against; stop. Authentication is
 # on throughout; the stack keeps its state in $SLMOPS_HOME across runs. It grows as services land.
 set -euo pipefail
@@ -72,6 +73,14 @@ reply = json.load(urllib.request.urlopen(req, timeout=10))
 vector = reply["outputs"][0][0]
 print(f"served by {reply['digest'][:16]}...: a {len(vector)}-dim embedding, first values {[round(x, 3) for x in vector[:4]]}")
 PY
+
+step "telemetry: the device's windows, folded into its cohort by the telemetry service (aggregates only)"
+digest="$(slmops device status demo-rpi-1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["desired"]["digest"])')"
+for _ in $(seq 1 60); do
+  slmops telemetry show "$digest" --json | grep -q '"windows": [1-9]' && break
+  sleep 0.5
+done
+slmops telemetry show "$digest"
 
 step "least privilege: what the device's credentials cannot do (the server and the registry refuse)"
 python3 - "$work/demo-rpi-1" <<'PY'

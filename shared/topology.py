@@ -7,7 +7,7 @@ redelivery settings are that deployment's.
 
 Every stream and bucket is bounded, so that no sender, however hostile or broken, can fill the
 server's disk or hand a consumer more than it can hold (`max_bytes` is also reserved against the
-server's JetStream storage, so the sum below, about 4.6 GiB, must fit it; compose allows 10 GB):
+server's JetStream storage, so the sum below, about 5.4 GiB, must fit it; compose allows 10 GB):
 
     stream / bucket    max_msg_size / max_value_size   max_bytes   when full
     SLMOPS_CMDS        264 KiB (envelope + headers)    256 MiB     refuse new: the sender is told
@@ -16,16 +16,16 @@ server's JetStream storage, so the sum below, about 4.6 GiB, must fit it; compos
     SLMOPS_TELEMETRY   64 KiB (one window)             2 GiB       drop oldest
     SLMOPS_DLQ         272 KiB (any of the above +     256 MiB     drop oldest (also 30 d)
                        provenance headers)
-    SLMOPS_TELEMETRY_  264 KiB (one fold record)       1 GiB       drop oldest (also 1 d): the
+    SLMOPS_TELEMETRY_  264 KiB (one fold record)       256 MiB     drop oldest (also 1 d): the
       FOLDS                                                        telemetry service's aggregates
                                                                    are snapshotted in KV well before
-    SLMOPS_ROLLUPS     64 KiB (one cohort-minute)      1 GiB       drop oldest (also 30 d)
+    SLMOPS_ROLLUPS     64 KiB (one cohort-minute)      256 MiB     drop oldest (also 30 d)
     KV models          512 KiB (a command's data +     256 MiB     refuse new (KV's policy)
                        what the registry adds)
     KV rollouts        512 KiB                         128 MiB     refuse new
     KV devices         64 KiB (a hello's worth)        256 MiB     refuse new
     KV desired         16 KiB (one DesiredState)       256 MiB     refuse new (10,000 devices x 5)
-    KV telemetry       512 KiB (one cohort-bucket)     512 MiB     refuse new
+    KV telemetry       512 KiB (one cohort-bucket)     256 MiB     refuse new
 
 The per-message sizes follow from `shared.messages.envelope.MAX_ENVELOPE_BYTES` (256 KiB, which
 `decode` and `encode` enforce) and `MAX_HEADER_BYTES` (8 KiB); a publish over a stream's
@@ -146,7 +146,7 @@ STREAMS: tuple[StreamConfig, ...] = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=1 * DAY,
-        max_bytes=1 * GiB,
+        max_bytes=256 * MiB,
         max_msg_size=MESSAGE_MAX_BYTES,
         discard=DiscardPolicy.OLD,
         duplicate_window=120.0,
@@ -161,7 +161,7 @@ STREAMS: tuple[StreamConfig, ...] = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=30 * DAY,
-        max_bytes=1 * GiB,
+        max_bytes=256 * MiB,
         max_msg_size=DEVICE_MESSAGE_MAX_BYTES,
         discard=DiscardPolicy.OLD,
         duplicate_window=600.0,
@@ -213,7 +213,7 @@ KV_BUCKETS: tuple[KeyValueConfig, ...] = (
         direct=True,
         history=1,
         max_value_size=RECORD_MAX_BYTES,
-        max_bytes=512 * MiB,
+        max_bytes=256 * MiB,
         description="Telemetry aggregates per cohort and time bucket, each with the fold position it reflects.",
     ),
 )

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from shared.errors import TransientError
 from shared.messages.envelope import Message
 
 
-class FoldConflict(Exception):
-    """The fold log no longer ends where the caller's view does: another instance appended first."""
+class FoldConflict(TransientError):
+    """The fold log no longer ends where the caller's view does: another instance appended first
+    (the caller catches up and tries again)."""
 
     def __init__(self, last: int | None) -> None:
         super().__init__(f"the fold log moved on (its last position is {last})")

@@ -18,10 +18,13 @@ from shared.outcomes import Outcome
 
 
 def payload_annotation(types: Sequence[type[Message]]) -> Any:
-    """The wire model of one message type, or the union of several told apart by `type`."""
+    """The wire model of one message type, or the union of several told apart by `type` (or, for
+    versions of one type, by their `schema_version`: a plain union, each member pinning its own)."""
     models = tuple(wire_model(t) for t in types)
     if len(models) == 1:
         return models[0]
+    if len({t.TYPE for t in types}) < len(types):
+        return Union[models]  # noqa: UP007 (a runtime tuple of classes)
     return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 (a runtime tuple of classes)
 
 
