@@ -96,6 +96,8 @@ class ExponentialHistogram:
 
     def merge(self, other: ExponentialHistogram) -> None:
         """Add `other`'s counts into this one (at the coarser of the two scales)."""
+        if self._merge_aligned(other):
+            return
         if other.scale < self.scale:
             self._downscale(self.scale - other.scale)
         shift = other.scale - self.scale
@@ -109,6 +111,32 @@ class ExponentialHistogram:
                     shift += 1
                     index = (other.offset + i) >> shift
                 self._add(index, n)
+
+    def _merge_aligned(self, other: ExponentialHistogram) -> bool:
+        """The common case, without per-bucket checks: the same scale, and both ranges fit together
+        (windows of one fleet merging into a cohort's bucket). False if it does not apply."""
+        if other.scale != self.scale:
+            return False
+        if not other.counts or not self.counts:
+            if not self.counts:
+                self.offset, self.counts = other.offset, list(other.counts)
+            self.zero_count += other.zero_count
+            self.zero_threshold = max(self.zero_threshold, other.zero_threshold)
+            return True
+        low = min(self.offset, other.offset)
+        high = max(self.offset + len(self.counts), other.offset + len(other.counts))
+        if high - low > self.max_buckets:
+            return False
+        if low < self.offset:
+            self.counts[:0] = [0] * (self.offset - low)
+            self.offset = low
+        self.counts.extend([0] * (high - self.offset - len(self.counts)))
+        start = other.offset - self.offset
+        end = start + len(other.counts)
+        self.counts[start:end] = [a + b for a, b in zip(self.counts[start:end], other.counts, strict=True)]
+        self.zero_count += other.zero_count
+        self.zero_threshold = max(self.zero_threshold, other.zero_threshold)
+        return True
 
     def quantile(self, q: float) -> float:
         """The value at rank `ceil(q * count)` (q in [0, 1]), reported as its bucket's harmonic

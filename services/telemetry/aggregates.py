@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from services.telemetry.distinct import DistinctCounter
@@ -26,10 +26,6 @@ from shared.messages.device import SIMILARITY_BOUNDS
 from shared.messages.telemetry import Cohort, CohortStats, OutputSummary
 
 CohortKey = tuple[str, str, str | None, int | None]  # digest, class, rollout, wave
-
-
-def key_of(cohort: Cohort) -> CohortKey:
-    return (cohort.model_digest, cohort.device_class, cohort.rollout_id, cohort.wave)
 
 
 def cohort_of(key: CohortKey) -> Cohort:
@@ -176,8 +172,3 @@ class Aggregate:
             ram_max=doc["ram"][1],
             devices=DistinctCounter.from_bytes(base64.b64decode(doc["dev"])),
         )
-
-
-def span(buckets: list[int], seconds: int) -> tuple[datetime, datetime]:
-    """The time range covered by a set of bucket starts."""
-    return at(min(buckets)), at(max(buckets)) + timedelta(seconds=seconds)

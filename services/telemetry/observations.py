@@ -20,9 +20,10 @@ from datetime import datetime
 from services.telemetry.statistics import Moments
 from shared.histogram import ExponentialHistogram
 from shared.messages.device import TelemetryWindow, TelemetryWindowV1
-from shared.messages.telemetry import Cohort
 
 UNKNOWN_CLASS = "unknown"
+# A cohort as a key: digest, device class, rollout, wave (a plain tuple: built once per window).
+CohortKey = tuple[str, str, str | None, int | None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +31,7 @@ class Observation:
     """One window, normalised."""
 
     device_id: str
-    cohort: Cohort
+    cohort: CohortKey
     start: datetime
     requests: int
     errors: int
@@ -50,12 +51,7 @@ def observe(window: TelemetryWindow | TelemetryWindowV1) -> Observation:
     shadow = window.shadow
     return Observation(
         device_id=window.device_id,
-        cohort=Cohort(
-            model_digest=window.model_digest,
-            device_class=window.device_class,
-            rollout_id=window.rollout_id,
-            wave=window.wave,
-        ),
+        cohort=(window.model_digest, window.device_class, window.rollout_id, window.wave),
         start=window.window_start,
         requests=window.request_count,
         errors=window.error_count,
@@ -79,7 +75,7 @@ def _from_v1(window: TelemetryWindowV1) -> Observation:
     shadow = window.shadow
     return Observation(
         device_id=window.device_id,
-        cohort=Cohort(model_digest=window.model_digest, device_class=UNKNOWN_CLASS),
+        cohort=(window.model_digest, UNKNOWN_CLASS, None, None),
         start=window.window_start,
         requests=window.request_count,
         errors=window.error_count,

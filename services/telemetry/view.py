@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.telemetry.aggregates import Aggregate, CohortKey, bucket_of, key_of
+from services.telemetry.aggregates import Aggregate, CohortKey, bucket_of
 from services.telemetry.folds import MAX_RECORD_BYTES, FoldRecord, SequenceSet, ranges_of
 from services.telemetry.observations import Observation
 
@@ -65,7 +65,7 @@ class TelemetryView:
             if bucket < oldest:
                 late += 1
                 continue
-            key = (key_of(obs.cohort), bucket)
+            key = (obs.cohort, bucket)
             if key not in deltas:
                 deltas[key] = Aggregate()
                 size += _BUCKET_BYTES

@@ -88,3 +88,27 @@ def test_zero_latencies_and_bad_input() -> None:
         ExponentialHistogram().quantile(0.5)
     with pytest.raises(ValueError, match="q must be"):
         h.quantile(1.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0, max_value=5e3), max_size=60),
+    st.lists(st.floats(min_value=0, max_value=5e3), max_size=60),
+    st.integers(min_value=0, max_value=5),
+)
+def test_merging_two_histograms_equals_recording_both_sets(a: list[float], b: list[float], scale: int) -> None:
+    merged = histogram.of(a, scale=scale)
+    merged.merge(histogram.of(b, scale=scale))
+    both = histogram.of(a + b, scale=scale)
+    for h in (merged, both):  # the same buckets, whichever path merged them (trailing zeros aside)
+        while h.counts and h.counts[-1] == 0:
+            h.counts.pop()
+        while h.counts and h.counts[0] == 0:
+            h.counts.pop(0)
+            h.offset += 1
+    assert (merged.scale, merged.zero_count, merged.offset, merged.counts) == (
+        both.scale,
+        both.zero_count,
+        both.offset,
+        both.counts,
+    )
