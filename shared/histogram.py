@@ -114,7 +114,10 @@ class ExponentialHistogram:
 
     def _merge_aligned(self, other: ExponentialHistogram) -> bool:
         """The common case, without per-bucket checks: the same scale, and both ranges fit together
-        (windows of one fleet merging into a cohort's bucket). False if it does not apply."""
+        (windows of one fleet merging into a cohort's bucket). False if it does not apply. An empty
+        histogram takes the other's scale: the histogram of the union is the other one."""
+        if not self.counts and other.counts:
+            self.scale = other.scale
         if other.scale != self.scale:
             return False
         if not other.counts or not self.counts:
