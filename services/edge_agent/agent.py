@@ -29,7 +29,7 @@ from services.edge_agent.local_install import LocalInstall
 from services.edge_agent.ports import Link
 from services.edge_agent.runtime import LoadedModel, ModelRuntime
 from services.edge_agent.slots import SlotStore
-from services.edge_agent.telemetry import WindowRecorder, embeddings_agree
+from services.edge_agent.telemetry import ReferenceCentroid, WindowRecorder, embeddings_agree
 from shared import bus
 from shared.messages.device import DeviceHello
 
@@ -96,6 +96,8 @@ class Agent:
         self.runtime = ModelRuntime()
         self._recorder_lock = threading.Lock()
         self._recorder: WindowRecorder | None = None
+        # Per digest, for as long as a slot holds it: a reference outlives windows (and a rollback).
+        self._references: dict[str, ReferenceCentroid] = {}
         self._policy = RetryPolicy(attempts=config.download_attempts, backoff=config.download_backoff)
         self._installer = LocalInstall(
             link=link,
@@ -199,15 +201,35 @@ class Agent:
     async def _flush_window(self) -> None:
         active, _ = self.runtime.current()
         now = datetime.now(UTC)
+        opening = self._open_window(active.digest, now) if active else None
         with self._recorder_lock:
-            closing = self._recorder
-            self._recorder = WindowRecorder(digest=active.digest, started=now) if active else None
+            closing, self._recorder = self._recorder, opening
         if closing is None or now <= closing.started:
             return
         window = closing.close(
-            device_id=self.config.device_id, ended=now, cpu_percent=self._cpu.percent(), ram_mb=_rss_mb()
+            device_id=self.config.device_id,
+            device_class=self.config.device_class,
+            ended=now,
+            cpu_percent=self._cpu.percent(),
+            ram_mb=_rss_mb(),
         )
         await self.link.telemetry(window)
+
+    def _open_window(self, digest: str, started: datetime) -> WindowRecorder:
+        """A recorder for `digest`, naming the rollout and wave its slot was installed or kept for,
+        with the digest's reference centroid (references of digests no slot holds are dropped)."""
+        slots = self.store.load().slots
+        content = next((c for c in slots.values() if c is not None and c.digest == digest), None)
+        held = {c.digest for c in slots.values() if c is not None} | {digest}
+        self._references = {d: r for d, r in self._references.items() if d in held}
+        reference = self._references.setdefault(digest, ReferenceCentroid())
+        return WindowRecorder(
+            digest=digest,
+            started=started,
+            rollout_id=content.rollout_id if content else None,
+            wave=content.wave if content else None,
+            reference=reference,
+        )
 
     # --- installing -----------------------------------------------------------------------------
 
@@ -216,8 +238,9 @@ class Agent:
         with contextlib.suppress(bus.BusError):  # the switch is durable: a lost window must not undo it
             await self._flush_window()  # close the old model's window before the new one serves
         self.runtime.swap(loaded, shadow=shadow)
+        opening = self._open_window(loaded.digest, datetime.now(UTC))
         with self._recorder_lock:
-            self._recorder = WindowRecorder(digest=loaded.digest, started=datetime.now(UTC))
+            self._recorder = opening
         with contextlib.suppress(bus.BusError):
             await self._hello()
 
@@ -234,8 +257,9 @@ class Agent:
             log.error("the active model does not load", extra={"digest": content.digest, "reason": str(exc)})
             return
         self.runtime.swap(loaded, shadow=None)
+        opening = self._open_window(content.digest, datetime.now(UTC))
         with self._recorder_lock:
-            self._recorder = WindowRecorder(digest=content.digest, started=datetime.now(UTC))
+            self._recorder = opening
 
 
 class _CpuMeter:

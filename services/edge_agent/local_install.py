@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -145,6 +146,7 @@ class LocalInstall:
         await self._serve(loaded, previous if desired.shadow else None)
 
     async def keep(self, slot: Slot, desired: DesiredState) -> None:
+        await asyncio.to_thread(self._commit_provenance, slot, desired)
         active, shadow = self._runtime.current()
         if active is None or desired.shadow == (shadow is not None):
             return
@@ -174,7 +176,18 @@ class LocalInstall:
         content = state.slots[slot]
         if content is None or content.digest != desired.digest:
             content = installed(desired.digest, model=desired.model, version=desired.version, variant=desired.variant)
+        content = replace(content, rollout_id=desired.rollout_id, wave=desired.wave)
         self._store.commit(LocalState(active=slot, slots={**state.slots, slot: content}))
+
+    def _commit_provenance(self, slot: Slot, desired: DesiredState) -> None:
+        """The serving digest is desired again, maybe by another rollout or wave (or by hand now):
+        its windows name the desired state it serves for, so record that (only if it changed)."""
+        state = self._store.load()
+        content = state.slots[slot]
+        if content is None or (content.rollout_id, content.wave) == (desired.rollout_id, desired.wave):
+            return
+        content = replace(content, rollout_id=desired.rollout_id, wave=desired.wave)
+        self._store.commit(LocalState(active=state.active, slots={**state.slots, slot: content}))
 
     # --- runtime ----------------------------------------------------------------------------------
 

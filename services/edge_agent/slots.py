@@ -24,11 +24,16 @@ STATE_FILE = "state.json"
 
 @dataclass(frozen=True, kw_only=True)
 class SlotContent:
+    """What a slot holds, and the rollout and wave of the desired state that made it serve (None
+    for a model set by hand): telemetry windows name them, and they must survive a restart."""
+
     digest: str
     model: str
     version: str
     variant: str | None
     installed_at: str
+    rollout_id: str | None = None
+    wave: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,9 +108,23 @@ class SlotStore:
         _fsync(self.root)
 
 
-def installed(digest: str, *, model: str, version: str, variant: str | None) -> SlotContent:
+def installed(
+    digest: str,
+    *,
+    model: str,
+    version: str,
+    variant: str | None,
+    rollout_id: str | None = None,
+    wave: int | None = None,
+) -> SlotContent:
     return SlotContent(
-        digest=digest, model=model, version=version, variant=variant, installed_at=datetime.now(UTC).isoformat()
+        digest=digest,
+        model=model,
+        version=version,
+        variant=variant,
+        installed_at=datetime.now(UTC).isoformat(),
+        rollout_id=rollout_id,
+        wave=wave,
     )
 
 

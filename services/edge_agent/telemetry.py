@@ -1,75 +1,216 @@
-"""Telemetry windows: what a device observed about its model, as aggregates only.
+"""Telemetry windows (schema 2): what a device observed about its model, as aggregates only.
 
-Every request adds its latency to fixed histogram buckets and its output to running sums; at the
-end of a window the recorder turns those into a `TelemetryWindow` and starts again. Nothing about
-an individual input or output is kept, so nothing can leak: the window holds counts and moments.
-The same recorder serves the real agent and the fleet simulator, so their telemetry is shaped
-identically.
+Every request adds its latency to an exponential histogram (`shared.histogram`, scale 4: any
+quantile read from it is within 2.2 % of the exact one, which a "p95 +10 %" gate needs) and its
+first output to running moments that keep their counts (`Moments`), so the telemetry service can
+merge windows with the right weights. At the end of a window the recorder turns those into a
+`TelemetryWindow` and the agent starts another.
+
+Similarity is the drift statistic of embedding models: an L2-normalised embedding's norm never
+moves, its direction does. The device keeps a reference direction per digest (`ReferenceCentroid`:
+the mean of the first `REFERENCE_REQUESTS` normalised outputs it served) that outlives windows, so
+the agent holds it and hands it to each recorder; once it is complete, every served request's
+cosine to it is counted into `SIMILARITY_BOUNDS` bins. The centroid and the outputs never leave the
+device: only counts and moments do. The same recorder serves the real agent and the fleet
+simulator's real-inference devices, so their telemetry is shaped identically.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 
-from shared.messages.device import LatencyHistogram, ShadowAgreement, TelemetryWindow
+from shared.histogram import ExponentialHistogram
+from shared.messages.device import (
+    SIMILARITY_BOUNDS,
+    ExponentialLatency,
+    OutputMoments,
+    ShadowAgreement,
+    SimilarityHistogram,
+    TelemetryWindow,
+)
 
-# Bucket upper bounds in ms: fine at the bottom (edge latencies), coarse at the top.
-LATENCY_BOUNDS_MS: tuple[float, ...] = (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 250, 500, 1000)
+LATENCY_SCALE = 4  # base 2^(1/16): 2.2 % bound; the histogram downscales itself to fit 160 buckets
+REFERENCE_REQUESTS = 64  # served outputs averaged into a digest's reference centroid
 
 
 @dataclass
-class _Moments:
-    n: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
+class Moments:
+    """Count, mean and sum of squared deviations (`m2`) of a stream of values.
+
+    Kept as (count, mean, m2) and merged by Chan's parallel rule rather than as sums of squares:
+    an embedding's norms are ~1.0 with a variance of ~1e-12, which `E[x²] - E[x]²` would lose to
+    rounding.
+    """
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
 
     def add(self, values: np.ndarray) -> None:
-        self.n += int(values.size)
-        self.total += float(values.sum())
-        self.total_sq += float(np.square(values).sum())
+        """Add every value of `values`."""
+        if values.size:
+            mean = float(values.mean())
+            self.merge(Moments(count=int(values.size), mean=mean, m2=float(np.square(values - mean).sum())))
 
-    def mean_std(self) -> tuple[float, float]:
-        if self.n == 0:
-            return 0.0, 0.0
-        mean = self.total / self.n
-        return mean, math.sqrt(max(self.total_sq / self.n - mean * mean, 0.0))
+    def merge(self, other: Moments) -> None:
+        """Add the values `other` summarises."""
+        if other.count == 0:
+            return
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.mean += delta * other.count / total
+        self.m2 += other.m2 + delta * delta * self.count * other.count / total
+        self.count = total
+
+    @classmethod
+    def of_groups(cls, groups: np.ndarray) -> Moments:
+        """The moments of the union of groups given as rows of (count, mean, m2), in one pass."""
+        if not groups.size:
+            return cls()
+        n, means = groups[:, 0], groups[:, 1]
+        total = float(n.sum())
+        if total == 0:
+            return cls()
+        mean = float(n @ means) / total
+        deviation = means - mean
+        return cls(count=int(total), mean=mean, m2=float(groups[:, 2].sum() + n @ (deviation * deviation)))
+
+    @property
+    def variance(self) -> float:
+        """The population variance (clamped at 0 against rounding)."""
+        return max(self.m2 / self.count, 0.0) if self.count else 0.0
+
+    def wire(self) -> OutputMoments | None:
+        """The contract's form; None with no values (or values too large to square)."""
+        if self.count == 0 or not (math.isfinite(self.mean) and math.isfinite(self.variance)):
+            return None
+        return OutputMoments(count=self.count, mean=self.mean, variance=self.variance)
+
+
+def similarity_bin(similarity: float) -> int:
+    """The `SIMILARITY_BOUNDS` bin of one cosine: `i` for `(b[i-1], b[i]]`, 0 at or under the first
+    bound, `len(bounds)` over the last (the contract's rule; `numpy.searchsorted(side="left")`)."""
+    return bisect.bisect_left(SIMILARITY_BOUNDS, similarity)
+
+
+def embedding_row(output: np.ndarray) -> np.ndarray | None:
+    """The row a request's similarity is computed on: the first row of a floating output shaped
+    `[batch, dim]` (or `[dim]`) with dim >= 2; None for anything else (token-level or integer
+    outputs have no single direction to compare).
+
+    One row per request, not every row of a batch: the contract counts similarities per served
+    request (`SimilarityHistogram`), and the first row is a fair sample of a batch's rows.
+    """
+    if not np.issubdtype(output.dtype, np.floating) or output.ndim not in (1, 2) or output.size == 0:
+        return None
+    row = output if output.ndim == 1 else output[0]
+    return row.astype(np.float64) if row.size >= 2 else None
+
+
+@dataclass
+class ReferenceCentroid:
+    """A device's reference direction for one digest: the mean of the first `size` L2-normalised
+    output rows it served for it, then normalised.
+
+    It outlives windows (the agent keeps one per digest and hands it to each recorder), so a
+    window's similarities are all against the same reference, wherever the window boundaries fall.
+    Not thread-safe: the agent calls it under its recorder lock.
+    """
+
+    size: int = REFERENCE_REQUESTS
+    seen: int = 0
+    _sum: np.ndarray | None = field(default=None, repr=False)
+    _unit: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return self.seen >= self.size
+
+    def observe(self, row: np.ndarray) -> float | None:
+        """Feed one served output row (float64): while the reference is being built the row joins it
+        (None); once it is complete, the row's cosine similarity to it. Rows that have no direction
+        (zero or non-finite norm) or another dimension are skipped (None)."""
+        norm = float(np.linalg.norm(row))
+        if not math.isfinite(norm) or norm == 0.0:
+            return None
+        unit = row / norm
+        if self._sum is None:
+            self._sum = np.zeros_like(unit)
+        if unit.shape != self._sum.shape:
+            return None
+        if not self.complete:
+            self._sum += unit
+            self.seen += 1
+            if self.complete:
+                centroid = self._sum / self.seen
+                length = float(np.linalg.norm(centroid))
+                self._unit = centroid / length if length > 0 else None  # outputs cancelling out: no direction
+            return None
+        if self._unit is None:
+            return None
+        return float(np.clip(unit @ self._unit, -1.0, 1.0))
+
+
+def finite_rows(output: np.ndarray) -> np.ndarray:
+    """The output as float64 rows (one per batch entry), without rows holding NaN or infinity (which
+    would make every moment of the window non-finite, and the window invalid)."""
+    rows = output.reshape(output.shape[0], -1) if output.ndim > 1 else output.reshape(1, -1)
+    rows = rows.astype(np.float64)
+    finite: np.ndarray = rows[np.isfinite(rows).all(axis=1)]
+    return finite
 
 
 @dataclass
 class WindowRecorder:
-    """Accumulates one window of requests for one model digest."""
+    """Accumulates one window of requests for one model digest.
+
+    Attributes:
+        digest: the model served.
+        started: the window's start.
+        rollout_id: the rollout of the desired state that made this model serve (None: by hand).
+        wave: that desired state's wave (None with `rollout_id`).
+        reference: the device's reference centroid for `digest` (None: `record` keeps no similarity;
+            the fleet simulator fills `similarity` from measured ones, against a reference of
+            `REFERENCE_REQUESTS`).
+    """
 
     digest: str
     started: datetime
-    bounds_ms: tuple[float, ...] = LATENCY_BOUNDS_MS
-    counts: list[int] = field(default_factory=list)
+    rollout_id: str | None = None
+    wave: int | None = None
+    reference: ReferenceCentroid | None = None
+    latency: ExponentialHistogram = field(default_factory=lambda: ExponentialHistogram(scale=LATENCY_SCALE))
     requests: int = 0
     errors: int = 0
-    norms: _Moments = field(default_factory=_Moments)
-    values: _Moments = field(default_factory=_Moments)
+    norms: Moments = field(default_factory=Moments)
+    values: Moments = field(default_factory=Moments)
+    similarity: list[int] = field(default_factory=lambda: [0] * (len(SIMILARITY_BOUNDS) + 1))
     shadow_previous: str | None = None
     shadow_compared: int = 0
     shadow_agreed: int = 0
 
-    def __post_init__(self) -> None:
-        if not self.counts:
-            self.counts = [0] * (len(self.bounds_ms) + 1)
-
     def record(self, latency_ms: float, *, output: np.ndarray | None = None, error: bool = False) -> None:
         """One request: its latency, and its first output unless it failed."""
         self.requests += 1
-        self.counts[int(np.searchsorted(self.bounds_ms, latency_ms, side="left"))] += 1
+        self.latency.record(latency_ms)
         if error:
             self.errors += 1
             return
-        if output is not None:
-            rows = output.reshape(output.shape[0], -1) if output.ndim > 1 else output.reshape(1, -1)
-            self.norms.add(np.linalg.norm(rows.astype(np.float64), axis=1))
-            self.values.add(rows.astype(np.float64))
+        if output is None:
+            return
+        rows = finite_rows(output)
+        self.norms.add(np.linalg.norm(rows, axis=1))
+        self.values.add(rows)
+        row = embedding_row(output)
+        if self.reference is not None and row is not None:
+            similarity = self.reference.observe(row)
+            if similarity is not None:
+                self.similarity[similarity_bin(similarity)] += 1
 
     def record_shadow(self, *, previous_digest: str, agreed: bool) -> None:
         """The previous model ran on the same input; did it agree with the new one?"""
@@ -77,14 +218,11 @@ class WindowRecorder:
         self.shadow_compared += 1
         self.shadow_agreed += int(agreed)
 
-    def close(self, *, device_id: str, ended: datetime, cpu_percent: float, ram_mb: float) -> TelemetryWindow:
-        norm_mean, norm_std = self.norms.mean_std()
-        value_mean, value_std = self.values.mean_std()
-        stats = (
-            {"norm_mean": norm_mean, "norm_std": norm_std, "value_mean": value_mean, "value_std": value_std}
-            if self.norms.n
-            else {}
-        )
+    def close(
+        self, *, device_id: str, device_class: str, ended: datetime, cpu_percent: float, ram_mb: float
+    ) -> TelemetryWindow:
+        """The window's message (the recorder is not reused afterwards)."""
+        outputs = {name: m for name, m in (("norm", self.norms.wire()), ("value", self.values.wire())) if m}
         shadow = None
         if self.shadow_previous and self.shadow_compared:
             shadow = ShadowAgreement(
@@ -92,15 +230,24 @@ class WindowRecorder:
                 compared=min(self.shadow_compared, self.requests),
                 agreement_rate=self.shadow_agreed / self.shadow_compared,
             )
+        similarity = None
+        if any(self.similarity):  # None: the reference is still being built, or nothing was compared
+            size = self.reference.size if self.reference is not None else REFERENCE_REQUESTS
+            similarity = SimilarityHistogram(reference_requests=size, counts=list(self.similarity))
+        both = self.rollout_id is not None and self.wave is not None  # the contract: both or neither
         return TelemetryWindow(
             device_id=device_id,
+            device_class=device_class,
             model_digest=self.digest,
+            rollout_id=self.rollout_id if both else None,
+            wave=self.wave if both else None,
             window_start=self.started,
             window_end=ended,
             request_count=self.requests,
             error_count=self.errors,
-            latency=LatencyHistogram(bounds_ms=list(self.bounds_ms), counts=list(self.counts)),
-            output_stats=stats,
+            latency=ExponentialLatency.of(self.latency),
+            outputs=outputs,
+            similarity=similarity,
             shadow=shadow,
             cpu_percent=min(max(cpu_percent, 0.0), 100.0),
             ram_mb=max(ram_mb, 0.0),

@@ -136,7 +136,8 @@ async def test_install_verifies_switches_serves_and_reports(
             server.shutdown()
         windows = await telemetry_windows(nc, device, where=lambda w: w["request_count"] > 0)
         assert windows and windows[0]["model_digest"] == detail.version.artifact.digest
-        assert "norm_mean" in windows[0]["output_stats"] and "inputs" not in json.dumps(windows[0])
+        assert "norm" in windows[0]["outputs"] and "inputs" not in json.dumps(windows[0])
+        assert windows[0]["device_class"] == "rpi5" and windows[0]["rollout_id"] is None  # desired by hand
     hellos = [e["data"] for e, _ in await stream_messages(nc, f"slmops.device.{device}.hello", timeout=0.3)]
     assert hellos[-1]["active_digest"] == detail.version.artifact.digest and hellos[-1]["device_class"] == "rpi5"
 

@@ -13,8 +13,9 @@ import pytest
 from services.edge_agent.adapters.memory import MemoryLink, Offer
 from services.edge_agent.agent import Agent, AgentConfig
 from services.edge_agent.capabilities import detect
+from services.edge_agent.telemetry import LATENCY_SCALE, REFERENCE_REQUESTS
 from shared.errors import NotFound
-from shared.messages.device import DeviceStatus
+from shared.messages.device import DeviceStatus, TelemetryWindow
 from tests.unit.edge_agent.conftest import DEVICE, want
 
 INPUTS = {"input_ids": np.array([[5, 6, 7, 8]], dtype=np.int64), "attention_mask": np.ones((1, 4), np.int64)}
@@ -84,3 +85,60 @@ async def test_the_same_digest_again_is_active_without_a_download(agent: Agent, 
     again = link.desire(want(v1))
     await link.wait_for(settled(again))
     assert steps_of(link, again) == ["active"] and link.url_requests == [v1.digest]
+
+
+@pytest.fixture
+async def windowed(link: MemoryLink, tmp_path: Path) -> AsyncIterator[Agent]:
+    """An agent that closes a telemetry window every 0.1 s."""
+    config = AgentConfig(
+        device_id=DEVICE,
+        device_class="rpi5",
+        registry_key_pem=link.public_key_pem,
+        state_dir=tmp_path / "state",
+        download_backoff=0.0,
+        telemetry_seconds=0.1,
+    )
+    agent = Agent(config, link=link, capabilities=detect())
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def serve_a_window(agent: Agent, link: MemoryLink, requests: int) -> TelemetryWindow:
+    """Run `requests` inferences (different inputs each), then wait for the window that holds them."""
+    before = sum(w.request_count for w in link.windows)
+    rng = np.random.default_rng(before)
+    for _ in range(requests):
+        agent.infer({"input_ids": rng.integers(1, 1000, (1, 8)), "attention_mask": np.ones((1, 8), np.int64)})
+    async with asyncio.timeout(10):
+        while sum(w.request_count for w in link.windows) < before + requests:
+            await asyncio.sleep(0.02)
+    window = next(w for w in reversed(link.windows) if w.request_count)  # empty windows may follow it
+    assert window.request_count == requests, "the requests landed in one window"
+    return window
+
+
+async def test_windows_carry_the_class_the_rollout_wave_and_similarity_once_the_reference_is_built(
+    windowed: Agent, link: MemoryLink, v1: Offer
+) -> None:
+    await link.wait_for(settled(link.desire(want(v1, rollout_id="r1", wave=2))))
+    first, second, third = [await serve_a_window(windowed, link, 40) for _ in range(3)]
+    assert (first.device_class, first.rollout_id, first.wave) == ("rpi5", "r1", 2)
+    assert first.similarity is None  # its 40 requests went into the reference
+    assert second.similarity is not None and sum(second.similarity.counts) == 2 * 40 - REFERENCE_REQUESTS
+    assert third.similarity is not None and sum(third.similarity.counts) == 40  # the same reference, across windows
+    assert third.similarity.reference_requests == REFERENCE_REQUESTS
+    assert third.latency.scale == LATENCY_SCALE and third.outputs["norm"].count == 40
+
+
+async def test_the_same_digest_set_by_hand_is_reported_as_by_hand(windowed: Agent, link: MemoryLink, v1: Offer) -> None:
+    await link.wait_for(settled(link.desire(want(v1, rollout_id="r1", wave=0))))
+    assert (await serve_a_window(windowed, link, 3)).rollout_id == "r1"
+    await link.wait_for(settled(link.desire(want(v1))))  # kept: no install, but another desired state
+    await asyncio.sleep(0.15)  # the window open at the change may still name r1
+    window = await serve_a_window(windowed, link, 3)
+    assert (window.rollout_id, window.wave) == (None, None)
