@@ -374,6 +374,14 @@ def simulate(
     share_download_urls: bool = typer.Option(
         True, help="Devices on one connection reuse a presigned URL per digest (half its TTL)."
     ),
+    input_shift_after: float | None = typer.Option(
+        None,
+        help="Seconds after the start from which some devices' inputs shift (token ids from a narrow band "
+        "of the vocabulary): their telemetry comes from real inference on those inputs. Default: never.",
+    ),
+    input_shift_share: float = typer.Option(
+        0.5, help="Share of the devices whose inputs shift (with --input-shift-after)."
+    ),
     seed: int = typer.Option(0, help="Seed for class/fault assignment and every random draw."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -398,6 +406,8 @@ def simulate(
             offline_after=offline_after,
             offline_for=offline_for,
             share_download_urls=share_download_urls,
+            input_shift_after=input_shift_after,
+            input_shift_share=input_shift_share,
             seed=seed,
         )
     except FleetConfigError as exc:

@@ -6,8 +6,11 @@ simulator's state or from what actually landed on the streams:
 1. 150 devices (rpi5/jetson/gateway 60/30/10) with faults: offline, slow, download_fail, flaky,
    corrupt, crash; the offline ones drop off before anything is written.
 2. desired = v1 for every device; wait until all but the corrupt and download_fail devices are active.
-3. desired = v2 in shadow mode for every device; same wait; telemetry keeps flowing.
-4. desired = v1 again: a rollback to the other slot.
+3. desired = v2 in shadow mode for every device, as wave 0 of a rollout; same wait; telemetry keeps flowing.
+4. desired = v1 again (by hand): a rollback to the other slot.
+
+A second, smaller run shifts the inputs of half its devices and checks that their similarity to the
+reference falls (`test_shifted_inputs_lower_the_similarity_of_the_shifted_devices`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,7 @@ from services.edge_agent.fleet.config import SimulationConfig
 from services.edge_agent.fleet.faults import Fault, parse_faults
 from services.edge_agent.fleet.report import FleetReport
 from services.edge_agent.fleet.simulator import FleetSimulator
+from services.edge_agent.telemetry import REFERENCE_REQUESTS
 from shared import bus, topology
 from shared.artifacts import ArtifactStore
 from shared.clients import RegistryClient
@@ -61,6 +65,8 @@ class Scenario:
     v1: str
     v2: str
     faults: dict[str, Fault | None]
+    classes: dict[str, str]
+    rollout_id: str
     real_inference: set[str]
     phases: dict[str, Phase]
     report: FleetReport
@@ -85,6 +91,7 @@ async def _run_scenario(settings: Settings, artifacts: ArtifactStore, tmp: Path)
             assert (await register(nc, artifacts, model, name, version)).status == "applied"
             details.append(await RegistryClient(nc, source="tests").get_model(name, version))
         v1, v2 = details
+        rollout_id = unique("r")
         config = SimulationConfig(
             devices=DEVICES,
             mix={"rpi5": 60, "jetson": 30, "gateway": 10},
@@ -107,7 +114,7 @@ async def _run_scenario(settings: Settings, artifacts: ArtifactStore, tmp: Path)
             expected = sum(1 for d in sim.devices if d.fault not in NEVER_ACTIVE)
             assert await sim.wait_until(lambda: sim.events["went_offline"] == 8, timeout=10)
 
-            async def change(detail: ModelDetail, *, shadow: bool) -> Phase:
+            async def change(detail: ModelDetail, *, shadow: bool, rollout: str | None = None) -> Phase:
                 art = detail.version.artifact
                 phase = Phase(digest=art.digest, revisions={}, written_at=datetime.now(UTC))
                 phase.transfers = {d.device_id: d.transfers for d in sim.devices}
@@ -120,6 +127,8 @@ async def _run_scenario(settings: Settings, artifacts: ArtifactStore, tmp: Path)
                         size_bytes=art.size_bytes,
                         signature=art.signature,
                         shadow=shadow,
+                        rollout_id=rollout,
+                        wave=0 if rollout else None,
                         issued_at=datetime.now(UTC),
                     )
                     phase.revisions[device_id] = await kv.put(device_id, state.model_dump_json().encode())
@@ -136,7 +145,7 @@ async def _run_scenario(settings: Settings, artifacts: ArtifactStore, tmp: Path)
                 return phase
 
             install = await change(v1, shadow=False)  # includes the offline devices' return
-            upgrade = await change(v2, shadow=True)
+            upgrade = await change(v2, shadow=True, rollout=rollout_id)
             await asyncio.sleep(3.0)  # shadow-mode telemetry on v2
             rollback = await change(v1, shadow=False)
             return Scenario(
@@ -144,6 +153,8 @@ async def _run_scenario(settings: Settings, artifacts: ArtifactStore, tmp: Path)
                 v1=v1.version.artifact.digest,
                 v2=v2.version.artifact.digest,
                 faults={d.device_id: d.fault for d in sim.devices},
+                classes={d.device_id: d.device_class.name for d in sim.devices},
+                rollout_id=rollout_id,
                 real_inference={d.device_id for d in sim.devices if d.real_inference},
                 phases={"install": install, "upgrade": upgrade, "rollback": rollback},
                 report=sim.report(),
@@ -264,7 +275,12 @@ async def test_telemetry_windows_arrive_and_validate(scenario: Scenario, nc: Cli
     assert devices & scenario.real_inference and devices - scenario.real_inference  # real and drawn
     assert {w.model_digest for w in windows} <= {scenario.v1, scenario.v2}
     served = [w for w in windows if w.request_count and w.error_count < w.request_count]
-    assert served and all(abs(w.output_stats["norm_mean"] - 1.0) < 1e-4 for w in served)  # L2-normalised model
+    assert served and all(abs(w.outputs["norm"].mean - 1.0) < 1e-4 for w in served)  # L2-normalised model
+    assert all(w.device_class == scenario.classes[w.device_id] for w in windows)
+    on_v2 = [w for w in windows if w.model_digest == scenario.v2]
+    assert on_v2 and all((w.rollout_id, w.wave) == (scenario.rollout_id, 0) for w in on_v2)  # the rollout's wave
+    assert all((w.rollout_id, w.wave) == (None, None) for w in windows if w.model_digest == scenario.v1)  # by hand
+    assert all(w.similarity is None or w.similarity.reference_requests == REFERENCE_REQUESTS for w in windows)
     shadowed = [w.shadow for w in windows if w.shadow is not None]
     assert shadowed and all(s.previous_digest == scenario.v1 for s in shadowed)
     assert all(0.0 <= s.agreement_rate <= 1.0 for s in shadowed)
@@ -282,3 +298,62 @@ def test_cli_simulate_prints_a_json_report(settings: Settings, monkeypatch: pyte
     report = FleetReport.model_validate_json(result.stdout)
     assert report.devices == 30 and report.messages["hello"] >= 30
     assert report.mix == {"rpi5": 18, "jetson": 9, "gateway": 3}
+
+
+async def test_shifted_inputs_lower_the_similarity_of_the_shifted_devices(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """Half the devices' inputs shift 5 s in: their windows come from real inference on token ids of a
+    narrow band of the vocabulary, and their similarity to the reference falls; the others' does not."""
+    name = unique("shift")
+    model, _ = sample_files(tmp_path / "m", seed=4418)
+    assert (await register(nc, artifacts, model, name, "1.0")).status == "applied"
+    art = (await RegistryClient(nc, source="tests").get_model(name, "1.0")).version.artifact
+    config = SimulationConfig(
+        devices=12,
+        mix={"jetson": 1},
+        real_inference=2,
+        id_prefix=unique("shifted"),
+        window_seconds=1.0,
+        request_rate=100.0,
+        measure_requests=100,
+        input_shift_after=5.0,
+        input_shift_share=0.5,
+    )
+    kv = await nc.jetstream().key_value(topology.KV_DESIRED)
+    as_simulator = settings.model_copy(update={"nats_creds": settings.auth_dir / "creds" / "simulator-fleet.creds"})
+    async with FleetSimulator(as_simulator, config) as sim:
+        shifts_at = datetime.now(UTC) + timedelta(seconds=config.input_shift_after or 0)
+        shifting = {d.device_id for d in sim.devices if d.inputs_shift}
+        assert len(shifting) == 6
+        revisions = {}
+        for dev in sim.devices:
+            state = DesiredState(
+                device_id=dev.device_id,
+                model=name,
+                version="1.0",
+                digest=art.digest,
+                size_bytes=art.size_bytes,
+                signature=art.signature,
+                issued_at=datetime.now(UTC),
+            )
+            revisions[dev.device_id] = await kv.put(dev.device_id, state.model_dump_json().encode())
+        assert await sim.wait_until(lambda: len(sim.converged_on(art.digest, revisions)) == 12, timeout=15)
+        assert datetime.now(UTC) < shifts_at - timedelta(seconds=2), "references must be built before the shift"
+        await asyncio.sleep((shifts_at - datetime.now(UTC)).total_seconds() + 4.0)
+        assert sim.report().events["windows_on_shifted_inputs"] > 0
+    after: dict[bool, list[int]] = {True: [0] * 13, False: [0] * 13}
+    for body, _ in await stream_messages(nc, "slmops.telemetry.*"):
+        if not body["data"]["device_id"].startswith(config.id_prefix + "-"):
+            continue
+        window = decode(json.dumps(body).encode(), expected=(TelemetryWindow,)).data
+        if window.similarity is not None and window.window_start > shifts_at + timedelta(seconds=0.5):
+            group = after[window.device_id in shifting]
+            for i, n in enumerate(window.similarity.counts):
+                group[i] += n
+    assert sum(after[True]) > 500 and sum(after[False]) > 500
+
+    def mean_bin(counts: list[int]) -> float:
+        return sum(i * n for i, n in enumerate(counts)) / sum(counts)
+
+    assert mean_bin(after[True]) < mean_bin(after[False]) - 0.1

@@ -47,6 +47,12 @@ class SimulationConfig:
         labels: extra labels every device reports in hello.
         registry_key_pem: the registry's public key every device verifies against (pinned, never
             asked of the bus); None = the platform's copy, `<signing key>.pub` next to the key.
+        input_shift_after: seconds after the start from which the inputs of `input_shift_share` of
+            the devices shift (token ids from a narrow band of the vocabulary, see
+            `inference.py`): their windows are drawn from a real measurement on shifted inputs and
+            real-inference devices run shifted inputs. None = inputs never shift.
+        input_shift_share: the share of the devices whose inputs shift (spread over the classes,
+            chosen with `seed`).
         seed: makes class and fault assignment, and every random draw, repeatable.
     """
 
@@ -69,6 +75,8 @@ class SimulationConfig:
     share_download_urls: bool = True
     labels: dict[str, str] = field(default_factory=dict)
     registry_key_pem: str | None = None
+    input_shift_after: float | None = None
+    input_shift_share: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -104,6 +112,12 @@ class SimulationConfig:
                 raise FleetConfigError(f"{name} cannot be negative, got {value}")
         if self.download_attempts < 1:
             raise FleetConfigError(f"download_attempts must be at least 1, got {self.download_attempts}")
+        if self.input_shift_after is not None and (
+            not math.isfinite(self.input_shift_after) or self.input_shift_after < 0
+        ):
+            raise FleetConfigError(f"--input-shift-after cannot be negative, got {self.input_shift_after}")
+        if not (math.isfinite(self.input_shift_share) and 0 < self.input_shift_share <= 1):
+            raise FleetConfigError(f"--input-shift-share must be in (0, 1], got {self.input_shift_share}")
         if self.measure_requests < 10:
             raise FleetConfigError(f"measure_requests must be at least 10, got {self.measure_requests}")
         self.faults.counts(self.devices)  # raises if the plan needs more devices than there are
@@ -119,6 +133,13 @@ class SimulationConfig:
         if self.real_inference is not None:
             return min(self.real_inference, self.devices)
         return min(self.devices, MAX_REAL_INFERENCE)
+
+    @property
+    def input_shift_count(self) -> int:
+        """Devices whose inputs shift (none without `input_shift_after`)."""
+        if self.input_shift_after is None:
+            return 0
+        return round(self.devices * self.input_shift_share)
 
     def device_id(self, index: int) -> str:
         width = max(5, len(str(self.devices - 1)))

@@ -115,10 +115,13 @@ class SimDevice:
         "fault",
         "connection",
         "real_inference",
+        "inputs_shift",
         "presence",
         "slots",
         "active",
         "shadow",
+        "rollout",
+        "reference_served",
         "revision",
         "settled_revision",
         "last_step",
@@ -143,6 +146,7 @@ class SimDevice:
         connection: int,
         real_inference: bool,
         rng: random.Random,
+        inputs_shift: bool = False,
     ) -> None:
         self.device_id = device_id
         self.index = index
@@ -150,10 +154,15 @@ class SimDevice:
         self.fault = fault
         self.connection = connection
         self.real_inference = real_inference
+        self.inputs_shift = inputs_shift  # one of the devices whose inputs shift (`--input-shift-after`)
         self.presence = Presence.ONLINE
         self.slots: dict[Slot, str | None] = {"a": None, "b": None}
         self.active: Slot | None = None
         self.shadow = False
+        # (rollout_id, wave) of the desired state the active model serves for; like the agent's slot
+        # state, it survives a crash. Requests served per digest, for the reference centroid rule.
+        self.rollout: tuple[str | None, int | None] = (None, None)
+        self.reference_served: dict[str, int] = {}
         self.revision = 0  # desired revision being (or last) acted on
         self.settled_revision = 0  # desired revision whose install ended (active or failed)
         self.last_step: InstallStep | None = None
@@ -284,6 +293,8 @@ class SimInstall:
         dev = self.device
         dev.slots[slot] = desired.digest
         dev.active, dev.shadow = slot, desired.shadow  # the atomic switch
+        dev.rollout = (desired.rollout_id, desired.wave)
 
     async def keep(self, slot: Slot, desired: DesiredState) -> None:
         self.device.shadow = desired.shadow
+        self.device.rollout = (desired.rollout_id, desired.wave)

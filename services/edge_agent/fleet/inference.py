@@ -14,11 +14,18 @@ Synthetic inputs follow the graph's input specs: token ids in [1, 1000), attenti
 token-type ids of zeros, floats from a normal distribution; symbolic dimensions become batch 1 and a
 short sequence (8-32 tokens). Input `i` of seed `s` is always the same, so the agreement measured
 for a pair of models lines up request by request with each model's own measurement.
+
+Shifted inputs (`--input-shift-after`, to test drift detection on something real): token ids from a
+narrow band of the vocabulary, [500, 550) — as if a device's users had all turned to one topic —
+and float inputs offset by +1. Masks and token types are unchanged. A shifted measurement is real
+inference on those inputs, its similarities taken against the reference centroid of the unshifted
+measurement: the reference a device built before its inputs shifted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import os
 import time
@@ -31,20 +38,29 @@ import numpy as np
 import onnxruntime as ort
 
 from services.edge_agent.runtime import NUMPY_DTYPES
-from services.edge_agent.telemetry import embeddings_agree
+from services.edge_agent.telemetry import REFERENCE_REQUESTS, Moments, embedding_row, embeddings_agree, finite_rows
 
 T = TypeVar("T")
 WARMUP_RUNS = 5
 MIN_SEQUENCE, MAX_SEQUENCE = 8, 32
+TOKEN_IDS = (1, 1000)  # [low, high) of synthetic token ids
+SHIFTED_TOKEN_IDS = (500, 550)  # a narrow band of the same vocabulary (so any model above 550 ids takes it)
+SHIFTED_FLOAT_OFFSET = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class Measurement:
     """One artifact measured on this host: per-request arrays, aligned by request index.
 
-    Output moments are kept per request (count, sum, sum of squares, of the row norms and of the
-    values of the first output) so a window can be drawn by resampling requests and adding their
-    moments, which gives exactly what `WindowRecorder` would have computed on those requests.
+    Output moments are kept per request (count, mean and sum of squared deviations of the row norms
+    and of the values of the first output), so a window can be drawn by resampling requests and
+    merging their moments, which gives what `WindowRecorder` computes on those requests.
+
+    `similarity` is each request's cosine similarity to `centroid` (NaN: failed, or the output is not
+    an embedding): the device's rule, `telemetry.ReferenceCentroid`, applied to the measured outputs
+    (the mean of the first `REFERENCE_REQUESTS` normalised rows, or of all of them if fewer), or, for
+    a shifted measurement, the centroid of the unshifted one. Only the simulator holds it; a window
+    carries nothing but binned counts of the similarities.
     """
 
     digest: str
@@ -52,8 +68,11 @@ class Measurement:
     errors: np.ndarray
     norm_moments: np.ndarray
     value_moments: np.ndarray
+    similarity: np.ndarray
+    centroid: np.ndarray | None
     load_ms: float
     smoke_ms: float
+    shifted: bool = False
     failure: str | None = None
 
     @property
@@ -91,9 +110,12 @@ def _session(digest: str, path: str) -> ort.InferenceSession:
     return session
 
 
-def synthetic_inputs(session: ort.InferenceSession, *, seed: int, index: int) -> dict[str, np.ndarray]:
-    """Request `index` of stream `seed`, shaped by the graph's input specs."""
-    rng = np.random.default_rng([seed, index])
+def synthetic_inputs(
+    session: ort.InferenceSession, *, seed: int, index: int, shifted: bool = False
+) -> dict[str, np.ndarray]:
+    """Request `index` of stream `seed`, shaped by the graph's input specs (shifted: see the module)."""
+    rng = np.random.default_rng([seed, index, 1] if shifted else [seed, index])
+    low, high = SHIFTED_TOKEN_IDS if shifted else TOKEN_IDS
     sequence = int(rng.integers(MIN_SEQUENCE, MAX_SEQUENCE + 1))
     feeds: dict[str, np.ndarray] = {}
     for spec in session.get_inputs():
@@ -105,9 +127,10 @@ def synthetic_inputs(session: ort.InferenceSession, *, seed: int, index: int) ->
         elif np.issubdtype(dtype, np.integer) and ("type" in name or "segment" in name):
             feeds[spec.name] = np.zeros(dims, dtype=dtype)
         elif np.issubdtype(dtype, np.integer):
-            feeds[spec.name] = rng.integers(1, 1000, size=dims).astype(dtype)
+            feeds[spec.name] = rng.integers(low, high, size=dims).astype(dtype)
         else:
-            feeds[spec.name] = rng.standard_normal(dims).astype(dtype)
+            offset = SHIFTED_FLOAT_OFFSET if shifted else 0.0
+            feeds[spec.name] = (rng.standard_normal(dims) + offset).astype(dtype)
     return feeds
 
 
@@ -116,14 +139,45 @@ def _first_output(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -
 
 
 def _moments(output: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """(n, sum, sum of squares) of the row norms and of the values, rows as WindowRecorder makes them."""
-    rows = output.reshape(output.shape[0], -1) if output.ndim > 1 else output.reshape(1, -1)
-    rows = rows.astype(np.float64)
-    norms = np.linalg.norm(rows, axis=1)
-    return (
-        (float(norms.size), float(norms.sum()), float(np.square(norms).sum())),
-        (float(rows.size), float(rows.sum()), float(np.square(rows).sum())),
-    )
+    """(count, mean, m2) of the row norms and of the values, as WindowRecorder takes them."""
+    rows = finite_rows(output)
+    norms, m_values = Moments(), Moments()
+    norms.add(np.linalg.norm(rows, axis=1))
+    m_values.add(rows)
+    return (norms.count, norms.mean, norms.m2), (m_values.count, m_values.mean, m_values.m2)
+
+
+def similarities(
+    rows: list[np.ndarray | None], reference: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each row's cosine similarity to `reference`, or, without one, to the centroid the device rule
+    (`telemetry.ReferenceCentroid`) makes of these rows: the mean of the first `REFERENCE_REQUESTS`
+    normalised rows of the first row's dimension, or of all of them if fewer, normalised.
+
+    Args:
+        rows: per request, its embedding row (`telemetry.embedding_row`); None if it has none.
+        reference: a normalised centroid to compare against (a shifted measurement: the unshifted one's).
+
+    Returns:
+        The per-request similarities (NaN where there is none) and the normalised centroid (None if
+        no row has a direction).
+    """
+    units: dict[int, np.ndarray] = {}
+    for i, row in enumerate(rows):
+        norm = float(np.linalg.norm(row)) if row is not None else 0.0
+        if row is not None and math.isfinite(norm) and norm > 0:
+            units[i] = row / norm
+    if reference is None and units:
+        shape = next(iter(units.values())).shape
+        centroid = np.mean([u for u in units.values() if u.shape == shape][:REFERENCE_REQUESTS], axis=0)
+        length = float(np.linalg.norm(centroid))
+        reference = centroid / length if length > 0 else None
+    sims = np.full(len(rows), np.nan)
+    if reference is not None:
+        for i, unit in units.items():
+            if unit.shape == reference.shape:
+                sims[i] = float(np.clip(unit @ reference, -1.0, 1.0))
+    return sims, reference
 
 
 def measure(path: str, digest: str, requests: int, seed: int) -> Measurement:
@@ -143,14 +197,41 @@ def measure(path: str, digest: str, requests: int, seed: int) -> Measurement:
         return _failed(digest, f"the smoke input fails on the model: {exc}", load_ms=load_ms)
     if np.issubdtype(smoke.dtype, np.floating) and not np.all(np.isfinite(smoke)):
         return _failed(digest, "the smoke input produced NaN or infinity", load_ms=load_ms)
+    return _run_requests(session, digest, requests, seed, shifted=False, load_ms=load_ms, smoke_ms=smoke_ms)
+
+
+def measure_shifted(path: str, digest: str, requests: int, seed: int, reference: np.ndarray | None) -> Measurement:
+    """`requests` requests of the artifact on shifted inputs (see the module docstring), their
+    similarities against `reference` (the unshifted measurement's centroid). Load and smoke times
+    are not measured again (0): the shifted measurement only supplies a device's requests."""
+    try:
+        session = _session(digest, path)
+    except Exception as exc:  # onnxruntime raises untyped errors for any load failure
+        return _failed(digest, f"onnxruntime cannot load the model: {exc}", shifted=True)
+    return _run_requests(session, digest, requests, seed, shifted=True, reference=reference)
+
+
+def _run_requests(
+    session: ort.InferenceSession,
+    digest: str,
+    requests: int,
+    seed: int,
+    *,
+    shifted: bool,
+    reference: np.ndarray | None = None,
+    load_ms: float = 0.0,
+    smoke_ms: float = 0.0,
+) -> Measurement:
+    """Warm up, then time `requests` single requests; their outputs' moments and similarities."""
     for i in range(WARMUP_RUNS):
-        _first_output(session, synthetic_inputs(session, seed=seed + 1, index=i))
+        _first_output(session, synthetic_inputs(session, seed=seed + 1, index=i, shifted=shifted))
     latency = np.zeros(requests)
     errors = np.zeros(requests, dtype=bool)
     norms = np.zeros((requests, 3))
     values = np.zeros((requests, 3))
+    rows: list[np.ndarray | None] = [None] * requests
     for i in range(requests):
-        feeds = synthetic_inputs(session, seed=seed, index=i)
+        feeds = synthetic_inputs(session, seed=seed, index=i, shifted=shifted)
         started = time.perf_counter()
         try:
             output = _first_output(session, feeds)
@@ -160,18 +241,23 @@ def measure(path: str, digest: str, requests: int, seed: int) -> Measurement:
             continue
         latency[i] = (time.perf_counter() - started) * 1000
         norms[i], values[i] = _moments(output)
+        rows[i] = embedding_row(output)
+    similarity, centroid = similarities(rows, reference)
     return Measurement(
         digest=digest,
         latency_ms=latency,
         errors=errors,
         norm_moments=norms,
         value_moments=values,
+        similarity=similarity,
+        centroid=centroid,
         load_ms=load_ms,
         smoke_ms=smoke_ms,
+        shifted=shifted,
     )
 
 
-def _failed(digest: str, reason: str, *, load_ms: float = 0.0) -> Measurement:
+def _failed(digest: str, reason: str, *, load_ms: float = 0.0, shifted: bool = False) -> Measurement:
     zeros = np.zeros(0)
     return Measurement(
         digest=digest,
@@ -179,8 +265,11 @@ def _failed(digest: str, reason: str, *, load_ms: float = 0.0) -> Measurement:
         errors=zeros.astype(bool),
         norm_moments=np.zeros((0, 3)),
         value_moments=np.zeros((0, 3)),
+        similarity=zeros,
+        centroid=None,
         load_ms=load_ms,
         smoke_ms=0.0,
+        shifted=shifted,
         failure=reason,
     )
 
@@ -204,10 +293,12 @@ def agreement(new: tuple[str, str], previous: tuple[str, str], requests: int, se
     return agreed
 
 
-def infer(model: tuple[str, str], shadow: tuple[str, str] | None, seed: int, index: int) -> InferenceResult:
+def infer(
+    model: tuple[str, str], shadow: tuple[str, str] | None, seed: int, index: int, shifted: bool = False
+) -> InferenceResult:
     """One real request of a real-inference device on `model` (digest, path), and its shadow run."""
     session = _session(*model)
-    feeds = synthetic_inputs(session, seed=seed, index=index)
+    feeds = synthetic_inputs(session, seed=seed, index=index, shifted=shifted)
     started = time.perf_counter()
     try:
         output = _first_output(session, feeds)
@@ -239,6 +330,7 @@ class InferenceWorker:
         self.seed = seed
         self._pool: ProcessPoolExecutor | None = None
         self._measured: dict[str, asyncio.Future[Measurement]] = {}
+        self._shifted: dict[str, asyncio.Future[Measurement]] = {}
         self._agreement: dict[tuple[str, str], asyncio.Future[np.ndarray]] = {}
         self.pid: int | None = None
         self.real_requests = 0
@@ -257,6 +349,10 @@ class InferenceWorker:
         """The measurement if it is done, else None (telemetry waits for it, it never guesses)."""
         return _finished(self._measured.get(digest))
 
+    def shifted_measurement(self, digest: str) -> Measurement | None:
+        """The measurement on shifted inputs if it is done, else None."""
+        return _finished(self._shifted.get(digest))
+
     def agreement_ready(self, new: str, previous: str) -> np.ndarray | None:
         return _finished(self._agreement.get((new, previous)))
 
@@ -265,6 +361,17 @@ class InferenceWorker:
             self._measured, digest, lambda: self._call(measure, path, digest, self.requests, self.seed)
         )
 
+    async def measure_shifted(self, digest: str, path: str) -> Measurement:
+        """The artifact on shifted inputs, against the centroid of its unshifted measurement."""
+
+        async def run() -> Measurement:
+            base = await self.measure(digest, path)
+            if base.failure:
+                return base
+            return await self._call(measure_shifted, path, digest, self.requests, self.seed + 3, base.centroid)
+
+        return await self._once(self._shifted, digest, run)
+
     async def agreement(self, new: tuple[str, str], previous: tuple[str, str]) -> np.ndarray:
         key = (new[0], previous[0])
         return await self._once(
@@ -272,10 +379,10 @@ class InferenceWorker:
         )
 
     async def infer(
-        self, model: tuple[str, str], shadow: tuple[str, str] | None, *, seed: int, index: int
+        self, model: tuple[str, str], shadow: tuple[str, str] | None, *, seed: int, index: int, shifted: bool = False
     ) -> InferenceResult:
         self.real_requests += 1
-        return await self._call(infer, model, shadow, seed, index)
+        return await self._call(infer, model, shadow, seed, index, shifted)
 
     @property
     def measured(self) -> int:

@@ -8,6 +8,7 @@ every prefix of the fleet and the real-inference sample all see every class.
 from __future__ import annotations
 
 import math
+import random
 
 from services.edge_agent.fleet.classes import DeviceClass, known_class
 from services.edge_agent.fleet.config import DEFAULT_MIX
@@ -64,10 +65,12 @@ def assign_classes(total: int, weights: dict[str, float]) -> list[str]:
     return [name for _, _, name in sorted(slots)]
 
 
-def stratified_sample(device_classes: list[str], size: int) -> list[int]:
+def stratified_sample(device_classes: list[str], size: int, *, rng: random.Random | None = None) -> list[int]:
     """`size` device indices spread over the classes in proportion (every class gets one if it can).
 
-    Used to choose which devices run real inference, so each class is measured on real sessions.
+    Used to choose which devices run real inference, so each class is measured on real sessions
+    (the first devices of each class), and whose inputs shift (`rng`: chosen at random within each
+    class, so the two sets are not the same devices).
     """
     size = max(0, min(size, len(device_classes)))
     by_class: dict[str, list[int]] = {}
@@ -83,5 +86,5 @@ def stratified_sample(device_classes: list[str], size: int) -> list[int]:
                 donor = max(counts, key=lambda n: counts[n])
                 counts[donor] -= 1
                 counts[name] = 1
-    chosen = [i for name, ix in by_class.items() for i in ix[: counts[name]]]
+    chosen = [i for name, ix in by_class.items() for i in (rng.sample(ix, counts[name]) if rng else ix[: counts[name]])]
     return sorted(chosen)

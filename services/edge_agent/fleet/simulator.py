@@ -9,7 +9,13 @@ Per process, not per device, and why:
   inference worker (see `inference.py`).
 
 Everything a device says is its own, on its own subjects: hello, statuses with the KV revision of
-the desired state they are about, and telemetry windows.
+the desired state they are about, and telemetry windows (schema 2: the device's class, and the
+rollout and wave of the desired state its model serves for).
+
+Simulated input shift (`SimulationConfig.input_shift_after`): from that moment, a share of the
+devices draw their windows from a second real measurement of the artifact over shifted inputs
+(`inference.measure_shifted`), and the real-inference ones among them run shifted inputs, so drift
+detection is tested on outputs that really moved.
 
 The inference worker is a spawned process, so a script that embeds the simulator needs the usual
 `if __name__ == "__main__":` guard (the `slmops` entry point and pytest have it).
@@ -51,7 +57,7 @@ from services.edge_agent.fleet.mix import assign_classes, stratified_sample
 from services.edge_agent.fleet.report import ClassSummary, Convergence, FleetReport, Resources, SharedWork
 from services.edge_agent.fleet.telemetry import busy_percent, draw_window, model_ram_mb
 from services.edge_agent.link import status_message_id, telemetry_message_id
-from services.edge_agent.telemetry import WindowRecorder
+from services.edge_agent.telemetry import REFERENCE_REQUESTS, ReferenceCentroid, WindowRecorder
 from shared import subjects, topology
 from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, InstallStep, TelemetryWindow
 from shared.messages.envelope import new_id
@@ -102,6 +108,8 @@ class FleetSimulator:
         self._ort_version = _ort_release()
         self._labels = {"fleet": config.id_prefix, "simulated": "true", **config.labels}
         self._started = 0.0
+        self._shift_at: float | None = None  # loop time from which shifted devices' inputs shift
+        self._shifting: set[str] = set()  # digests being measured on shifted inputs
         self._connected: float | None = None
         self._cpu0 = 0.0
         self._rss0 = 0.0
@@ -136,6 +144,8 @@ class FleetSimulator:
         self._rss_peak = self._rss0
         self._started = loop.time()
         cfg = self.config
+        if cfg.input_shift_after is not None:
+            self._shift_at = self._started + cfg.input_shift_after
         self.connections = list(
             await asyncio.gather(
                 *(
@@ -180,6 +190,7 @@ class FleetSimulator:
         classes = assign_classes(cfg.devices, cfg.mix)
         faults = assign_faults(cfg.devices, cfg.faults, seed=cfg.seed)
         real = set(stratified_sample(classes, cfg.real_inference_count))
+        shifting = set(stratified_sample(classes, cfg.input_shift_count, rng=random.Random(cfg.seed + 1)))
         connections = len(self.connections)
         for index, (cls, fault) in enumerate(zip(classes, faults, strict=True)):
             dev = SimDevice(
@@ -190,6 +201,7 @@ class FleetSimulator:
                 connection=index % connections,
                 real_inference=index in real,
                 rng=self.rng,
+                inputs_shift=index in shifting,
             )
             self.devices.append(dev)
             self._by_id[dev.device_id] = dev
@@ -454,14 +466,21 @@ class FleetSimulator:
                     self._draw_and_publish(dev)
                     dev.next_window = now + window
 
+    def inputs_shifted(self, dev: SimDevice) -> bool:
+        """Whether `dev` sees shifted inputs now."""
+        return dev.inputs_shift and self._shift_at is not None and asyncio.get_running_loop().time() >= self._shift_at
+
     def _draw_and_publish(self, dev: SimDevice) -> None:
         digest, start = dev.active_digest, dev.window_start
         end = datetime.now(UTC)
         dev.window_start = end
         if digest is None or start is None:
             return
-        measurement = self.worker.measurement(digest)
+        shifted = self.inputs_shifted(dev)
+        measurement = self.worker.shifted_measurement(digest) if shifted else self.worker.measurement(digest)
         if measurement is None or measurement.failure:
+            if shifted and measurement is None:
+                self._measure_shifted(digest)
             return  # not measured yet: no window rather than an invented one
         shadow = None
         previous = dev.previous_digest
@@ -471,18 +490,41 @@ class FleetSimulator:
                 self._spawn(self._measure_agreement(digest, previous))
             else:
                 shadow = (previous, agreed)
+        served = _served_on(dev, digest)
         window = draw_window(
             measurement,
             device_id=dev.device_id,
+            device_class=dev.device_class.name,
             speed_factor=dev.device_class.speed_factor,
             start=start,
             end=end,
             rate=self.config.request_rate,
             rng=self._np_rng,
             ram_mb=model_ram_mb(self.artifacts[digest].size_bytes),
+            reference_served=served,
+            rollout_id=dev.rollout[0],
+            wave=dev.rollout[1],
             shadow=shadow,
         )
+        if served < REFERENCE_REQUESTS:
+            dev.reference_served[digest] = min(REFERENCE_REQUESTS, served + window.request_count - window.error_count)
+        if shifted:
+            self.events["windows_on_shifted_inputs"] += 1
         self._spawn(self._publish_window(dev, window))
+
+    def _measure_shifted(self, digest: str) -> None:
+        """Start measuring `digest` on shifted inputs, unless that is under way or done."""
+        if digest in self._shifting or self.worker.shifted_measurement(digest) is not None:
+            return
+        self._shifting.add(digest)
+
+        async def measure() -> None:
+            try:
+                await self.worker.measure_shifted(digest, str(self.artifacts[digest].path))
+            finally:
+                self._shifting.discard(digest)
+
+        self._spawn(measure())
 
     async def _measure_agreement(self, new: str, previous: str) -> None:
         a, b = self.artifacts[new], self.artifacts[previous]
@@ -507,6 +549,7 @@ class FleetSimulator:
         loop = asyncio.get_running_loop()
         rng = np.random.default_rng([self.config.seed, dev.index])
         window: _RealWindow | None = None
+        references: dict[str, ReferenceCentroid] = {}  # the agent's rule: per digest, across windows
         request = 0
         while True:
             await asyncio.sleep(float(rng.exponential(1 / self.config.request_rate)))
@@ -519,7 +562,15 @@ class FleetSimulator:
             if digest is None or digest not in self.artifacts:
                 continue
             if window is None:
-                recorder = WindowRecorder(digest=digest, started=datetime.now(UTC))
+                held = set(dev.slots.values())
+                references = {d: r for d, r in references.items() if d in held}
+                recorder = WindowRecorder(
+                    digest=digest,
+                    started=datetime.now(UTC),
+                    rollout_id=dev.rollout[0],
+                    wave=dev.rollout[1],
+                    reference=references.setdefault(digest, ReferenceCentroid()),
+                )
                 window = _RealWindow(recorder=recorder, due=loop.time() + self.config.window_seconds)
             previous = dev.previous_digest
             shadow = None
@@ -527,7 +578,9 @@ class FleetSimulator:
                 shadow = (previous, str(self.artifacts[previous].path))
             request += 1
             model = (digest, str(self.artifacts[digest].path))
-            result = await self.worker.infer(model, shadow, seed=self.config.seed + dev.index, index=request)
+            result = await self.worker.infer(
+                model, shadow, seed=self.config.seed + dev.index, index=request, shifted=self.inputs_shifted(dev)
+            )
             latency = result.latency_ms * dev.device_class.speed_factor
             window.busy_ms += latency
             window.recorder.record(latency, output=result.output, error=result.error is not None)
@@ -545,6 +598,15 @@ class FleetSimulator:
         self._rss_peak = max(self._rss_peak, resources.rss_mb())
 
 
+def _served_on(dev: SimDevice, digest: str) -> int:
+    """Requests `dev` has served on `digest` towards its reference (counts of digests no slot holds
+    are dropped, as the agent drops their centroids)."""
+    held = set(dev.slots.values())
+    for stale in [d for d in dev.reference_served if d not in held]:
+        del dev.reference_served[stale]
+    return dev.reference_served.get(digest, 0)
+
+
 @dataclass
 class _RealWindow:
     """The open window of a real-inference device."""
@@ -560,6 +622,7 @@ class _RealWindow:
         seconds = (end - self.recorder.started).total_seconds()
         return self.recorder.close(
             device_id=dev.device_id,
+            device_class=dev.device_class.name,
             ended=end,
             cpu_percent=busy_percent(self.busy_ms, seconds),
             ram_mb=model_ram_mb(artifacts[self.recorder.digest].size_bytes),
@@ -612,6 +675,8 @@ class _Env:
         measurement = await self._sim.worker.measure(digest, str(artifact.path))
         if measurement.failure:
             raise LoadFailed(measurement.failure)
+        if self._sim.config.input_shift_after is not None:
+            self._sim._measure_shifted(digest)  # so it is ready when the inputs shift
         return LoadTiming(load_ms=measurement.load_ms, smoke_ms=measurement.smoke_ms)
 
     async def sleep(self, seconds: float) -> None:

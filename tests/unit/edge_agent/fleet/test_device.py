@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from services.edge_agent.desired import Desired
 from services.edge_agent.errors import VerificationFailed
 from services.edge_agent.fleet.artifacts import CachedArtifact
 from services.edge_agent.fleet.classes import BUILT_IN
@@ -17,7 +18,7 @@ from shared.bus import BusError
 from shared.errors import NotFound
 from shared.messages.device import DesiredState, DeviceStatus, InstallStep, ProgressBytes, Slot
 from shared.messages.registry import DownloadUrl
-from tests.unit.edge_agent.conftest import DEVICE, INSTALL, desired
+from tests.unit.edge_agent.conftest import DEVICE, INSTALL, desired, desired_state
 
 V1, V2 = "1" * 64, "2" * 64
 
@@ -115,6 +116,20 @@ async def test_the_previous_digest_is_a_switch_back_without_download() -> None:
     assert world.steps() == ["active"]
     assert world.reported[0].slot == "a" and world.reported[0].active_digest == V1
     assert world.url_requests == 2 and dev.previous_digest == V2
+
+
+async def test_the_device_remembers_the_rollout_wave_its_model_serves_for() -> None:
+    dev, world = device(), World(bad_digests={V2})
+    rollout = Desired(state=desired_state(V1).model_copy(update={"rollout_id": "r1", "wave": 1}), revision=1)
+    served_for = []
+    await dev.converge(rollout, world)
+    served_for.append(dev.rollout)
+    failed = Desired(state=desired_state(V2).model_copy(update={"rollout_id": "r2", "wave": 0}), revision=2)
+    await dev.converge(failed, world)
+    served_for.append(dev.rollout)  # a model that never served names nothing
+    await dev.converge(desired(V1, 3), world)  # the serving digest, now set by hand
+    served_for.append(dev.rollout)
+    assert served_for == [("r1", 1), ("r1", 1), (None, None)]
 
 
 async def test_failed_verification_never_becomes_active_and_keeps_the_previous_model() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
@@ -60,3 +61,11 @@ def test_stratified_sample_gives_every_class_a_real_inference_device() -> None:
     assert {classes[i] for i in picked} == {"rpi5", "jetson", "gateway"}
     assert stratified_sample(classes, 0) == []
     assert len(stratified_sample(classes[:3], 50)) == 3
+
+
+def test_a_random_stratified_sample_is_spread_over_the_classes_and_repeatable() -> None:
+    classes = assign_classes(100, {"rpi5": 60, "jetson": 30, "gateway": 10})
+    picked = stratified_sample(classes, 50, rng=random.Random(1))
+    assert Counter(classes[i] for i in picked) == {"rpi5": 30, "jetson": 15, "gateway": 5}
+    assert picked == stratified_sample(classes, 50, rng=random.Random(1))
+    assert picked != stratified_sample(classes, 50)  # not simply the first devices of each class
