@@ -10,7 +10,7 @@ import pytest
 
 from shared.messages.envelope import encode, message_types, wrap
 from shared.schema import export_json_schemas
-from tests.unit.shared.messages.test_contracts import SAMPLES
+from tests.unit.shared.messages.test_contracts import EVERY_SAMPLE
 
 ENVELOPE_FIELDS = {"type", "schema_version", "id", "time", "source", "data"}
 
@@ -30,14 +30,16 @@ def test_export_writes_one_schema_per_type_with_the_envelope_required(tmp_path: 
         assert path.name == f"{type_}.v{schema['properties']['schema_version']['const']}.json"
 
 
-@pytest.mark.parametrize("type_", sorted(SAMPLES))
-def test_exported_schema_accepts_the_wire_form_and_pins_the_type(type_: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", sorted(EVERY_SAMPLE), ids=lambda k: f"{k[0]}.v{k[1]}")
+def test_exported_schema_accepts_the_wire_form_and_pins_the_type(key: tuple[str, int], tmp_path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     export_json_schemas(tmp_path)
-    validator = jsonschema.Draft202012Validator(json.loads((tmp_path / f"{type_}.v1.json").read_text()))
-    doc = json.loads(encode(wrap(SAMPLES[type_], source="tests")))
+    type_, version = key
+    validator = jsonschema.Draft202012Validator(json.loads((tmp_path / f"{type_}.v{version}.json").read_text()))
+    doc = json.loads(encode(wrap(EVERY_SAMPLE[key], source="tests")))
     validator.validate(doc)
     assert not validator.is_valid(doc | {"type": "something.else"})
+    assert not validator.is_valid(doc | {"schema_version": version + 1})
     assert not validator.is_valid(doc | {"surprise": 1})
 
 

@@ -10,15 +10,20 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared import subjects
+from shared import histogram, subjects
 from shared.messages.common import ObjectRef
 from shared.messages.device import (
+    SIMILARITY_BOUNDS,
     DesiredState,
     DeviceHello,
     DeviceStatus,
+    ExponentialLatency,
     LatencyHistogram,
+    OutputMoments,
     ShadowAgreement,
+    SimilarityHistogram,
     TelemetryWindow,
+    TelemetryWindowV1,
 )
 from shared.messages.envelope import InvalidMessage, Message, decode, encode, message_types, wrap
 from shared.messages.optimizer import (
@@ -103,6 +108,8 @@ _PROFILE = DeviceProfile(
     recipes=[_INT8],
 )
 _HISTOGRAM = LatencyHistogram(bounds_ms=[5, 10, 50], counts=[80, 15, 4, 1])
+_LATENCY = ExponentialLatency.of(histogram.of([3.0] * 80 + [8.0] * 15 + [20.0] * 4 + [60.0], scale=4))
+_SIMILARITY = SimilarityHistogram(reference_requests=64, counts=[0] * (len(SIMILARITY_BOUNDS) - 3) + [10, 60, 20, 8])
 _PLAN = WavePlan(index=0, percent=1, devices=3, by_class={"rpi5": 2, "jetson": 1})
 
 SAMPLES: dict[str, Message] = {
@@ -149,13 +156,20 @@ SAMPLES: dict[str, Message] = {
         DeviceStatus(device_id="rpi5-0001", desired_revision=7, digest=D1, step="active", slot="b", active_digest=D1),
         TelemetryWindow(
             device_id="rpi5-0001",
+            device_class="rpi5",
             model_digest=D1,
+            rollout_id="r1",
+            wave=0,
             window_start=T0,
             window_end=T1,
             request_count=100,
             error_count=2,
-            latency=_HISTOGRAM,
-            output_stats={"norm_mean": 1.0, "norm_std": 0.02},
+            latency=_LATENCY,
+            outputs={
+                "norm": OutputMoments(count=98, mean=1.0, variance=1e-12),
+                "value": OutputMoments(count=98 * 384, mean=0.001, variance=0.0026),
+            },
+            similarity=_SIMILARITY,
             shadow=ShadowAgreement(previous_digest=D2, compared=50, agreement_rate=0.98),
             cpu_percent=37.5,
             ram_mb=412.0,
@@ -221,15 +235,35 @@ SAMPLES: dict[str, Message] = {
 }
 
 
-def test_every_catalogued_type_has_a_sample_here() -> None:
-    assert set(SAMPLES) == {t for t, _ in message_types()}
+# Earlier schema versions still accepted (SAMPLES holds the newest of every type).
+EARLIER_SAMPLES: list[Message] = [
+    TelemetryWindowV1(
+        device_id="rpi5-0001",
+        model_digest=D1,
+        window_start=T0,
+        window_end=T1,
+        request_count=100,
+        error_count=2,
+        latency=_HISTOGRAM,
+        output_stats={"norm_mean": 1.0, "norm_std": 0.02},
+        shadow=ShadowAgreement(previous_digest=D2, compared=50, agreement_rate=0.98),
+        cpu_percent=37.5,
+        ram_mb=412.0,
+    )
+]
+EVERY_SAMPLE = {(m.TYPE, m.SCHEMA_VERSION): m for m in [*SAMPLES.values(), *EARLIER_SAMPLES]}
 
 
-@pytest.mark.parametrize("type_", sorted(SAMPLES))
-def test_every_payload_type_round_trips(type_: str) -> None:
-    env = wrap(SAMPLES[type_], source="tests")
-    back = decode(encode(env))
-    assert back.type == type_ and back.data == SAMPLES[type_] and type(back.data) is type(SAMPLES[type_])
+def test_every_catalogued_type_and_version_has_a_sample_here() -> None:
+    assert set(EVERY_SAMPLE) == set(message_types())
+    assert all(m.SCHEMA_VERSION < SAMPLES[m.TYPE].SCHEMA_VERSION for m in EARLIER_SAMPLES)
+
+
+@pytest.mark.parametrize("key", sorted(EVERY_SAMPLE), ids=lambda k: f"{k[0]}.v{k[1]}")
+def test_every_payload_type_round_trips(key: tuple[str, int]) -> None:
+    sample = EVERY_SAMPLE[key]
+    back = decode(encode(wrap(sample, source="tests")))
+    assert (back.type, back.schema_version) == key and back.data == sample and type(back.data) is type(sample)
 
 
 def _status(**over: Any) -> dict[str, Any]:
@@ -241,14 +275,27 @@ def _window(**over: Any) -> dict[str, Any]:
     return base | over
 
 
+def _window_v1(**over: Any) -> dict[str, Any]:
+    base = EARLIER_SAMPLES[0].model_dump(mode="json", exclude={"shadow"})
+    return base | over
+
+
 @pytest.mark.parametrize(
     ("model", "data", "reason"),
     [
         (LatencyHistogram, {"bounds_ms": [5, 10], "counts": [1, 2]}, "counts must have len(bounds_ms) + 1 = 3"),
         (LatencyHistogram, {"bounds_ms": [10, 5], "counts": [0, 0, 0]}, "strictly increasing"),
+        (TelemetryWindowV1, _window_v1(request_count=99), "latency counts sum to 100, not request_count (99)"),
+        (TelemetryWindowV1, _window_v1(error_count=101), "error_count (101) exceeds request_count"),
+        (TelemetryWindowV1, _window_v1(window_end=T0.isoformat()), "window_end must be after window_start"),
+        (TelemetryWindowV1, _window_v1(inputs=[[1, 2, 3]]), "inputs\n  Extra inputs are not permitted"),
         (TelemetryWindow, _window(request_count=99), "latency counts sum to 100, not request_count (99)"),
         (TelemetryWindow, _window(error_count=101), "error_count (101) exceeds request_count"),
         (TelemetryWindow, _window(window_end=T0.isoformat()), "window_end must be after window_start"),
+        (TelemetryWindow, _window(wave=None), "rollout_id and wave go together"),
+        (TelemetryWindow, _window(error_count=10), "similarity counts sum to 98, more than the 90 requests served"),
+        (TelemetryWindow, _window(outputs={"norm": {"count": 0, "mean": 1.0, "variance": 0.0}}), "outputs.norm.count"),
+        (TelemetryWindow, _window(output_stats={"norm_mean": 1.0}), "output_stats\n  Extra inputs are not permitted"),
         (TelemetryWindow, _window(inputs=[[1, 2, 3]]), "inputs\n  Extra inputs are not permitted"),
         (StartRollout, {"model": "m", "ref": "1", "waves": [{"percent": 10}, {"percent": 5}]}, "strictly increasing"),
         (StartRollout, {"model": "m", "ref": "1", "waves": [{"percent": 10}, {"percent": 50}]}, "must be 100 percent"),
@@ -261,9 +308,17 @@ def _window(**over: Any) -> dict[str, Any]:
     ids=[
         "histogram-length",
         "histogram-order",
+        "v1-histogram-sum",
+        "v1-errors",
+        "v1-window",
+        "v1-raw-inputs",
         "histogram-sum",
         "errors",
         "window",
+        "rollout-without-wave",
+        "similarity-over-served",
+        "moments-without-values",
+        "v1-field-in-v2",
         "raw-inputs",
         "waves-order",
         "waves-end",

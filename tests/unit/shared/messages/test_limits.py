@@ -184,7 +184,8 @@ def test_lists_in_commands_and_reports_are_capped(build: Any, field: int) -> Non
 
 def test_telemetry_output_stats_are_capped() -> None:
     window = SAMPLES["telemetry.window"].model_dump(mode="json")
-    many = window | {"output_stats": {f"s{i}": 0.5 for i in range(MAX_OUTPUT_STATS + 1)}}
+    moments = {"count": 1, "mean": 0.5, "variance": 0.0}
+    many = window | {"outputs": {f"s{i}": moments for i in range(MAX_OUTPUT_STATS + 1)}}
     with pytest.raises(ValidationError, match=f"at most {MAX_OUTPUT_STATS}"):
         type(SAMPLES["telemetry.window"]).model_validate(many)
 
