@@ -92,6 +92,8 @@ PH_DEVICE = "dev-XXXXX"
 PH_START = datetime(2000, 1, 1, 0, 0, 0, tzinfo=UTC)
 PH_END = PH_START + timedelta(seconds=BUCKET)
 PH_ID = "f" * 64
+# Frames under which all the process's work runs (the CLI, the event loop): left out of "inclusive".
+WRAPPERS = re.compile(r"\((typer/|asyncio/|<frozen runpy>|shared/cli/|threading\.py)")
 PROBLEM = re.compile(r'"level": "(warning|error|critical)"|Traceback', re.IGNORECASE)
 console = Console(width=150)
 
@@ -313,6 +315,7 @@ async def run(settings: Settings, args: argparse.Namespace, home: Path) -> dict[
             "load_average_at_start": load_at_start,
             "load_average_at_end": list(os.getloadavg()),
         },
+        "code": code_version(),
         "authentication": True,
         "profiled_with_py_spy": args.py_spy is not None,
         "windows": stored,
@@ -358,6 +361,19 @@ async def run(settings: Settings, args: argparse.Namespace, home: Path) -> dict[
         },
     }
     return result
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the service's code differed from it (others edit this checkout)."""
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = git("status", "--porcelain", "--", "services/telemetry", "shared").splitlines()
+    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_service_or_shared_files": dirty}
 
 
 def _ge(value: float | None, target: str) -> bool:
@@ -581,7 +597,8 @@ def stop_py_spy(spy: subprocess.Popen[bytes], output: Path, top: int = 30) -> di
         total += n
         own[frames[-1]] += n
         for frame in set(frames):
-            inclusive[frame] += n
+            if not WRAPPERS.search(frame):
+                inclusive[frame] += n
 
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(frame, round(100 * n / total, 1)) for frame, n in counter.most_common(top)]
