@@ -20,7 +20,7 @@ bound against the exact quantiles of the raw values, for histograms merged from 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 DEFAULT_SCALE = 3  # base 2^(1/8): every reported value within 4.3 % of the true one
@@ -96,49 +96,55 @@ class ExponentialHistogram:
 
     def merge(self, other: ExponentialHistogram) -> None:
         """Add `other`'s counts into this one (at the coarser of the two scales)."""
-        if self._merge_aligned(other):
+        self.merge_buckets(other.scale, other.zero_count, other.offset, other.counts, other.zero_threshold)
+
+    def merge_buckets(
+        self, scale: int, zero_count: int, offset: int, counts: Sequence[int], zero_threshold: float = 0.0
+    ) -> None:
+        """`merge` of a histogram given by its fields (e.g. a window's, as it came off the wire),
+        without building one."""
+        if self._merge_aligned(scale, zero_count, offset, counts):
+            self.zero_threshold = max(self.zero_threshold, zero_threshold)
             return
-        if other.scale < self.scale:
-            self._downscale(self.scale - other.scale)
-        shift = other.scale - self.scale
-        self.zero_count += other.zero_count
-        self.zero_threshold = max(self.zero_threshold, other.zero_threshold)
-        for i, n in enumerate(other.counts):
+        if scale < self.scale:
+            self._downscale(self.scale - scale)
+        shift = scale - self.scale
+        self.zero_count += zero_count
+        self.zero_threshold = max(self.zero_threshold, zero_threshold)
+        for i, n in enumerate(counts):
             if n:
-                index = (other.offset + i) >> shift
+                index = (offset + i) >> shift
                 while not self._fits(index):
                     self._downscale(1)
                     shift += 1
-                    index = (other.offset + i) >> shift
+                    index = (offset + i) >> shift
                 self._add(index, n)
 
-    def _merge_aligned(self, other: ExponentialHistogram) -> bool:
+    def _merge_aligned(self, scale: int, zero_count: int, offset: int, counts: Sequence[int]) -> bool:
         """The common case, without per-bucket checks: the same scale, and both ranges fit together
         (windows of one fleet merging into a cohort's bucket). False if it does not apply. An empty
         histogram takes the other's scale: the histogram of the union is the other one."""
-        if not self.counts and other.counts:
-            self.scale = other.scale
-        if other.scale != self.scale:
+        if not self.counts and counts:
+            self.scale = scale
+        if scale != self.scale:
             return False
-        if not other.counts or not self.counts:
+        if not counts or not self.counts:
             if not self.counts:
-                self.offset, self.counts = other.offset, list(other.counts)
-            self.zero_count += other.zero_count
-            self.zero_threshold = max(self.zero_threshold, other.zero_threshold)
+                self.offset, self.counts = offset, list(counts)
+            self.zero_count += zero_count
             return True
-        low = min(self.offset, other.offset)
-        high = max(self.offset + len(self.counts), other.offset + len(other.counts))
+        low = min(self.offset, offset)
+        high = max(self.offset + len(self.counts), offset + len(counts))
         if high - low > self.max_buckets:
             return False
         if low < self.offset:
             self.counts[:0] = [0] * (self.offset - low)
             self.offset = low
         self.counts.extend([0] * (high - self.offset - len(self.counts)))
-        start = other.offset - self.offset
-        end = start + len(other.counts)
-        self.counts[start:end] = [a + b for a, b in zip(self.counts[start:end], other.counts, strict=True)]
-        self.zero_count += other.zero_count
-        self.zero_threshold = max(self.zero_threshold, other.zero_threshold)
+        start = offset - self.offset
+        end = start + len(counts)
+        self.counts[start:end] = [a + b for a, b in zip(self.counts[start:end], counts, strict=True)]
+        self.zero_count += zero_count
         return True
 
     def quantile(self, q: float) -> float:

@@ -66,10 +66,12 @@ class Aggregate:
         self.windows += 1
         self.requests += obs.requests
         self.errors += obs.errors
-        self.latency.merge(obs.latency)
-        for name, moments in obs.outputs.items():
+        latency = obs.latency
+        self.latency.merge_buckets(latency.scale, latency.zero_count, latency.offset, latency.counts)
+        for name, m in obs.outputs.items():
             mine = self.outputs.get(name)
-            self.outputs[name] = moments if mine is None else mine.merge(moments)
+            theirs = m if isinstance(m, Moments) else Moments(m.count, m.mean, m.variance)
+            self.outputs[name] = theirs if mine is None else mine.merge(theirs)
         if obs.similarity is not None:
             self._add_similarity(obs.similarity)
         self.shadow_compared += obs.shadow_compared
@@ -151,7 +153,7 @@ class Aggregate:
             "sh": [self.shadow_compared, self.shadow_agreed],
             "cpu": [self.cpu_sum, self.cpu_max],
             "ram": [self.ram_sum, self.ram_max],
-            "dev": base64.b64encode(self.devices.to_bytes()).decode(),
+            "dev": _devices_json(self.devices),
         }
 
     @classmethod
@@ -170,5 +172,21 @@ class Aggregate:
             cpu_max=doc["cpu"][1],
             ram_sum=doc["ram"][0],
             ram_max=doc["ram"][1],
-            devices=DistinctCounter.from_bytes(base64.b64decode(doc["dev"])),
+            devices=_devices_of(doc["dev"]),
         )
+
+
+# Under this many non-empty registers the sparse form is the smaller one.
+_SPARSE_REGISTERS = 128
+
+
+def _devices_json(devices: DistinctCounter) -> str | list[list[int]]:
+    """A batch's few devices as `[index, rank]` pairs; a bucket's many as base64 of the registers."""
+    pairs = devices.to_sparse()
+    return pairs if len(pairs) < _SPARSE_REGISTERS else base64.b64encode(devices.to_bytes()).decode()
+
+
+def _devices_of(doc: str | list[list[int]]) -> DistinctCounter:
+    if isinstance(doc, str):
+        return DistinctCounter.from_bytes(base64.b64decode(doc))
+    return DistinctCounter.from_sparse(doc)

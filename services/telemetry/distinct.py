@@ -89,6 +89,26 @@ class DistinctCounter:
         counter._registers = registers
         return counter
 
+    def to_sparse(self) -> list[list[int]]:
+        """The non-empty registers as `[index, rank]` pairs: a few bytes for a counter of a few keys
+        (a fold record's delta holds the devices of one batch), where the raw form is always 1 KiB."""
+        indexes = np.flatnonzero(self._registers)
+        return [[int(i), int(self._registers[i])] for i in indexes]
+
+    @classmethod
+    def from_sparse(cls, pairs: list[list[int]]) -> DistinctCounter:
+        """The counter `to_sparse` wrote.
+
+        Raises:
+            ValueError: an index outside the registers, or a rank over the largest possible.
+        """
+        counter = cls()
+        for index, rank in pairs:
+            if not (0 <= index < REGISTERS and 0 <= rank <= MAX_RANK):
+                raise ValueError(f"register {index} = {rank} cannot be part of a distinct counter")
+            counter._registers[index] = rank
+        return counter
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DistinctCounter):
             return NotImplemented

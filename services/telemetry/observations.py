@@ -14,29 +14,31 @@ accepted, read as well as it can be and no better:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from services.telemetry.statistics import Moments
 from shared.histogram import ExponentialHistogram
-from shared.messages.device import TelemetryWindow, TelemetryWindowV1
+from shared.messages.device import ExponentialLatency, OutputMoments, TelemetryWindow, TelemetryWindowV1
 
 UNKNOWN_CLASS = "unknown"
 # A cohort as a key: digest, device class, rollout, wave (a plain tuple: built once per window).
 CohortKey = tuple[str, str, str | None, int | None]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Observation:
-    """One window, normalised."""
+    """One window, normalised (built once per window, never changed: a plain slotted class, since
+    a frozen dataclass's init costs a microsecond more, at fleet rate)."""
 
     device_id: str
     cohort: CohortKey
     start: datetime
     requests: int
     errors: int
-    latency: ExponentialHistogram
-    outputs: dict[str, Moments]
+    latency: ExponentialLatency  # as it came: merged straight from its fields, never copied
+    outputs: Mapping[str, Moments | OutputMoments]  # both have count, mean and variance
     similarity: tuple[int, ...] | None
     shadow_compared: int
     shadow_agreed: float
@@ -55,8 +57,8 @@ def observe(window: TelemetryWindow | TelemetryWindowV1) -> Observation:
         start=window.window_start,
         requests=window.request_count,
         errors=window.error_count,
-        latency=window.latency.histogram(),
-        outputs={name: Moments(count=m.count, mean=m.mean, variance=m.variance) for name, m in window.outputs.items()},
+        latency=window.latency,
+        outputs=window.outputs,
         similarity=tuple(window.similarity.counts) if window.similarity else None,
         shadow_compared=shadow.compared if shadow else 0,
         shadow_agreed=shadow.compared * shadow.agreement_rate if shadow else 0.0,
@@ -79,7 +81,7 @@ def _from_v1(window: TelemetryWindowV1) -> Observation:
         start=window.window_start,
         requests=window.request_count,
         errors=window.error_count,
-        latency=latency,
+        latency=ExponentialLatency.of(latency),
         outputs={name: Moments(count=served, mean=value, variance=0.0) for name, value in window.output_stats.items()}
         if served
         else {},

@@ -46,7 +46,9 @@ class TelemetryView:
 
     def fold(self, batch: Sequence[tuple[int, Observation]], *, now: datetime) -> list[FoldRecord]:
         """The records that fold `batch` ((stream position, window) pairs) into the aggregates:
-        windows already folded are left out; none at all if every one was."""
+        windows already folded are left out; none at all if every one was. Usually one record; a
+        batch whose deltas would not fit one is split by cohort bucket, each record carrying the
+        positions of the windows whose deltas it holds."""
         fresh: dict[int, Observation] = {}
         for position, obs in batch:
             if position not in self.folded and position not in fresh:
@@ -54,27 +56,31 @@ class TelemetryView:
         if not fresh:
             return []
         oldest = bucket_of(now, self.bucket_seconds) - self.retention_seconds
-        records: list[FoldRecord] = []
         deltas: dict[BucketKey, Aggregate] = {}
-        positions: list[int] = []
-        late = 0
-        size = 0
-        for position, obs in sorted(fresh.items()):
+        members: dict[BucketKey, list[int]] = defaultdict(list)
+        late: list[int] = []
+        for position, obs in fresh.items():
             bucket = bucket_of(obs.start, self.bucket_seconds)
-            positions.append(position)
             if bucket < oldest:
-                late += 1
+                late.append(position)
                 continue
             key = (obs.cohort, bucket)
-            if key not in deltas:
-                deltas[key] = Aggregate()
-                size += _BUCKET_BYTES
-            deltas[key].add(obs)
-            if size >= MAX_RECORD_BYTES:
-                records.append(_record(positions, deltas, late))
-                deltas, positions, late, size = {}, [], 0, 0
-        if positions:
-            records.append(_record(positions, deltas, late))
+            delta = deltas.get(key)
+            if delta is None:
+                delta = deltas[key] = Aggregate()
+            delta.add(obs)
+            members[key].append(position)
+        records: list[FoldRecord] = []
+        chunk: list[BucketKey] = []
+        size = 0
+        for key, delta in deltas.items():
+            cost = _delta_bytes(delta)
+            if chunk and size + cost > MAX_RECORD_BYTES:
+                records.append(_record(chunk, deltas, members, []))
+                chunk, size = [], 0
+            chunk.append(key)
+            size += cost
+        records.append(_record(chunk, deltas, members, late))
         return records
 
     def apply(self, record: FoldRecord, position: int) -> None:
@@ -87,7 +93,7 @@ class TelemetryView:
                 continue
             mine = self.buckets.get(key)
             if mine is None:
-                self.buckets[key] = delta.copy()
+                self.buckets[key] = delta  # the record is applied once, then dropped: no copy needed
             else:
                 mine.merge(delta)
             self.changed_at[key] = position
@@ -144,15 +150,19 @@ class TelemetryView:
         return dict(merged)
 
 
-# What one bucket's delta adds to a record (a histogram, a few moments, 1 KiB of registers, in JSON).
-_BUCKET_BYTES = 4 * 1024
+def _delta_bytes(delta: Aggregate) -> int:
+    """About what a delta takes in a record's JSON (its histogram, moments and distinct devices)."""
+    return 400 + 8 * len(delta.latency.counts) + 48 * len(delta.outputs) + 12 * min(delta.windows, 1024)
 
 
-def _record(positions: list[int], deltas: dict[BucketKey, Aggregate], late: int) -> FoldRecord:
+def _record(
+    keys: list[BucketKey], deltas: dict[BucketKey, Aggregate], members: dict[BucketKey, list[int]], late: list[int]
+) -> FoldRecord:
+    positions = [p for key in keys for p in members[key]] + late
     return FoldRecord(
         positions=ranges_of(positions),
-        deltas=[(cohort, bucket, agg) for (cohort, bucket), agg in deltas.items()],
-        late=late,
+        deltas=[(cohort, bucket, deltas[(cohort, bucket)]) for cohort, bucket in keys],
+        late=len(late),
         windows=len(positions),
     )
 

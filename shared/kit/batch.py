@@ -49,7 +49,7 @@ PULL_EXPIRES_SECONDS = 5.0
 LOST_AFTER = 2.0
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Delivered:
     """One valid message of a batch: its envelope and where it sits in the stream."""
 

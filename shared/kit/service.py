@@ -146,6 +146,7 @@ class ServiceKit(Generic[S]):
     _requests: list[_Request[S]] = field(default_factory=list)
     _events: list[type[Message]] = field(default_factory=list)
     _commands: list[type[Message]] = field(default_factory=list)
+    _streams: list[tuple[type[Message], str, str, str]] = field(default_factory=list)
     _calls: list[Rpc[Any, Any]] = field(default_factory=list)
     _reads: list[str] = field(default_factory=list)
     _writes: list[str] = field(default_factory=list)
@@ -238,6 +239,12 @@ class ServiceKit(Generic[S]):
     def emits(self, *events: type[Message]) -> None:
         """The events this service publishes (anything else is refused when published)."""
         self._events.extend(events)
+
+    def publishes(self, message: type[Message], *, address: str, grant: str, description: str) -> None:
+        """A message this service publishes outside the event and command streams (e.g. rollups):
+        `address` as the AsyncAPI document shows it, `grant` the subject pattern its credentials
+        allow, so other systems find it in the document and nothing else may be published there."""
+        self._streams.append((message, address, grant, description))
 
     def sends(self, *commands: type[Message]) -> None:
         """The commands this service queues for other services."""
@@ -351,7 +358,11 @@ class ServiceKit(Generic[S]):
             name=self.name,
             consumers=tuple(ConsumerAccess(stream=c.stream, durable=c.durable) for c in enabled),
             answers=tuple(r.rpc.subject for r in self._requests),
-            publishes=tuple([subjects.event(e) for e in self._events] + [subjects.command(c) for c in self._commands]),
+            publishes=tuple(
+                [subjects.event(e) for e in self._events]
+                + [subjects.command(c) for c in self._commands]
+                + [grant for _, _, grant, _ in self._streams]
+            ),
             calls=tuple(rpc.subject for rpc in self._calls),
             reads=tuple(self._reads),
             writes=tuple(self._writes),
@@ -384,6 +395,8 @@ class ServiceKit(Generic[S]):
             broker.publisher(subjects.event(event), schema=wire_model(event), title=event.TYPE)
         for command in self._commands:
             broker.publisher(subjects.command(command), schema=wire_model(command), title=command.TYPE)
+        for message, address, _, description in self._streams:
+            broker.publisher(address, schema=wire_model(message), title=message.TYPE, description=description)
         broker.publisher(
             subjects.dlq(self.name),
             schema=bytes,

@@ -19,7 +19,6 @@ FOLDS_API = (
     f"{subjects.TELEMETRY_FOLDS}",
     f"$JS.API.STREAM.INFO.{topology.TELEMETRY_FOLDS_STREAM}",
     f"$JS.API.STREAM.MSG.GET.{topology.TELEMETRY_FOLDS_STREAM}",
-    f"{subjects.ROLLUP}.>",
 )
 
 

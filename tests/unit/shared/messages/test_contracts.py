@@ -74,7 +74,15 @@ from shared.messages.rollout import (
     WavePlan,
     WaveStarted,
 )
-from shared.messages.telemetry import DriftDetected
+from shared.messages.telemetry import (
+    Cohort,
+    CohortStats,
+    DriftDetected,
+    EvaluateGate,
+    OutputSummary,
+    Summarize,
+    TelemetryRollup,
+)
 
 D1, D2 = "1" * 64, "2" * 64
 T0 = datetime(2026, 11, 29, 17, 0, tzinfo=UTC)
@@ -112,6 +120,27 @@ _LATENCY = ExponentialLatency.of(histogram.of([3.0] * 80 + [8.0] * 15 + [20.0] *
 _SIMILARITY = SimilarityHistogram(reference_requests=64, counts=[0] * (len(SIMILARITY_BOUNDS) - 3) + [10, 60, 20, 8])
 _PLAN = WavePlan(index=0, percent=1, devices=3, by_class={"rpi5": 2, "jetson": 1})
 
+_GATE = {"metric": "error_rate", "comparator": "<=", "threshold": 0.01}
+_COHORT_STATS = CohortStats(
+    cohort=Cohort(model_digest=D1, device_class="rpi5", rollout_id="r1", wave=0),
+    since=T0,
+    until=T1,
+    windows=12,
+    devices=4,
+    requests=480,
+    errors=1,
+    error_rate=1 / 480,
+    latency_p50_ms=7.1,
+    latency_p95_ms=11.8,
+    latency_p99_ms=14.0,
+    latency_relative_error=0.0217,
+    outputs={"norm": OutputSummary(count=479, mean=1.0, std=0.01)},
+    shadow_compared=0,
+    cpu_percent_mean=12.0,
+    cpu_percent_max=20.0,
+    ram_mb_mean=300.0,
+    ram_mb_max=310.0,
+)
 SAMPLES: dict[str, Message] = {
     m.TYPE: m
     for m in [
@@ -231,6 +260,17 @@ SAMPLES: dict[str, Message] = {
             window_start=T0,
             window_end=T1,
         ),
+        TelemetryRollup(stats=_COHORT_STATS),
+        EvaluateGate(
+            rollout_id="r1",
+            wave=0,
+            since=T0,
+            until=T1,
+            gate=Gate(metric="latency_p95_ms", comparator="<=", threshold=1.1, compare_to_baseline="mann_whitney"),
+            digests=[D1],
+            baseline_digests=[D2],
+        ),
+        Summarize(model_digest=D1, seconds=600),
     ]
 }
 
@@ -304,6 +344,23 @@ def _window_v1(**over: Any) -> dict[str, Any]:
         (DeviceStatus, _status(step="failed"), "step 'failed' needs a reason"),
         (CandidateMetrics, _METRICS.model_dump() | {"meets_budget": False}, "meets_budget must be true exactly"),
         (Candidate, {"recipe": _INT8.model_dump()}, "either metrics or an error"),
+        (
+            Gate,
+            {"metric": "error_rate", "comparator": "<=", "threshold": 1.1, "compare_to_baseline": "mann_whitney"},
+            "mann_whitney compares latency distributions",
+        ),
+        (
+            Gate,
+            {"metric": "latency_p95_ms", "comparator": ">", "threshold": 1.1, "compare_to_baseline": "mann_whitney"},
+            "use < or <=",
+        ),
+        (
+            EvaluateGate,
+            {"rollout_id": "r1", "wave": 0, "since": T1.isoformat(), "until": T0.isoformat(), "gate": _GATE},
+            "until must be after since",
+        ),
+        (EvaluateGate, {"rollout_id": "r.1", "wave": 0, "since": T0.isoformat(), "gate": _GATE}, "rollout_id"),
+        (Summarize, {"seconds": 0}, "seconds\n  Input should be greater than 0"),
     ],
     ids=[
         "histogram-length",
@@ -327,6 +384,11 @@ def _window_v1(**over: Any) -> dict[str, Any]:
         "failed-no-reason",
         "budget-verdict",
         "candidate",
+        "mann-whitney-metric",
+        "mann-whitney-comparator",
+        "gate-range",
+        "gate-rollout-token",
+        "summary-seconds",
     ],
 )
 def test_validators_reject_with_a_clear_reason(model: type[Any], data: dict[str, Any], reason: str) -> None:
