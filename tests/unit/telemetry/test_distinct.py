@@ -113,3 +113,20 @@ def test_bytes_of_the_wrong_length_are_refused(data: bytes) -> None:
 def test_a_register_over_the_largest_rank_is_refused() -> None:
     with pytest.raises(ValueError, match="rank"):
         DistinctCounter.from_bytes(bytes([MAX_RANK + 1]) + b"\x00" * (REGISTERS - 1))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sets(st.text(min_size=1, max_size=12), max_size=300))
+def test_the_sparse_form_round_trips(keys: set[str]) -> None:
+    counter = DistinctCounter()
+    for key in keys:
+        counter.add(key)
+    pairs = counter.to_sparse()
+    assert len(pairs) == sum(1 for b in counter.to_bytes() if b)
+    assert DistinctCounter.from_sparse(json.loads(json.dumps(pairs))) == counter
+
+
+@pytest.mark.parametrize("pair", [[REGISTERS, 1], [-1, 1], [0, MAX_RANK + 1]])
+def test_a_sparse_register_outside_the_counter_is_refused(pair: list[int]) -> None:
+    with pytest.raises(ValueError, match="cannot be part of a distinct counter"):
+        DistinctCounter.from_sparse([pair])
