@@ -174,6 +174,32 @@ def running_intake(intake: ServiceRunner) -> ServiceRunner:
     return intake
 
 
+def telemetry_env() -> dict[str, str]:
+    """A telemetry instance for tests: its own /metrics port, quick ticks and snapshots, rollups as
+    soon as a minute ends (further instances may run beside it: they share its durable and fold log)."""
+    return {
+        "SLMOPS_TELEMETRY_METRICS_PORT": str(free_port()),
+        "SLMOPS_TELEMETRY_TICK_SECONDS": "0.2",
+        "SLMOPS_TELEMETRY_SNAPSHOT_SECONDS": "0.5",
+        "SLMOPS_TELEMETRY_ROLLUP_GRACE_SECONDS": "0",
+    }
+
+
+@pytest.fixture(scope="session")
+def telemetry(settings: Settings) -> Iterator[ServiceRunner]:
+    runner = ServiceRunner("telemetry", settings, env=telemetry_env())
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def running_telemetry(telemetry: ServiceRunner) -> ServiceRunner:
+    if telemetry.process is None or telemetry.process.poll() is not None:
+        telemetry.start()
+    return telemetry
+
+
 @pytest.fixture
 async def nc(settings: Settings) -> AsyncIterator[Client]:
     client = await bus.connect(settings, name="tests")

@@ -369,6 +369,10 @@ class ServiceKit(Generic[S]):
             extra=tuple(self._grants),
         )
 
+    def running_consumers(self) -> list[topology.DurableConsumer]:
+        """The durable consumers this service reads when it runs (one a setting leaves off is not)."""
+        return [d.consumer for d in self._durables if d.enabled] + [i.consumer for i in self._ingests]
+
     def request_contracts(self) -> list[Rpc[Any, Any]]:
         """The operations this service answers (their replies go into its AsyncAPI document)."""
         return [r.rpc for r in self._requests]

@@ -1,5 +1,5 @@
 """Fuzzing through the real bus: generated malformed and hostile messages on every subject a service
-consumes, against the real registry, optimizer and intake processes and the real nats-server.
+consumes, against the real registry, optimizer, intake and telemetry processes and the real nats-server.
 
 Why through the bus and not against `decode`: the unit tests show that `decode` refuses bad input;
 what only the running system can show is that every refusal *ends* somewhere (a DLQ entry with its
@@ -149,7 +149,7 @@ def derive_targets() -> list[Target]:
     for name, kit in kits.items():
         # The consumers the service runs: `access()` names every one it declares, including one a
         # setting leaves off (the optimizer's auto-profiles), whose messages nobody would take.
-        running = {d.consumer.durable for d in kit._durables if d.enabled}
+        running = {c.durable for c in kit.running_consumers()}
         for access in kit.access().consumers:
             if access.durable not in running:
                 continue
@@ -672,6 +672,7 @@ def test_hostile_messages_end_in_the_dlq_or_a_documented_refusal(
     running_registry: ServiceRunner,
     running_optimizer: ServiceRunner,
     running_intake: ServiceRunner,
+    running_telemetry: ServiceRunner,
     loop: Loop,
 ) -> None:
     nc: Client = loop.run(bus.connect(settings, name=f"fuzz-{payload_class}"))

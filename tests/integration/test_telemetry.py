@@ -9,11 +9,9 @@ import asyncio
 import json
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pytest
 from nats.aio.client import Client
 
 from services.telemetry.adapters.memory import MemoryAnnouncer, MemoryFoldLog, MemorySnapshots
@@ -26,31 +24,9 @@ from shared.messages.envelope import deterministic_id, encode, wrap
 from shared.messages.rollout import Gate
 from shared.messages.telemetry import CohortStats, EvaluateGate, Summarize
 from shared.settings import Settings
-from shared.stack.servers import free_port
-from tests.conftest import ServiceRunner
+from tests.conftest import ServiceRunner, telemetry_env
 from tests.support import device_settings, dlq_entries, enroll, stream_messages
 from tests.unit.telemetry.windows import window
-
-
-def telemetry_runner(settings: Settings) -> ServiceRunner:
-    return ServiceRunner(
-        "telemetry",
-        settings,
-        env={
-            "SLMOPS_TELEMETRY_METRICS_PORT": str(free_port()),
-            "SLMOPS_TELEMETRY_TICK_SECONDS": "0.2",
-            "SLMOPS_TELEMETRY_SNAPSHOT_SECONDS": "0.5",
-            "SLMOPS_TELEMETRY_ROLLUP_GRACE_SECONDS": "0",
-        },
-    )
-
-
-@pytest.fixture(scope="module")
-def telemetry(settings: Settings) -> Iterator[ServiceRunner]:
-    runner = telemetry_runner(settings)
-    runner.start()
-    yield runner
-    runner.stop()
 
 
 def digest() -> str:
@@ -77,7 +53,7 @@ async def counted(client: TelemetryClient, digests: set[str], windows: int, *, t
 
 
 async def test_a_device_feeds_the_service_and_bad_windows_reach_the_dlq_with_their_reason(
-    settings: Settings, telemetry: ServiceRunner, nc: Client
+    settings: Settings, running_telemetry: ServiceRunner, nc: Client
 ) -> None:
     new = digest()
     device_id = f"tel-{uuid.uuid4().hex[:8]}"
@@ -133,7 +109,7 @@ def fleet(new: str, old: str, rollout: str, *, slowdown: float, devices: int = 2
 
 
 async def test_the_gate_rpc_answers_all_three_verdicts_with_real_numbers_and_publishes_them(
-    telemetry: ServiceRunner, nc: Client
+    running_telemetry: ServiceRunner, nc: Client
 ) -> None:
     new, old, rollout = digest(), digest(), f"r-{uuid.uuid4().hex[:8]}"
     await publish(nc, fleet(new, old, rollout, slowdown=1.4))
@@ -161,7 +137,9 @@ async def test_the_gate_rpc_answers_all_three_verdicts_with_real_numbers_and_pub
     assert sorted(v["verdict"] for v in verdicts) == ["Failed", "Inconclusive", "Successful"]
 
 
-async def test_rollups_and_metrics_are_published(telemetry: ServiceRunner, nc: Client, settings: Settings) -> None:
+async def test_rollups_and_metrics_are_published(
+    running_telemetry: ServiceRunner, nc: Client, settings: Settings
+) -> None:
     new = digest()
     # In the current minute: its rollup is published once it has ended (the grace here is 0); a
     # window for a minute already rolled up is late, counted but not re-published.
@@ -178,18 +156,18 @@ async def test_rollups_and_metrics_are_published(telemetry: ServiceRunner, nc: C
     (body, headers), *_ = rollups
     assert body["type"] == "telemetry.rollup" and body["data"]["stats"]["windows"] == 3
     assert headers["Nats-Msg-Id"] == body["id"]
-    port = telemetry.env["SLMOPS_TELEMETRY_METRICS_PORT"]
+    port = running_telemetry.env["SLMOPS_TELEMETRY_METRICS_PORT"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "slmops_telemetry_windows_total" in text and "slmops_telemetry_rejected_total" in text
     assert "slmops_telemetry_lag_windows" in text and "slmops_telemetry_cohort_latency_ms" in text
 
 
 async def test_two_instances_one_killed_mid_way_count_exactly_what_one_instance_does(
-    settings: Settings, telemetry: ServiceRunner, nc: Client
+    settings: Settings, running_telemetry: ServiceRunner, nc: Client
 ) -> None:
     new, old, rollout = digest(), digest(), f"r-{uuid.uuid4().hex[:8]}"
     windows = fleet(new, old, rollout, slowdown=1.1, devices=150)
-    second = telemetry_runner(settings)
+    second = ServiceRunner("telemetry", settings, env=telemetry_env())
     await asyncio.to_thread(second.start)
     try:
         await publish(nc, windows[: len(windows) // 2])
