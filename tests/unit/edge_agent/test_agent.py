@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,16 +22,18 @@ from tests.unit.edge_agent.conftest import DEVICE, want
 INPUTS = {"input_ids": np.array([[5, 6, 7, 8]], dtype=np.int64), "attention_mask": np.ones((1, 4), np.int64)}
 
 
-@pytest.fixture
-async def agent(link: MemoryLink, tmp_path: Path) -> AsyncIterator[Agent]:
-    config = AgentConfig(
+@contextlib.asynccontextmanager
+async def running(link: MemoryLink, tmp_path: Path, **config: Any) -> AsyncIterator[Agent]:
+    """An agent on the in-memory link, running until the block ends."""
+    settings = AgentConfig(
         device_id=DEVICE,
         device_class="rpi5",
         registry_key_pem=link.public_key_pem,
         state_dir=tmp_path / "state",
         download_backoff=0.0,
+        **config,
     )
-    agent = Agent(config, link=link, capabilities=detect())
+    agent = Agent(settings, link=link, capabilities=detect())
     task = asyncio.create_task(agent.run())
     try:
         yield agent
@@ -38,6 +41,12 @@ async def agent(link: MemoryLink, tmp_path: Path) -> AsyncIterator[Agent]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.fixture
+async def agent(link: MemoryLink, tmp_path: Path) -> AsyncIterator[Agent]:
+    async with running(link, tmp_path) as agent:
+        yield agent
 
 
 def settled(revision: int) -> Callable[[list[DeviceStatus]], bool]:
@@ -90,22 +99,8 @@ async def test_the_same_digest_again_is_active_without_a_download(agent: Agent, 
 @pytest.fixture
 async def windowed(link: MemoryLink, tmp_path: Path) -> AsyncIterator[Agent]:
     """An agent that closes a telemetry window every 0.1 s."""
-    config = AgentConfig(
-        device_id=DEVICE,
-        device_class="rpi5",
-        registry_key_pem=link.public_key_pem,
-        state_dir=tmp_path / "state",
-        download_backoff=0.0,
-        telemetry_seconds=0.1,
-    )
-    agent = Agent(config, link=link, capabilities=detect())
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running(link, tmp_path, telemetry_seconds=0.1) as agent:
         yield agent
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def serve_a_window(agent: Agent, link: MemoryLink, requests: int) -> TelemetryWindow:
