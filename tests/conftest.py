@@ -174,14 +174,29 @@ def running_intake(intake: ServiceRunner) -> ServiceRunner:
     return intake
 
 
+# Telemetry timings short enough for a test (drift: tests/integration/test_telemetry_fleet.py).
+TELEMETRY_BUCKET_SECONDS = 5
+TELEMETRY_PERIOD_SECONDS = 10
+TELEMETRY_REFERENCE_PERIODS = 2
+TELEMETRY_DEBOUNCE = 2
+TELEMETRY_MIN_REQUESTS = 500
+TELEMETRY_GRACE_SECONDS = 2
+
+
 def telemetry_env() -> dict[str, str]:
-    """A telemetry instance for tests: its own /metrics port, quick ticks and snapshots, rollups as
-    soon as a minute ends (further instances may run beside it: they share its durable and fold log)."""
+    """A telemetry instance for tests: its own /metrics port, quick ticks and snapshots, the timings
+    above. Further instances may run beside it with the same timings: they share its durable and
+    fold log (and so its bucket width)."""
     return {
         "SLMOPS_TELEMETRY_METRICS_PORT": str(free_port()),
         "SLMOPS_TELEMETRY_TICK_SECONDS": "0.2",
         "SLMOPS_TELEMETRY_SNAPSHOT_SECONDS": "0.5",
-        "SLMOPS_TELEMETRY_ROLLUP_GRACE_SECONDS": "0",
+        "SLMOPS_TELEMETRY_BUCKET_SECONDS": str(TELEMETRY_BUCKET_SECONDS),
+        "SLMOPS_TELEMETRY_DRIFT_PERIOD_SECONDS": str(TELEMETRY_PERIOD_SECONDS),
+        "SLMOPS_TELEMETRY_DRIFT_REFERENCE_PERIODS": str(TELEMETRY_REFERENCE_PERIODS),
+        "SLMOPS_TELEMETRY_DRIFT_DEBOUNCE": str(TELEMETRY_DEBOUNCE),
+        "SLMOPS_TELEMETRY_DRIFT_MIN_REQUESTS": str(TELEMETRY_MIN_REQUESTS),
+        "SLMOPS_TELEMETRY_ROLLUP_GRACE_SECONDS": str(TELEMETRY_GRACE_SECONDS),
     }
 
 

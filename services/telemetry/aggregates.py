@@ -180,13 +180,19 @@ class Aggregate:
 _SPARSE_REGISTERS = 128
 
 
-def _devices_json(devices: DistinctCounter) -> str | list[list[int]]:
-    """A batch's few devices as `[index, rank]` pairs; a bucket's many as base64 of the registers."""
+def _devices_json(devices: DistinctCounter) -> dict[str, Any] | str | list[list[int]]:
+    """Few devices as their hashes (the count stays exact); more as `[index, rank]` pairs of the
+    non-empty registers, or base64 of all of them when that is smaller."""
+    hashes = devices.exact_hashes()
+    if hashes is not None:
+        return {"exact": hashes}
     pairs = devices.to_sparse()
     return pairs if len(pairs) < _SPARSE_REGISTERS else base64.b64encode(devices.to_bytes()).decode()
 
 
-def _devices_of(doc: str | list[list[int]]) -> DistinctCounter:
+def _devices_of(doc: dict[str, Any] | str | list[list[int]]) -> DistinctCounter:
+    if isinstance(doc, dict):
+        return DistinctCounter.from_hashes(doc["exact"])
     if isinstance(doc, str):
         return DistinctCounter.from_bytes(base64.b64decode(doc))
     return DistinctCounter.from_sparse(doc)

@@ -279,7 +279,8 @@ async def test_telemetry_windows_arrive_and_validate(scenario: Scenario, nc: Cli
     assert all(w.device_class == scenario.classes[w.device_id] for w in windows)
     on_v2 = [w for w in windows if w.model_digest == scenario.v2]
     assert on_v2 and all((w.rollout_id, w.wave) == (scenario.rollout_id, 0) for w in on_v2)  # the rollout's wave
-    assert all((w.rollout_id, w.wave) == (None, None) for w in windows if w.model_digest == scenario.v1)  # by hand
+    labelled = [w for w in windows if w.model_digest == scenario.v1 and (w.rollout_id, w.wave) != (None, None)]
+    assert not labelled, [(w.device_id, w.window_start, w.window_end, w.rollout_id) for w in labelled]  # by hand
     assert all(w.similarity is None or w.similarity.reference_requests == REFERENCE_REQUESTS for w in windows)
     shadowed = [w.shadow for w in windows if w.shadow is not None]
     assert shadowed and all(s.previous_digest == scenario.v1 for s in shadowed)

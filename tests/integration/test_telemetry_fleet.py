@@ -3,9 +3,8 @@ simulator publish their own schema-2 windows to the real nats-server, and the se
 process) summarises them per cohort, judges a gate on a rollout wave, and detects the drift of a
 simulated input shift while a stable fleet on another digest raises none.
 
-One telemetry instance for the module, with drift timings short enough for a test (5 s buckets,
-10 s periods, a reference of 2 periods, debounce 2, grace 2 s): two instances on the one durable
-would split the windows between them, so no other instance runs while this module does.
+The session's telemetry instance (tests/conftest.py), with drift timings short enough for a test
+(5 s buckets, 10 s periods, a reference of 2 periods, debounce 2, grace 2 s).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import json
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,49 +35,27 @@ from shared.messages.registry import ModelDetail
 from shared.messages.rollout import Gate
 from shared.messages.telemetry import CohortStats, DriftDetected, EvaluateGate
 from shared.settings import Settings
-from shared.stack.servers import free_port
-from tests.conftest import ServiceRunner
+from tests.conftest import (
+    TELEMETRY_BUCKET_SECONDS,
+    TELEMETRY_DEBOUNCE,
+    TELEMETRY_GRACE_SECONDS,
+    TELEMETRY_MIN_REQUESTS,
+    TELEMETRY_PERIOD_SECONDS,
+    TELEMETRY_REFERENCE_PERIODS,
+    ServiceRunner,
+)
 from tests.integration.test_agent import desire, running_agent, wait_for
 from tests.integration.test_registry import register
 from tests.support import sample_files, stream_messages, unique
 
 pytestmark = pytest.mark.usefixtures("running_registry")
 
-BUCKET_SECONDS = 5
-PERIOD_SECONDS = 10
-REFERENCE_PERIODS = 2
-DEBOUNCE = 2
-MIN_REQUESTS = 500
-GRACE_SECONDS = 2
-
-
-@pytest.fixture(scope="module")
-def telemetry(settings: Settings) -> Iterator[ServiceRunner]:
-    runner = ServiceRunner(
-        "telemetry",
-        settings,
-        env={
-            "SLMOPS_TELEMETRY_METRICS_PORT": str(free_port()),
-            "SLMOPS_TELEMETRY_TICK_SECONDS": "0.2",
-            "SLMOPS_TELEMETRY_SNAPSHOT_SECONDS": "0.5",
-            "SLMOPS_TELEMETRY_BUCKET_SECONDS": str(BUCKET_SECONDS),
-            "SLMOPS_TELEMETRY_DRIFT_PERIOD_SECONDS": str(PERIOD_SECONDS),
-            "SLMOPS_TELEMETRY_DRIFT_REFERENCE_PERIODS": str(REFERENCE_PERIODS),
-            "SLMOPS_TELEMETRY_DRIFT_DEBOUNCE": str(DEBOUNCE),
-            "SLMOPS_TELEMETRY_DRIFT_MIN_REQUESTS": str(MIN_REQUESTS),
-            "SLMOPS_TELEMETRY_ROLLUP_GRACE_SECONDS": str(GRACE_SECONDS),
-        },
-    )
-    runner.start()
-    yield runner
-    runner.stop()
-
-
-@pytest.fixture
-def running_telemetry(telemetry: ServiceRunner) -> ServiceRunner:
-    if telemetry.process is None or telemetry.process.poll() is not None:
-        telemetry.start()
-    return telemetry
+BUCKET_SECONDS = TELEMETRY_BUCKET_SECONDS
+PERIOD_SECONDS = TELEMETRY_PERIOD_SECONDS
+REFERENCE_PERIODS = TELEMETRY_REFERENCE_PERIODS
+DEBOUNCE = TELEMETRY_DEBOUNCE
+MIN_REQUESTS = TELEMETRY_MIN_REQUESTS
+GRACE_SECONDS = TELEMETRY_GRACE_SECONDS
 
 
 def as_simulator(settings: Settings) -> Settings:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.telemetry.distinct import MAX_RANK, REGISTERS, STANDARD_ERROR, DistinctCounter
+from services.telemetry.distinct import EXACT_LIMIT, MAX_RANK, REGISTERS, STANDARD_ERROR, DistinctCounter
 
 
 def counter_of(keys: list[str] | range | set[str]) -> DistinctCounter:
@@ -123,10 +123,43 @@ def test_the_sparse_form_round_trips(keys: set[str]) -> None:
         counter.add(key)
     pairs = counter.to_sparse()
     assert len(pairs) == sum(1 for b in counter.to_bytes() if b)
-    assert DistinctCounter.from_sparse(json.loads(json.dumps(pairs))) == counter
+    back = DistinctCounter.from_sparse(json.loads(json.dumps(pairs)))
+    assert back.to_bytes() == counter.to_bytes() and back.exact_hashes() is None  # the registers only
 
 
 @pytest.mark.parametrize("pair", [[REGISTERS, 1], [-1, 1], [0, MAX_RANK + 1]])
 def test_a_sparse_register_outside_the_counter_is_refused(pair: list[int]) -> None:
     with pytest.raises(ValueError, match="cannot be part of a distinct counter"):
         DistinctCounter.from_sparse([pair])
+
+
+def test_up_to_the_limit_counts_are_exact_and_survive_merges_and_json() -> None:
+    first, second = DistinctCounter(), DistinctCounter()
+    for i in range(150):
+        first.add(f"device-{i}")
+    for i in range(100, 240):
+        second.add(f"device-{i}")
+    assert (first.estimate(), second.estimate()) == (150, 140)
+    first.merge(second)
+    assert first.estimate() == 240  # the union, exactly
+    hashes = first.exact_hashes()
+    assert hashes is not None
+    assert DistinctCounter.from_hashes(json.loads(json.dumps(hashes))) == first
+
+
+def test_past_the_limit_the_registers_take_over() -> None:
+    counter = DistinctCounter()
+    for i in range(EXACT_LIMIT + 1):
+        counter.add(f"d{i}")
+    assert counter.exact_hashes() is None
+    assert abs(counter.estimate() - (EXACT_LIMIT + 1)) <= 3 * STANDARD_ERROR * (EXACT_LIMIT + 1)
+    small = DistinctCounter()
+    small.add("d0")
+    small.merge(counter)
+    assert small.exact_hashes() is None  # a merge with an estimate is an estimate
+
+
+@pytest.mark.parametrize("hashes", [[-1], [1 << 64], list(range(EXACT_LIMIT + 1))])
+def test_hashes_that_cannot_be_an_exact_counter_are_refused(hashes: list[int]) -> None:
+    with pytest.raises(ValueError):
+        DistinctCounter.from_hashes(hashes)
