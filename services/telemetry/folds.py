@@ -91,6 +91,7 @@ class FoldRecord:
     deltas: list[tuple[CohortKey, int, Aggregate]]
     late: int = 0
     windows: int = 0
+    bucket_seconds: int = 0  # the width of the deltas' buckets: every replica must use the same
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -98,6 +99,7 @@ class FoldRecord:
                 "v": RECORD_VERSION,
                 "positions": self.positions,
                 "late": self.late,
+                "bucket_seconds": self.bucket_seconds,
                 "windows": self.windows,
                 "deltas": [[list(key), bucket, agg.to_json()] for key, bucket, agg in self.deltas],
             },
@@ -112,6 +114,7 @@ class FoldRecord:
         return cls(
             positions=[[int(a), int(b)] for a, b in doc["positions"]],
             late=int(doc["late"]),
+            bucket_seconds=int(doc["bucket_seconds"]),
             windows=int(doc["windows"]),
             deltas=[(_key(k), int(bucket), Aggregate.from_json(agg)) for k, bucket, agg in doc["deltas"]],
         )

@@ -16,8 +16,13 @@ from datetime import datetime
 from services.telemetry.aggregates import Aggregate, CohortKey, bucket_of
 from services.telemetry.folds import MAX_RECORD_BYTES, FoldRecord, SequenceSet, ranges_of
 from services.telemetry.observations import Observation
+from shared.errors import SlmopsError
 
 BucketKey = tuple[CohortKey, int]
+
+
+class BucketMismatch(SlmopsError):
+    """Replicas on one fold log disagree on the bucket width (a deployment error)."""
 
 
 @dataclass
@@ -76,17 +81,27 @@ class TelemetryView:
         for key, delta in deltas.items():
             cost = _delta_bytes(delta)
             if chunk and size + cost > MAX_RECORD_BYTES:
-                records.append(_record(chunk, deltas, members, []))
+                records.append(_record(chunk, deltas, members, [], self.bucket_seconds))
                 chunk, size = [], 0
             chunk.append(key)
             size += cost
-        records.append(_record(chunk, deltas, members, late))
+        records.append(_record(chunk, deltas, members, late, self.bucket_seconds))
         return records
 
     def apply(self, record: FoldRecord, position: int) -> None:
-        """Apply the record the log holds at `position` (each bucket only once: see `restore`)."""
+        """Apply the record the log holds at `position` (each bucket only once: see `restore`).
+
+        Raises:
+            BucketMismatch: the record's buckets are of another width (a replica configured
+                differently): applying it would put its windows in the wrong time ranges.
+        """
         if position <= self.position:
             return
+        if record.bucket_seconds != self.bucket_seconds:
+            raise BucketMismatch(
+                f"fold record {position} has {record.bucket_seconds} s buckets, this instance "
+                f"{self.bucket_seconds} s: every replica must run with the same SLMOPS_TELEMETRY_BUCKET_SECONDS"
+            )
         for cohort, bucket, delta in record.deltas:
             key = (cohort, bucket)
             if position <= self._saved_at.get(key, 0):
@@ -156,7 +171,11 @@ def _delta_bytes(delta: Aggregate) -> int:
 
 
 def _record(
-    keys: list[BucketKey], deltas: dict[BucketKey, Aggregate], members: dict[BucketKey, list[int]], late: list[int]
+    keys: list[BucketKey],
+    deltas: dict[BucketKey, Aggregate],
+    members: dict[BucketKey, list[int]],
+    late: list[int],
+    bucket_seconds: int,
 ) -> FoldRecord:
     positions = [p for key in keys for p in members[key]] + late
     return FoldRecord(
@@ -164,6 +183,7 @@ def _record(
         deltas=[(cohort, bucket, deltas[(cohort, bucket)]) for cohort, bucket in keys],
         late=len(late),
         windows=len(positions),
+        bucket_seconds=bucket_seconds,
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from services.telemetry.adapters.memory import MemoryAnnouncer, MemoryFoldLog, MemorySnapshots
 from services.telemetry.service import TelemetryService
-from services.telemetry.view import TelemetryView
+from services.telemetry.view import BucketMismatch, TelemetryView
 from shared.messages.rollout import Gate, GateVerdict
 from shared.messages.telemetry import EvaluateGate, Summarize, TelemetryRollup
 from tests.unit.telemetry.windows import NEW, OLD, T0, window
@@ -225,3 +225,18 @@ async def test_summary_lists_each_cohort_with_its_numbers() -> None:
     assert [s.cohort.device_class for s in summary.cohorts] == ["jetson", "rpi5"] or len(summary.cohorts) == 2
     assert sum(s.windows for s in summary.cohorts) == 12
     assert all(s.latency_p95_ms and s.latency_relative_error for s in summary.cohorts)
+
+
+async def test_a_replica_with_another_bucket_width_refuses_the_log() -> None:
+    log = MemoryFoldLog()
+    first = service(log)
+    await first.start()
+    await first.ingest(fleet(n_devices=2, windows_each=2))
+    other = TelemetryService(
+        view=TelemetryView(bucket_seconds=5, retention_seconds=3600),
+        log=log,
+        snapshots=MemorySnapshots(),
+        announcer=MemoryAnnouncer(),
+    )
+    with pytest.raises(BucketMismatch, match="every replica must run with the same SLMOPS_TELEMETRY_BUCKET_SECONDS"):
+        await other.start()
