@@ -129,6 +129,12 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
     (listed,) = json.loads(slmops(stack_home, "auth", "list", "--role", "device", "--json").stdout)
     assert listed["name"] == "bench-1" and listed["revoked_at"] == revoked["revoked_at"]
 
+    summary = json.loads(slmops(stack_home, "telemetry", "show", pushed["result"]["digest"], "--json").stdout)
+    assert summary["position"] >= 0 and all(c["cohort"]["device_class"] == "jetson" for c in summary["cohorts"])
+    assert "telemetry: last 60 s" in slmops(stack_home, "telemetry", "top", "--once").stdout
+    not_a_digest = slmops(stack_home, "telemetry", "show", "abc", check=False)
+    assert not_a_digest.returncode == 1 and "is not a sha256 digest" in not_a_digest.stderr
+
     missing = slmops(stack_home, "model", "show", "nope", check=False)
     assert missing.returncode == 1 and "no model named 'nope'" in missing.stderr
 

@@ -111,7 +111,10 @@ async def windows_of(nc: Client, prefix: str, *, device: bool = False) -> list[T
     subject = subjects.telemetry(prefix) if device else "slmops.telemetry.*"
     out = []
     for body, _ in await stream_messages(nc, subject, timeout=0.5):
-        if device or body.get("data", {}).get("device_id", "").startswith(prefix + "-"):
+        data = body.get("data") if isinstance(body, dict) else None  # the fuzz test's junk is there too
+        if not isinstance(data, dict):
+            continue
+        if device or str(data.get("device_id", "")).startswith(prefix + "-"):
             out.append(decode(json.dumps(body).encode(), expected=(TelemetryWindow,)).data)
     return out
 
