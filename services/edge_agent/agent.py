@@ -104,6 +104,7 @@ class Agent:
             store=self.store,
             runtime=self.runtime,
             serve=self._serve,
+            relabel=self._relabel,
             policy=self._policy,
             threads=config.threads,
             rate_limit_bps=config.download_rate_limit_bps,
@@ -243,6 +244,12 @@ class Agent:
             self._recorder = opening
         with contextlib.suppress(bus.BusError):
             await self._hello()
+
+    async def _relabel(self) -> None:
+        """After a keep for another desired state: close the window opened under the old labels;
+        the next one names the new ones (a window's labels are those its slot had when it opened)."""
+        with contextlib.suppress(bus.BusError):  # the provenance is durable: a lost window must not undo it
+            await self._flush_window()
 
     def _load_active(self) -> None:
         state = self.store.load()

@@ -39,6 +39,8 @@ log = logging.getLogger("slmops.agent")
 
 # Make `active` serve, with `shadow` (or nothing) alongside it: the agent's runtime swap.
 Serve = Callable[[LoadedModel, LoadedModel | None], Awaitable[None]]
+# The serving model now serves for another desired state (its slot's rollout and wave changed).
+Relabel = Callable[[], Awaitable[None]]
 
 
 class LocalInstall:
@@ -49,6 +51,8 @@ class LocalInstall:
         store: the slot store on disk.
         runtime: the serving sessions (read to keep the previous model as shadow).
         serve: what the agent does once a switch is durable (close the window, swap, hello).
+        relabel: what the agent does once a kept slot's rollout and wave are durably another desired
+            state's (close the window opened under the old ones); None: nothing.
         policy: the download attempts, also for the smoke input.
         threads: onnxruntime intra-op threads per session.
         rate_limit_bps: cap on download speed (None: as fast as the link goes).
@@ -62,6 +66,7 @@ class LocalInstall:
         runtime: ModelRuntime,
         serve: Serve,
         policy: RetryPolicy,
+        relabel: Relabel | None = None,
         registry_key_pem: str,
         threads: int = 1,
         rate_limit_bps: int | None = None,
@@ -71,6 +76,7 @@ class LocalInstall:
         self._store = store
         self._runtime = runtime
         self._serve = serve
+        self._relabel = relabel
         self._policy = policy
         self._threads = threads
         self._rate_limit_bps = rate_limit_bps
@@ -141,12 +147,26 @@ class LocalInstall:
         await asyncio.to_thread(self._store.place, slot, self._store.partial_download(desired.digest))
 
     async def switch(self, slot: Slot, loaded: LoadedModel, desired: DesiredState) -> None:
+        """One step, never half done: a newer revision's cancel that lands in the durable write or in
+        `serve` (its awaits: the old window's publish, the hello) waits for both before it ends the
+        install. Otherwise the state would name `slot` (and its labels) while the runtime kept
+        serving the previous model, whose windows the next keep of this digest would never fix."""
+        step = asyncio.ensure_future(self._switch(slot, loaded, desired))
+        try:
+            await asyncio.shield(step)
+        except asyncio.CancelledError:
+            if not step.done():
+                await asyncio.wait({step})
+            raise
+
+    async def _switch(self, slot: Slot, loaded: LoadedModel, desired: DesiredState) -> None:
         previous, _ = self._runtime.current()
         await asyncio.to_thread(self._commit_active, slot, desired)
         await self._serve(loaded, previous if desired.shadow else None)
 
     async def keep(self, slot: Slot, desired: DesiredState) -> None:
-        await asyncio.to_thread(self._commit_provenance, slot, desired)
+        if await asyncio.to_thread(self._commit_provenance, slot, desired) and self._relabel is not None:
+            await self._relabel()  # after the commit: the window it opens reads the new labels
         active, shadow = self._runtime.current()
         if active is None or desired.shadow == (shadow is not None):
             return
@@ -179,15 +199,17 @@ class LocalInstall:
         content = replace(content, rollout_id=desired.rollout_id, wave=desired.wave)
         self._store.commit(LocalState(active=slot, slots={**state.slots, slot: content}))
 
-    def _commit_provenance(self, slot: Slot, desired: DesiredState) -> None:
+    def _commit_provenance(self, slot: Slot, desired: DesiredState) -> bool:
         """The serving digest is desired again, maybe by another rollout or wave (or by hand now):
-        its windows name the desired state it serves for, so record that (only if it changed)."""
+        its windows name the desired state it serves for, so record that (only if it changed, and
+        say whether it did)."""
         state = self._store.load()
         content = state.slots[slot]
         if content is None or (content.rollout_id, content.wave) == (desired.rollout_id, desired.wave):
-            return
+            return False
         content = replace(content, rollout_id=desired.rollout_id, wave=desired.wave)
         self._store.commit(LocalState(active=state.active, slots={**state.slots, slot: content}))
+        return True
 
     # --- runtime ----------------------------------------------------------------------------------
 

@@ -181,6 +181,16 @@ class SimDevice:
         return self.slots[self.active] if self.active else None
 
     @property
+    def serving(self) -> tuple[str, str | None, int | None] | None:
+        """(digest, rollout_id, wave) of the model serving now, or None: one read, so the labels are
+        those of the desired state this digest was installed or kept for (`SimInstall.switch` and
+        `keep` change them together with it). A window takes both from here at once; reading the
+        digest, awaiting, then reading the labels gave a window on the old digest the new rollout's.
+        """
+        digest = self.active_digest
+        return None if digest is None else (digest, *self.rollout)
+
+    @property
     def previous_digest(self) -> str | None:
         """The model in the other slot: what a rollback switches back to, and shadow mode compares with."""
         if self.active is None:
@@ -229,7 +239,6 @@ class SimInstall:
             dev.settled_revision = status.desired_revision
             if status.step == "active":
                 dev.converged_at = asyncio.get_running_loop().time()
-                dev.window_start = None  # the next window is about the new model only
         elif dev.crash_step == status.step:
             dev.crash_step = None  # crashes once
             raise DeviceCrashed(status.step)
@@ -292,9 +301,13 @@ class SimInstall:
     async def switch(self, slot: Slot, loaded: LoadTiming, desired: DesiredState) -> None:
         dev = self.device
         dev.slots[slot] = desired.digest
-        dev.active, dev.shadow = slot, desired.shadow  # the atomic switch
+        dev.active, dev.shadow = slot, desired.shadow  # the atomic switch, labels included
         dev.rollout = (desired.rollout_id, desired.wave)
+        dev.window_start = None  # the next drawn window is about the new model only, from now on
 
     async def keep(self, slot: Slot, desired: DesiredState) -> None:
-        self.device.shadow = desired.shadow
-        self.device.rollout = (desired.rollout_id, desired.wave)
+        dev = self.device
+        serves_for = (desired.shadow, (desired.rollout_id, desired.wave))
+        if (dev.shadow, dev.rollout) != serves_for:
+            dev.shadow, dev.rollout = serves_for
+            dev.window_start = None  # no drawn window spans two desired states (the agent's rule too)

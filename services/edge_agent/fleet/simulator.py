@@ -471,11 +471,12 @@ class FleetSimulator:
         return dev.inputs_shift and self._shift_at is not None and asyncio.get_running_loop().time() >= self._shift_at
 
     def _draw_and_publish(self, dev: SimDevice) -> None:
-        digest, start = dev.active_digest, dev.window_start
+        serving, start = dev.serving, dev.window_start  # the window opened after the last switch or keep
         end = datetime.now(UTC)
         dev.window_start = end
-        if digest is None or start is None:
+        if serving is None or start is None:
             return
+        digest, rollout_id, wave = serving
         shifted = self.inputs_shifted(dev)
         measurement = self.worker.shifted_measurement(digest) if shifted else self.worker.measurement(digest)
         if measurement is None or measurement.failure:
@@ -502,8 +503,8 @@ class FleetSimulator:
             rng=self._np_rng,
             ram_mb=model_ram_mb(self.artifacts[digest].size_bytes),
             reference_served=served,
-            rollout_id=dev.rollout[0],
-            wave=dev.rollout[1],
+            rollout_id=rollout_id,
+            wave=wave,
             shadow=shadow,
         )
         if served < REFERENCE_REQUESTS:
@@ -545,7 +546,13 @@ class FleetSimulator:
     # --- real inference ------------------------------------------------------------------------------
 
     async def _real_inference(self, dev: SimDevice) -> None:
-        """A device that runs every request for real (in the worker) and records its own windows."""
+        """A device that runs every request for real (in the worker) and records its own windows.
+
+        A window is of one digest served for one desired state: it closes when the digest or its
+        labels change (a switch, or a keep for another rollout, wave or by hand), and a new one takes
+        both from `dev.serving` at one moment, after the previous window's publish has returned (the
+        install may have switched while it was in flight).
+        """
         loop = asyncio.get_running_loop()
         rng = np.random.default_rng([self.config.seed, dev.index])
         window: _RealWindow | None = None
@@ -554,21 +561,24 @@ class FleetSimulator:
         while True:
             await asyncio.sleep(float(rng.exponential(1 / self.config.request_rate)))
             online = dev.presence is Presence.ONLINE
-            digest = dev.active_digest if online else None
-            if window is not None and (window.recorder.digest != digest or loop.time() >= window.due):
+            serving = dev.serving if online else None
+            if window is not None and (window.serving != serving or loop.time() >= window.due):
+                closing, window = window, None
                 if online:  # the agent closes the old model's window when it switches; offline, it is lost
-                    await self._publish_window(dev, window.close(dev, self.artifacts))
-                window = None
-            if digest is None or digest not in self.artifacts:
+                    await self._publish_window(dev, closing.close(dev, self.artifacts))
+                    online = dev.presence is Presence.ONLINE  # read again: the publish was a suspension
+                    serving = dev.serving if online else None
+            if serving is None or serving[0] not in self.artifacts:
                 continue
+            digest = serving[0]
             if window is None:
                 held = set(dev.slots.values())
                 references = {d: r for d, r in references.items() if d in held}
                 recorder = WindowRecorder(
                     digest=digest,
                     started=datetime.now(UTC),
-                    rollout_id=dev.rollout[0],
-                    wave=dev.rollout[1],
+                    rollout_id=serving[1],
+                    wave=serving[2],
                     reference=references.setdefault(digest, ReferenceCentroid()),
                 )
                 window = _RealWindow(recorder=recorder, due=loop.time() + self.config.window_seconds)
@@ -614,6 +624,11 @@ class _RealWindow:
     recorder: WindowRecorder
     due: float
     busy_ms: float = 0.0
+
+    @property
+    def serving(self) -> tuple[str, str | None, int | None]:
+        """What the window is of: its digest and the labels of the desired state it serves for."""
+        return (self.recorder.digest, self.recorder.rollout_id, self.recorder.wave)
 
     def close(self, dev: SimDevice, artifacts: dict[str, CachedArtifact]) -> TelemetryWindow | None:
         end = datetime.now(UTC)

@@ -134,6 +134,25 @@ async def test_the_same_digest_set_by_hand_is_reported_as_by_hand(windowed: Agen
     await link.wait_for(settled(link.desire(want(v1, rollout_id="r1", wave=0))))
     assert (await serve_a_window(windowed, link, 3)).rollout_id == "r1"
     await link.wait_for(settled(link.desire(want(v1))))  # kept: no install, but another desired state
-    await asyncio.sleep(0.15)  # the window open at the change may still name r1
-    window = await serve_a_window(windowed, link, 3)
+    window = await serve_a_window(windowed, link, 3)  # the window open under r1 closed at the keep
     assert (window.rollout_id, window.wave) == (None, None)
+
+
+async def test_a_keep_for_another_desired_state_closes_the_window_opened_under_the_old_one(
+    link: MemoryLink, tmp_path: Path, v1: Offer
+) -> None:
+    """The serving digest kept for another desired state (here: by hand after a rollout's wave) is
+    a new window at once, not at the next tick: no window names r1 for a request served after the keep."""
+    async with running(link, tmp_path, telemetry_seconds=60.0) as agent:  # no tick during the test
+        await link.wait_for(settled(link.desire(want(v1, rollout_id="r1", wave=0))))
+        for _ in range(3):
+            agent.infer(INPUTS)
+        await link.wait_for(settled(link.desire(want(v1))))
+        assert [(w.rollout_id, w.wave, w.request_count) for w in link.windows] == [("r1", 0, 3)]
+        for _ in range(2):
+            agent.infer(INPUTS)
+        again = link.desire(want(v1))  # the same desired state again: the window stays open
+        await link.wait_for(settled(again))
+        agent.infer(INPUTS)
+        assert len(link.windows) == 1
+    assert [(w.rollout_id, w.wave, w.request_count) for w in link.windows] == [("r1", 0, 3), (None, None, 3)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -162,3 +163,57 @@ async def test_the_serving_digest_again_turns_shadow_mode_on_and_off(device: Dev
     assert active is not None and active.digest == v2.digest and shadow is not None and shadow.digest == v1.digest
     await device.converge(v2, shadow=False)
     assert device.runtime.current()[1] is None
+
+
+async def test_a_keep_for_another_desired_state_relabels_after_the_commit(link: MemoryLink, tmp_path: Path) -> None:
+    """The agent closes the window opened under the old labels once the new ones are durable, and
+    only when they changed (the same desired state again leaves the window open)."""
+    device = Device(link, tmp_path / "device")
+    seen: list[tuple[object, object]] = []
+
+    async def relabel() -> None:
+        content = device.store.load().active_content
+        assert content is not None
+        seen.append((content.rollout_id, content.wave))
+
+    device.installer._relabel = relabel
+    model, _ = write_sample(tmp_path / "m", seed=1)
+    offer = link.offer(model)
+    await device.converge(offer, rollout_id="r1", wave=0)
+    assert seen == []  # a switch is `serve`'s to announce
+    await device.converge(offer, rollout_id="r1", wave=1)
+    await device.converge(offer, rollout_id="r1", wave=1)
+    await device.converge(offer)
+    assert seen == [("r1", 1), (None, None)]
+
+
+async def test_a_cancel_during_the_switch_waits_for_the_runtime_to_serve_what_the_state_names(
+    device: Device, v1: Offer, v2: Offer
+) -> None:
+    """A newer revision cancels the install while `serve` is publishing the old window: the switch
+    still completes, so the runtime serves the digest (and slot labels) the state file names."""
+    await device.converge(v1)
+    publishing, release = asyncio.Event(), asyncio.Event()
+    plain = device.serve
+
+    async def slow_serve(loaded: LoadedModel, shadow: LoadedModel | None) -> None:
+        publishing.set()
+        await release.wait()  # the old model's window on its way to the bus
+        await plain(loaded, shadow)
+
+    device.installer._serve = slow_serve
+    install = asyncio.create_task(
+        converge(Desired(state=want(v2, rollout_id="r1", wave=0), revision=9), device.installer, policy=POLICY)
+    )
+    await asyncio.wait_for(publishing.wait(), timeout=10)
+    install.cancel()
+    await asyncio.sleep(0.01)
+    assert not install.done(), "the cancel waits for the switch"
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await install
+    active, _ = device.runtime.current()
+    state = device.store.load()
+    assert active is not None and state.active_content is not None
+    assert active.digest == state.active_content.digest == v2.digest
+    assert not any(s.desired_revision == 9 and s.step == "active" for s in device.link.statuses)
