@@ -38,7 +38,8 @@ def declare(settings: IntakeSettings | None = None) -> ServiceKit[IntakeService]
         settings,
         build=build,
         description=(
-            "Validates every device hello and install status (telemetry windows: the telemetry service) and dead-letters invalid ones with the reason; "
+            "Validates every device hello and install status (telemetry windows: the telemetry service) and "
+            "dead-letters invalid ones with the reason; "
             "dead-letters commands on subjects no installed service reads."
         ),
     )
