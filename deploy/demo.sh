@@ -43,21 +43,29 @@ slmops model push "$work/all-minilm-l6-v2.onnx" --name all-minilm-l6-v2 --versio
   --eval-set "$work/all-minilm-l6-v2-eval.npz" --label task=sentence-embedding
 
 step "optimize it for a Raspberry Pi 5 (budgets: deploy/profiles/rpi5.yaml)"
-slmops optimize all-minilm-l6-v2 1.0.0 --profile rpi5 --watch
+# The latency budget is the device's, estimated as host p95 x the class's speed factor: on a host
+# much slower than the one the factor was measured on, no candidate may fit. That is a real verdict
+# (with every miss named above); the demo then goes on with the base model.
+slmops optimize all-minilm-l6-v2 1.0.0 --profile rpi5 --watch \
+  || echo "(no variant fits the rpi5 budgets on this host: the device below gets the base model)"
 
 step "and for a gateway with little flash (deploy/profiles/gateway.yaml)"
-slmops optimize all-minilm-l6-v2 1.0.0 --profile gateway --watch
+slmops optimize all-minilm-l6-v2 1.0.0 --profile gateway --watch \
+  || echo "(no variant fits the gateway budgets on this host)"
 
 step "the registry now holds the variants with their lineage"
 slmops model list
 slmops model show all-minilm-l6-v2 1.0.0
 
-step "a device: enrol it (its own NATS credentials, the registry's key pinned), run an edge agent, assign it the Raspberry Pi variant"
+step "a device: enrol it (its own NATS credentials, the registry's key pinned), run an edge agent, assign it the Raspberry Pi variant (or the base model)"
 slmops device enroll demo-rpi-1 --class rpi5 --labels site=lab --out "$work/demo-rpi-1" --rotate
 slmops agent --identity "$work/demo-rpi-1" --state-dir "$work/devices" \
   --http-port 18470 --telemetry 2 > "$work/agent.log" 2>&1 &
 agent_pid=$!
-slmops device assign demo-rpi-1 all-minilm-l6-v2 1.0.0 --variant int8-smooth
+rpi_variant="$(slmops model show all-minilm-l6-v2 1.0.0 --json | python3 -c '
+import json, sys
+print(next((v["variant"] for v in json.load(sys.stdin)["variants"] if v["recipe"].get("profile") == "rpi5"), ""))')"
+slmops device assign demo-rpi-1 all-minilm-l6-v2 1.0.0 ${rpi_variant:+--variant "$rpi_variant"}
 for _ in $(seq 1 120); do
   slmops device status demo-rpi-1 --json | grep -q '"step": "active"' && break
   sleep 0.5
@@ -77,7 +85,7 @@ PY
 step "telemetry: the device's windows, folded into its cohort by the telemetry service (aggregates only)"
 digest="$(slmops device status demo-rpi-1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["desired"]["digest"])')"
 for _ in $(seq 1 60); do
-  slmops telemetry show "$digest" --json | grep -q '"windows": [1-9]' && break
+  slmops telemetry show "$digest" --json | grep -q '"requests": [1-9]' && break
   sleep 0.5
 done
 slmops telemetry show "$digest"
