@@ -261,6 +261,8 @@ class TelemetryService:
         """Publish every cohort's rollup of each minute that ended over `grace` seconds ago."""
         if self.rollups_through is None:
             return 0
+        # After a long stop, minutes beyond the retention hold nothing to roll up: start after them.
+        self.rollups_through = max(self.rollups_through, bucket_of(now, MINUTE) - self.view.retention_seconds)
         published = 0
         while self.rollups_through + 2 * MINUTE + self._grace <= now.timestamp():
             minute = self.rollups_through + MINUTE
@@ -283,6 +285,7 @@ class TelemetryService:
         if self.drift_through is None:
             return 0
         period = self.drift.period_seconds
+        self.drift_through = max(self.drift_through, bucket_of(now, period) - self.view.retention_seconds)
         found = 0
         while self.drift_through + 2 * period + self._grace <= now.timestamp():
             start = self.drift_through + period

@@ -240,3 +240,17 @@ async def test_a_replica_with_another_bucket_width_refuses_the_log() -> None:
     )
     with pytest.raises(BucketMismatch, match="every replica must run with the same SLMOPS_TELEMETRY_BUCKET_SECONDS"):
         await other.start()
+
+
+async def test_after_a_long_stop_rollups_resume_within_the_retention() -> None:
+    clock = Clock(T0 + timedelta(minutes=3))
+    svc = service(MemoryFoldLog(), clock=clock)
+    await svc.start()
+    await svc.ingest(fleet(n_devices=2, windows_each=6))
+    svc.rollups_through = int((T0 - timedelta(days=30)).timestamp())  # as restored from an old snapshot
+    svc.drift_through = svc.rollups_through
+
+    assert await svc.publish_rollups(clock.now) == 2  # the data's minute, per class; no month of empty minutes
+    assert svc.rollups_through >= int((T0 - timedelta(hours=1)).timestamp())
+    await svc.detect_drift(clock.now)
+    assert svc.drift_through >= int((T0 - timedelta(hours=1)).timestamp())
