@@ -107,9 +107,6 @@ class Aggregate:
         for i, n in enumerate(counts):
             self.similarity[i] += n
 
-    def copy(self) -> Aggregate:
-        return Aggregate.from_json(self.to_json())
-
     # --- reading -------------------------------------------------------------------------------
 
     def stats(self, cohort: Cohort, since: datetime, until: datetime) -> CohortStats:
