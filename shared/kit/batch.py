@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -85,7 +86,7 @@ class Puller:
         return f"$JS.API.CONSUMER.MSG.NEXT.{self.consumer.stream}.{self.consumer.durable}"
 
     async def start(self) -> None:
-        self._inbox = f"{self.inbox_prefix}.{self.nc._nuid.next().decode()}"  # noqa: SLF001 (nats-py's own inbox ids)
+        self._inbox = f"{self.inbox_prefix}.{secrets.token_hex(11)}"
         limit = 4 * self.consumer.batch_size
         self._sub = await self.nc.subscribe(
             self._inbox, cb=self._on_message, pending_msgs_limit=limit * 4, pending_bytes_limit=-1
