@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from samples.tiny import write_sample
+from shared import topology
+from shared.messages.device import DesiredState
+from shared.messages.registry import ModelDetail
 from shared.settings import Settings
 
 
@@ -167,3 +171,33 @@ def device_settings(settings: Settings, directory: Path) -> Settings:
     from services.edge_agent import identity
 
     return settings.model_copy(update={"nats_creds": directory / identity.CREDENTIALS_FILE})
+
+
+def as_simulator(settings: Settings) -> Settings:
+    """`settings` connecting as the fleet simulator (its own credentials)."""
+    return settings.model_copy(update={"nats_creds": settings.auth_dir / "creds" / "simulator-fleet.creds"})
+
+
+async def assign(
+    nc: Client, device_ids: list[str], detail: ModelDetail, *, rollout_id: str | None = None, shadow: bool = False
+) -> dict[str, int]:
+    """Desired state for each device, as the rollout service writes it for wave 0 (`rollout_id`) or
+    as `slmops device assign` does (none); the KV revision per device."""
+    kv = await nc.jetstream().key_value(topology.KV_DESIRED)
+    art = detail.version.artifact
+    revisions = {}
+    for device_id in device_ids:
+        state = DesiredState(
+            device_id=device_id,
+            model=detail.version.name,
+            version=detail.version.version,
+            digest=art.digest,
+            size_bytes=art.size_bytes,
+            signature=art.signature,
+            shadow=shadow,
+            rollout_id=rollout_id,
+            wave=0 if rollout_id else None,
+            issued_at=datetime.now(UTC),
+        )
+        revisions[device_id] = await kv.put(device_id, state.model_dump_json().encode())
+    return revisions

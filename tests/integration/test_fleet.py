@@ -32,16 +32,16 @@ from services.edge_agent.fleet.faults import Fault, parse_faults
 from services.edge_agent.fleet.report import FleetReport
 from services.edge_agent.fleet.simulator import FleetSimulator
 from services.edge_agent.telemetry import REFERENCE_REQUESTS
-from shared import bus, topology
+from shared import bus
 from shared.artifacts import ArtifactStore
 from shared.clients import RegistryClient
-from shared.messages.device import DesiredState, DeviceStatus, TelemetryWindow
+from shared.messages.device import DeviceStatus, TelemetryWindow
 from shared.messages.envelope import decode
 from shared.messages.registry import ModelDetail
 from shared.settings import Settings
 from tests.conftest import ServiceRunner, service_env
 from tests.integration.test_registry import register
-from tests.support import sample_files, stream_messages, unique
+from tests.support import as_simulator, assign, sample_files, stream_messages, unique
 
 pytestmark = pytest.mark.usefixtures("running_registry")
 
@@ -107,9 +107,7 @@ async def _run_scenario(settings: Settings, artifacts: ArtifactStore, tmp: Path)
             offline_for=5.0,
             crash_restart=1.0,
         )
-        kv = await nc.jetstream().key_value(topology.KV_DESIRED)
-        as_simulator = settings.model_copy(update={"nats_creds": settings.auth_dir / "creds" / "simulator-fleet.creds"})
-        async with FleetSimulator(as_simulator, config) as sim:
+        async with FleetSimulator(as_simulator(settings), config) as sim:
             ids = [d.device_id for d in sim.devices]
             expected = sum(1 for d in sim.devices if d.fault not in NEVER_ACTIVE)
             assert await sim.wait_until(lambda: sim.events["went_offline"] == 8, timeout=10)
@@ -118,20 +116,7 @@ async def _run_scenario(settings: Settings, artifacts: ArtifactStore, tmp: Path)
                 art = detail.version.artifact
                 phase = Phase(digest=art.digest, revisions={}, written_at=datetime.now(UTC))
                 phase.transfers = {d.device_id: d.transfers for d in sim.devices}
-                for device_id in ids:
-                    state = DesiredState(
-                        device_id=device_id,
-                        model=name,
-                        version=detail.version.version,
-                        digest=art.digest,
-                        size_bytes=art.size_bytes,
-                        signature=art.signature,
-                        shadow=shadow,
-                        rollout_id=rollout,
-                        wave=0 if rollout else None,
-                        issued_at=datetime.now(UTC),
-                    )
-                    phase.revisions[device_id] = await kv.put(device_id, state.model_dump_json().encode())
+                phase.revisions = await assign(nc, ids, detail, rollout_id=rollout, shadow=shadow)
                 settled = await sim.wait_until(
                     lambda: (
                         len(sim.converged_on(art.digest, phase.revisions)) == expected
@@ -310,7 +295,8 @@ async def test_shifted_inputs_lower_the_similarity_of_the_shifted_devices(
     name = unique("shift")
     model, _ = sample_files(tmp_path / "m", seed=4418)
     assert (await register(nc, artifacts, model, name, "1.0")).status == "applied"
-    art = (await RegistryClient(nc, source="tests").get_model(name, "1.0")).version.artifact
+    detail = await RegistryClient(nc, source="tests").get_model(name, "1.0")
+    art = detail.version.artifact
     config = SimulationConfig(
         devices=12,
         mix={"jetson": 1},
@@ -322,24 +308,11 @@ async def test_shifted_inputs_lower_the_similarity_of_the_shifted_devices(
         input_shift_after=5.0,
         input_shift_share=0.5,
     )
-    kv = await nc.jetstream().key_value(topology.KV_DESIRED)
-    as_simulator = settings.model_copy(update={"nats_creds": settings.auth_dir / "creds" / "simulator-fleet.creds"})
-    async with FleetSimulator(as_simulator, config) as sim:
+    async with FleetSimulator(as_simulator(settings), config) as sim:
         shifts_at = datetime.now(UTC) + timedelta(seconds=config.input_shift_after or 0)
         shifting = {d.device_id for d in sim.devices if d.inputs_shift}
         assert len(shifting) == 6
-        revisions = {}
-        for dev in sim.devices:
-            state = DesiredState(
-                device_id=dev.device_id,
-                model=name,
-                version="1.0",
-                digest=art.digest,
-                size_bytes=art.size_bytes,
-                signature=art.signature,
-                issued_at=datetime.now(UTC),
-            )
-            revisions[dev.device_id] = await kv.put(dev.device_id, state.model_dump_json().encode())
+        revisions = await assign(nc, [d.device_id for d in sim.devices], detail)
         assert await sim.wait_until(lambda: len(sim.converged_on(art.digest, revisions)) == 12, timeout=15)
         assert datetime.now(UTC) < shifts_at - timedelta(seconds=2), "references must be built before the shift"
         await asyncio.sleep((shifts_at - datetime.now(UTC)).total_seconds() + 4.0)

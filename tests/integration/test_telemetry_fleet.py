@@ -29,7 +29,7 @@ from shared import subjects, topology
 from shared.artifacts import ArtifactStore
 from shared.clients import RegistryClient
 from shared.clients.telemetry import TelemetryClient
-from shared.messages.device import DesiredState, TelemetryWindow
+from shared.messages.device import TelemetryWindow
 from shared.messages.envelope import decode
 from shared.messages.registry import ModelDetail
 from shared.messages.rollout import Gate
@@ -46,7 +46,7 @@ from tests.conftest import (
 )
 from tests.integration.test_agent import desire, running_agent, wait_for
 from tests.integration.test_registry import register
-from tests.support import sample_files, stream_messages, unique
+from tests.support import as_simulator, assign, sample_files, stream_messages, unique
 
 pytestmark = pytest.mark.usefixtures("running_registry")
 
@@ -58,39 +58,11 @@ MIN_REQUESTS = TELEMETRY_MIN_REQUESTS
 GRACE_SECONDS = TELEMETRY_GRACE_SECONDS
 
 
-def as_simulator(settings: Settings) -> Settings:
-    return settings.model_copy(update={"nats_creds": settings.auth_dir / "creds" / "simulator-fleet.creds"})
-
-
 async def registered(nc: Client, artifacts: ArtifactStore, tmp_path: Path, *, seed: int) -> ModelDetail:
     model, _ = sample_files(tmp_path / f"m{seed}", seed=seed)  # seeds 5101-5104: used by no other test
     name = unique("telfleet")
     assert (await register(nc, artifacts, model, name, "1.0")).status == "applied"
     return await RegistryClient(nc, source="tests").get_model(name, "1.0")
-
-
-async def assign(
-    nc: Client, device_ids: list[str], detail: ModelDetail, *, rollout_id: str | None = None
-) -> dict[str, int]:
-    """Desired state for each device, as the rollout service writes it for wave 0 (`rollout_id`) or
-    as `slmops device assign` does (none); the KV revision per device."""
-    kv = await nc.jetstream().key_value(topology.KV_DESIRED)
-    art = detail.version.artifact
-    revisions = {}
-    for device_id in device_ids:
-        state = DesiredState(
-            device_id=device_id,
-            model=detail.version.name,
-            version=detail.version.version,
-            digest=art.digest,
-            size_bytes=art.size_bytes,
-            signature=art.signature,
-            rollout_id=rollout_id,
-            wave=0 if rollout_id else None,
-            issued_at=datetime.now(UTC),
-        )
-        revisions[device_id] = await kv.put(device_id, state.model_dump_json().encode())
-    return revisions
 
 
 async def summary_of(
