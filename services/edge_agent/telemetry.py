@@ -28,68 +28,14 @@ from shared.histogram import ExponentialHistogram
 from shared.messages.device import (
     SIMILARITY_BOUNDS,
     ExponentialLatency,
-    OutputMoments,
     ShadowAgreement,
     SimilarityHistogram,
     TelemetryWindow,
 )
+from shared.output_statistics import Moments, output_moments, wire_outputs
 
 LATENCY_SCALE = 4  # base 2^(1/16): 2.2 % bound; the histogram downscales itself to fit 160 buckets
 REFERENCE_REQUESTS = 64  # served outputs averaged into a digest's reference centroid
-
-
-@dataclass
-class Moments:
-    """Count, mean and sum of squared deviations (`m2`) of a stream of values.
-
-    Kept as (count, mean, m2) and merged by Chan's parallel rule rather than as sums of squares:
-    an embedding's norms are ~1.0 with a variance of ~1e-12, which `E[x²] - E[x]²` would lose to
-    rounding.
-    """
-
-    count: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-
-    def add(self, values: np.ndarray) -> None:
-        """Add every value of `values`."""
-        if values.size:
-            mean = float(values.mean())
-            self.merge(Moments(count=int(values.size), mean=mean, m2=float(np.square(values - mean).sum())))
-
-    def merge(self, other: Moments) -> None:
-        """Add the values `other` summarises."""
-        if other.count == 0:
-            return
-        total = self.count + other.count
-        delta = other.mean - self.mean
-        self.mean += delta * other.count / total
-        self.m2 += other.m2 + delta * delta * self.count * other.count / total
-        self.count = total
-
-    @classmethod
-    def of_groups(cls, groups: np.ndarray) -> Moments:
-        """The moments of the union of groups given as rows of (count, mean, m2), in one pass."""
-        if not groups.size:
-            return cls()
-        n, means = groups[:, 0], groups[:, 1]
-        total = float(n.sum())
-        if total == 0:
-            return cls()
-        mean = float(n @ means) / total
-        deviation = means - mean
-        return cls(count=int(total), mean=mean, m2=float(groups[:, 2].sum() + n @ (deviation * deviation)))
-
-    @property
-    def variance(self) -> float:
-        """The population variance (clamped at 0 against rounding)."""
-        return max(self.m2 / self.count, 0.0) if self.count else 0.0
-
-    def wire(self) -> OutputMoments | None:
-        """The contract's form; None with no values (or values too large to square)."""
-        if self.count == 0 or not (math.isfinite(self.mean) and math.isfinite(self.variance)):
-            return None
-        return OutputMoments(count=self.count, mean=self.mean, variance=self.variance)
 
 
 def similarity_bin(similarity: float) -> int:
@@ -156,15 +102,6 @@ class ReferenceCentroid:
         return float(np.clip(unit @ self._unit, -1.0, 1.0))
 
 
-def finite_rows(output: np.ndarray) -> np.ndarray:
-    """The output as float64 rows (one per batch entry), without rows holding NaN or infinity (which
-    would make every moment of the window non-finite, and the window invalid)."""
-    rows = output.reshape(output.shape[0], -1) if output.ndim > 1 else output.reshape(1, -1)
-    rows = rows.astype(np.float64)
-    finite: np.ndarray = rows[np.isfinite(rows).all(axis=1)]
-    return finite
-
-
 @dataclass
 class WindowRecorder:
     """Accumulates one window of requests for one model digest.
@@ -203,9 +140,9 @@ class WindowRecorder:
             return
         if output is None:
             return
-        rows = finite_rows(output)
-        self.norms.add(np.linalg.norm(rows, axis=1))
-        self.values.add(rows)
+        norms, values = output_moments(output)
+        self.norms.merge(norms)
+        self.values.merge(values)
         row = embedding_row(output)
         if self.reference is not None and row is not None:
             similarity = self.reference.observe(row)
@@ -222,7 +159,7 @@ class WindowRecorder:
         self, *, device_id: str, device_class: str, ended: datetime, cpu_percent: float, ram_mb: float
     ) -> TelemetryWindow:
         """The window's message (the recorder is not reused afterwards)."""
-        outputs = {name: m for name, m in (("norm", self.norms.wire()), ("value", self.values.wire())) if m}
+        outputs = wire_outputs(self.norms, self.values)
         shadow = None
         if self.shadow_previous and self.shadow_compared:
             shadow = ShadowAgreement(

@@ -38,7 +38,8 @@ import numpy as np
 import onnxruntime as ort
 
 from services.edge_agent.runtime import NUMPY_DTYPES
-from services.edge_agent.telemetry import REFERENCE_REQUESTS, Moments, embedding_row, embeddings_agree, finite_rows
+from services.edge_agent.telemetry import REFERENCE_REQUESTS, embedding_row, embeddings_agree
+from shared.output_statistics import output_moments
 
 T = TypeVar("T")
 WARMUP_RUNS = 5
@@ -140,10 +141,7 @@ def _first_output(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -
 
 def _moments(output: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """(count, mean, m2) of the row norms and of the values, as WindowRecorder takes them."""
-    rows = finite_rows(output)
-    norms, m_values = Moments(), Moments()
-    norms.add(np.linalg.norm(rows, axis=1))
-    m_values.add(rows)
+    norms, m_values = output_moments(output)
     return (norms.count, norms.mean, norms.m2), (m_values.count, m_values.mean, m_values.m2)
 
 

@@ -29,9 +29,10 @@ from functools import lru_cache
 import numpy as np
 
 from services.edge_agent.fleet.inference import Measurement
-from services.edge_agent.telemetry import LATENCY_SCALE, REFERENCE_REQUESTS, Moments, WindowRecorder
+from services.edge_agent.telemetry import LATENCY_SCALE, REFERENCE_REQUESTS, WindowRecorder
 from shared.histogram import MIN_SCALE, ExponentialHistogram, bucket_index, bucket_lower
 from shared.messages.device import SIMILARITY_BOUNDS, TelemetryWindow
+from shared.output_statistics import Moments
 
 RUNTIME_OVERHEAD_MB = 64.0
 _BOUNDS = np.asarray(SIMILARITY_BOUNDS)
