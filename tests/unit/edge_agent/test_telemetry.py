@@ -12,7 +12,6 @@ import pytest
 from services.edge_agent.telemetry import (
     LATENCY_SCALE,
     REFERENCE_REQUESTS,
-    Moments,
     ReferenceCentroid,
     WindowRecorder,
     embedding_row,
@@ -20,6 +19,7 @@ from services.edge_agent.telemetry import (
 )
 from shared.histogram import ExponentialHistogram, relative_error
 from shared.messages.device import SIMILARITY_BOUNDS, TelemetryWindow
+from shared.output_statistics import Moments
 
 DIGEST = "d" * 64
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
