@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from shared.messages.registry import AliasRecord, ModelDetail, ModelSummary
+from shared.messages.registry import AliasRecord, EvalOutputs, ModelDetail, ModelSummary
 
 
 def model_list(models: list[ModelSummary]) -> Table:
@@ -31,6 +31,7 @@ def model_detail(detail: ModelDetail) -> Table:
         ("inputs", "; ".join(f"{t.name} {t.dtype}{t.shape}" for t in v.onnx.inputs)),
         ("outputs", "; ".join(f"{t.name} {t.dtype}{t.shape}" for t in v.onnx.outputs)),
         ("eval set", f"{v.eval_set.samples} samples, sha256 {v.eval_set.digest[:16]}…" if v.eval_set else "none"),
+        ("eval outputs", eval_outputs(v.eval_outputs)),
         ("labels", ", ".join(f"{k}={val}" for k, val in sorted(v.labels.items())) or "none"),
         ("aliases", ", ".join(detail.aliases) or "none"),
         ("registered", v.registered_at.isoformat()),
@@ -52,6 +53,14 @@ def model_detail(detail: ModelDetail) -> Table:
     for k, val in rows:
         table.add_row(k, val)
     return table
+
+
+def eval_outputs(recorded: EvalOutputs | None) -> str:
+    """`norm 1.000 ± 0.000, value 0.004 ± 0.125 (output embedding, 32 rows)`: the drift reference."""
+    if recorded is None:
+        return "none"
+    stats = ", ".join(f"{name} {m.mean:.4g} ± {m.variance**0.5:.3g}" for name, m in recorded.outputs.items())
+    return f"{stats} (output {recorded.output}, {recorded.rows} rows)"
 
 
 def alias_history(aliases: list[AliasRecord]) -> Table:

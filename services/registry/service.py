@@ -26,7 +26,8 @@ from typing import Any, ParamSpec, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.registry import domain, integrity
-from services.registry.errors import ArtifactMissing, InvalidModel, NotFound, Rejected, Unavailable
+from services.registry.errors import ArtifactMissing, InvalidEvalSet, InvalidModel, NotFound, Rejected, Unavailable
+from services.registry.eval_outputs import measure_eval_outputs
 from services.registry.inspection import MAX_EVAL_SET_BYTES, inspect_eval_set, inspect_model
 from services.registry.ports import Blobs, DeviceGrants, RecordStore
 from shared import signing
@@ -47,6 +48,7 @@ from shared.messages.registry import (
     AliasRecord,
     Artifact,
     DownloadUrl,
+    EvalOutputs,
     EvalSet,
     ModelDetail,
     ModelRegistered,
@@ -111,6 +113,12 @@ class RegistryService:
                     return await self._settled(decision, existing)
                 info = await _inspect(model_file)
                 eval_set = await self._eval_set(cmd.eval_set, eval_file, info)
+                eval_outputs = None
+                if eval_set is not None:
+                    try:
+                        eval_outputs = await asyncio.to_thread(measure_eval_outputs, model_file, eval_file)
+                    except InvalidEvalSet as exc:
+                        raise InvalidEvalSet(f"the model does not run on its evaluation set: {exc}") from None
                 # Everything that will be written and published is built and checked before anything is.
                 record = integrity.build(
                     lambda: ModelVersionRecord(
@@ -119,6 +127,7 @@ class RegistryService:
                         artifact=self._artifact(fetched),
                         onnx=info,
                         eval_set=eval_set,
+                        eval_outputs=eval_outputs,
                         labels=cmd.labels,
                         description=cmd.description,
                         registered_at=self._clock(),
@@ -163,6 +172,7 @@ class RegistryService:
                 if existing is not None:
                     return await self._settled(decision, existing)
                 info = await _inspect(variant_file)
+                eval_outputs = await self._variant_eval_outputs(parent, variant_file, Path(tmp) / "eval.npz")
                 record = integrity.build(
                     lambda: VariantRecord(
                         name=cmd.name,
@@ -174,6 +184,7 @@ class RegistryService:
                         recipe=cmd.recipe,
                         metrics=cmd.metrics,
                         requirements=_complete_requirements(cmd.requirements, info),
+                        eval_outputs=eval_outputs,
                         registered_at=self._clock(),
                         command_id=command_id,
                     ),
@@ -326,6 +337,31 @@ class RegistryService:
             inputs=info.inputs,
             max_decompressed_bytes=self._admission.eval_set_max_decompressed_bytes,
         )
+
+    async def _variant_eval_outputs(
+        self, parent: ModelVersionRecord, variant_file: Path, eval_file: Path
+    ) -> EvalOutputs | None:
+        """The variant's outputs on its version's evaluation set (None when the version has none).
+
+        Raises:
+            InvalidModel: the variant does not run on it (not a drop-in for its version).
+            ArtifactMissing: the stored evaluation set is gone or is not the recorded bytes.
+        """
+        if parent.eval_set is None:
+            return None
+        stored = parent.eval_set
+        fetched = await self._fetch(ObjectRef(key=stored.key), eval_file, MAX_EVAL_SET_BYTES, "evaluation set")
+        if fetched.digest != stored.digest:
+            raise ArtifactMissing(
+                f"the stored evaluation set of {parent.name} {parent.version} is not the recorded bytes "
+                f"(sha256 {fetched.digest}, recorded {stored.digest})"
+            )
+        try:
+            return await asyncio.to_thread(measure_eval_outputs, variant_file, eval_file)
+        except InvalidEvalSet as exc:
+            raise InvalidModel(
+                f"the variant does not run on {parent.name} {parent.version}'s evaluation set: {exc}"
+            ) from None
 
     async def _settled(self, decision: domain.Decision, record: ModelVersionRecord | VariantRecord) -> Outcome:
         """The outcome for an id that already exists: a replay re-announces, a repeat is a no-op."""

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import gc
 
-from services.telemetry.adapters.jetstream import FOLDS_API, JetStreamAnnouncer, JetStreamFoldLog, KvSnapshots
+from services.telemetry.adapters.jetstream import (
+    FOLDS_API,
+    JetStreamAnnouncer,
+    JetStreamFoldLog,
+    KvModelCatalog,
+    KvSnapshots,
+)
 from services.telemetry.metrics import TelemetryMetrics
 from services.telemetry.service import DriftPolicy, TelemetryService
 from services.telemetry.settings import TelemetrySettings
@@ -48,6 +54,7 @@ def declare(settings: TelemetrySettings | None = None) -> ServiceKit[TelemetrySe
                 debounce=settings.telemetry_drift_debounce,
                 min_requests=settings.telemetry_drift_min_requests,
             ),
+            catalog=KvModelCatalog(runtime.js),
         )
         await telemetry.start()
         # Ingest allocates a few dozen short-lived objects a window: at CPython's default threshold
@@ -82,6 +89,7 @@ def declare(settings: TelemetrySettings | None = None) -> ServiceKit[TelemetrySe
     kit.rpc(SUMMARIZE, lambda telemetry, request: telemetry.summarize(request))
     kit.emits(GateVerdict, DriftDetected)
     kit.writes(topology.KV_TELEMETRY)
+    kit.reads(topology.KV_MODELS)  # drift references from the models' evaluation sets
     kit.publishes(
         TelemetryRollup,
         address=subjects.ROLLUP + ".{digest}.{device_class}.{manual_or_rollout}",

@@ -7,7 +7,10 @@ is scored against it, per statistic:
     output.similarity  PSI of the binned cosine similarity to each device's reference centroid
                        (embedding models: it falls when inputs shift; an embedding's norm does not)
     latency            PSI of the latency distribution on fixed bins (`LATENCY_EDGES`)
-    output.<stat>      standardized shift of the mean (an effect size, in reference stds)
+    output.<stat>      standardized shift of the mean (an effect size, in reference stds); against
+                       the model's outputs on its evaluation set where the registry measured them
+                       (`EvalOutputs`), from the digest's first period on, since that is the data
+                       the model was validated on and needs no warm-up of the fleet's own
 
 PSI's threshold is Evidently's (0.1); a period with fewer than `min_requests` requests is not
 scored (Evidently, too, refuses to judge tiny samples). Debounced: a statistic drifts when its last
@@ -18,15 +21,18 @@ every instance, and a restarted one, reaches the same events with the same ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from services.telemetry.aggregates import Aggregate
-from services.telemetry.statistics import PSI_THRESHOLD, histogram_bins, psi, standardized_shift
+from services.telemetry.statistics import PSI_THRESHOLD, Moments, histogram_bins, psi, standardized_shift
 from shared.messages.device import SIMILARITY_BOUNDS
 
 # A shift of half the reference's standard deviation: a "medium" effect (Cohen), well over the
 # wobble of a stable fleet's means, well under what a real input shift does to them.
+Source = Literal["first_periods", "eval_set"]  # where a score's reference came from
+
 SHIFT_THRESHOLD = 0.5
 MIN_REQUESTS = 500
 DEBOUNCE_PERIODS = 2
@@ -44,6 +50,7 @@ class Score:
     current: float
     score: float
     threshold: float
+    source: Source = "first_periods"
 
     @property
     def breached(self) -> bool:
@@ -61,9 +68,32 @@ def reference_of(periods: Sequence[Aggregate], *, reference_periods: int, min_re
     return reference if reference.requests >= min_requests else None
 
 
-def scores(reference: Aggregate, current: Aggregate, *, min_requests: int = MIN_REQUESTS) -> list[Score]:
-    """Every statistic of `current` scored against `reference` (none under `min_requests`)."""
-    if current.requests < min_requests or current.latency.count == 0 or reference.latency.count == 0:
+def scores(
+    reference: Aggregate | None,
+    current: Aggregate,
+    *,
+    eval_outputs: Mapping[str, Moments] | None = None,
+    min_requests: int = MIN_REQUESTS,
+) -> list[Score]:
+    """Every statistic of `current` scored against its reference (none under `min_requests`).
+
+    Output statistics are held against `eval_outputs` when the registry measured the digest on its
+    evaluation set (the data the model was validated on: `EvalOutputs`), else against `reference`'s
+    outputs. Latency and similarity only ever against `reference`, the fleet's own first periods:
+    the registry's host is no device, and a device's similarity is to its own centroid.
+    """
+    if current.requests < min_requests:
+        return []
+    out = _behaviour_scores(reference, current) if reference is not None else []
+    if eval_outputs is not None:
+        out += _output_scores(eval_outputs, current, source="eval_set")
+    elif reference is not None:
+        out += _output_scores(reference.outputs, current, source="first_periods")
+    return out
+
+
+def _behaviour_scores(reference: Aggregate, current: Aggregate) -> list[Score]:
+    if current.latency.count == 0 or reference.latency.count == 0:
         return []
     out = [
         Score(
@@ -86,8 +116,13 @@ def scores(reference: Aggregate, current: Aggregate, *, min_requests: int = MIN_
                 threshold=PSI_THRESHOLD,
             )
         )
-    for name in sorted(set(reference.outputs) & set(current.outputs)):
-        ref, cur = reference.outputs[name], current.outputs[name]
+    return out
+
+
+def _output_scores(reference: Mapping[str, Moments], current: Aggregate, *, source: Source) -> list[Score]:
+    out = []
+    for name in sorted(set(reference) & set(current.outputs)):
+        ref, cur = reference[name], current.outputs[name]
         if ref.count and cur.count:
             out.append(
                 Score(
@@ -97,6 +132,7 @@ def scores(reference: Aggregate, current: Aggregate, *, min_requests: int = MIN_
                     current=cur.mean,
                     score=standardized_shift(ref, cur),
                     threshold=SHIFT_THRESHOLD,
+                    source=source,
                 )
             )
     return out

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from shared.errors import TransientError
+from shared.messages.device import OutputMoments
 from shared.messages.envelope import Message
 
 
@@ -63,4 +64,14 @@ class Announcer(Protocol):
 
     async def rollup(self, rollup: Message, subject: str, rollup_id: str) -> None:
         """Publish a rollup on its subject with its deterministic id."""
+        ...
+
+
+class ModelCatalog(Protocol):
+    """What the registry recorded of the digests devices run (KV `models`, read only)."""
+
+    async def eval_outputs(self, digest: str) -> Mapping[str, OutputMoments] | None:
+        """The digest's outputs on its version's evaluation set as the registry measured them
+        (`EvalOutputs.outputs`); None when it is not registered, has no evaluation set, or the
+        catalog cannot be read right now (the caller asks again later)."""
         ...

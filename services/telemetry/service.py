@@ -28,7 +28,8 @@ from services.telemetry.folds import FoldRecord, SequenceSet
 from services.telemetry.gates import judge
 from services.telemetry.metrics import TelemetryMetrics, cohort_labels
 from services.telemetry.observations import observe
-from services.telemetry.ports import Announcer, FoldConflict, FoldLog, Snapshots
+from services.telemetry.ports import Announcer, FoldConflict, FoldLog, ModelCatalog, Snapshots
+from services.telemetry.statistics import Moments
 from services.telemetry.view import BucketKey, TelemetryView, merged
 from shared import subjects
 from shared.errors import TransientError
@@ -71,6 +72,7 @@ class TelemetryService:
     """Args:
     view: the aggregates (empty until `start` restores and catches up).
     log, snapshots, announcer: the ports (`ports.py`).
+    catalog: the registry's records, for drift references from evaluation sets (None: none).
     backlog: how many windows wait in the stream, undelivered (for the lag metric).
     clock: now, as an aware datetime (a test's own clock).
     rollup_grace_seconds: how long after a minute ends its rollup waits.
@@ -89,6 +91,7 @@ class TelemetryService:
         source: str = "telemetry",
         backlog: Callable[[], Awaitable[int]] | None = None,
         drift_policy: DriftPolicy | None = None,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         self.view = view
         self._log = log
@@ -105,6 +108,8 @@ class TelemetryService:
         self.drift = drift_policy or DriftPolicy()
         self.drift_through: int | None = None
         self.references: dict[str, tuple[int, Aggregate]] = {}  # digest -> (scored from, reference)
+        self._catalog = catalog
+        self.eval_outputs: dict[str, dict[str, Moments]] = {}  # digest -> the registry's, once found
         self.missing_records = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -295,15 +300,29 @@ class TelemetryService:
         return found
 
     async def _drift_of(self, digest: str, start: int) -> int:
-        """Score `digest`'s period at `start` (and the `debounce` before it) against its reference."""
+        """Score `digest`'s period at `start` (and the `debounce` before it) against its references:
+        the registry's evaluation-set outputs from the digest's first period, the fleet's first
+        periods once they have closed."""
         policy = self.drift
         period = policy.period_seconds
+        eval_outputs = await self._eval_outputs(digest)
         reference = self.references.get(digest) or await self._new_reference(digest, start + period)
-        if reference is None or start < reference[0]:
+        first = self._first_period(digest)
+        scored_from = reference[0] if reference else None
+        if eval_outputs is not None and first is not None:
+            scored_from = first if scored_from is None else min(scored_from, first)
+        if scored_from is None or start < scored_from:
             return 0
-        scored_from, ref = reference
         starts = [s for s in (start - i * period for i in range(policy.debounce, -1, -1)) if s >= scored_from]
-        history = [drift.scores(ref, self._period(digest, s), min_requests=policy.min_requests) for s in starts]
+        history = [
+            drift.scores(
+                reference[1] if reference and s >= reference[0] else None,
+                self._period(digest, s),
+                eval_outputs=eval_outputs,
+                min_requests=policy.min_requests,
+            )
+            for s in starts
+        ]
         current = self._period(digest, start)
         onsets = drift.onsets(history, debounce=policy.debounce)
         for score in onsets:
@@ -313,6 +332,7 @@ class TelemetryService:
                 metric=score.metric,
                 method=score.method,
                 reference=score.reference,
+                reference_source=score.source,
                 current=score.current,
                 score=score.score,
                 threshold=score.threshold,
@@ -325,13 +345,31 @@ class TelemetryService:
             log.warning("drift detected", extra={"digest": digest, "metric": score.metric, "score": score.score})
         return len(onsets)
 
+    async def _eval_outputs(self, digest: str) -> dict[str, Moments] | None:
+        """The registry's evaluation-set outputs of `digest` (kept once found: records are immutable;
+        asked again on the next period while there are none)."""
+        if digest in self.eval_outputs:
+            return self.eval_outputs[digest]
+        if self._catalog is None:
+            return None
+        found = await self._catalog.eval_outputs(digest)
+        if found is None:
+            return None
+        self.eval_outputs[digest] = {
+            name: Moments(count=m.count, mean=m.mean, variance=m.variance) for name, m in found.items()
+        }
+        return self.eval_outputs[digest]
+
+    def _first_period(self, digest: str) -> int | None:
+        buckets = [key[1] for key in self.view.buckets if key[0][0] == digest]
+        return bucket_of(at(min(buckets)), self.drift.period_seconds) if buckets else None
+
     async def _new_reference(self, digest: str, closed_until: int) -> tuple[int, Aggregate] | None:
         """The digest's reference, once its first periods have closed (and saved with the snapshot)."""
         period = self.drift.period_seconds
-        buckets = [key[1] for key in self.view.buckets if key[0][0] == digest]
-        if not buckets:
+        first = self._first_period(digest)
+        if first is None:
             return None
-        first = bucket_of(at(min(buckets)), period)
         periods = [self._period(digest, s) for s in range(first, closed_until, period)]
         ref = drift.reference_of(
             periods, reference_periods=self.drift.reference_periods, min_requests=self.drift.min_requests

@@ -29,6 +29,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, Field, JsonValue, WithJsonSchema
 
 from shared.messages.common import NAME_PATTERN, SHA256_HEX, VERSION_PATTERN, Frozen, ObjectRef
+from shared.messages.device import OutputMoments
 from shared.messages.envelope import ID_PATTERN, Message, register_message
 from shared.messages.rpc import Rpc
 
@@ -58,6 +59,7 @@ MAX_RANK = 8
 MAX_EVAL_SET_ARRAYS = MAX_TENSORS
 MAX_ACCELERATORS = 16
 MAX_VARIANTS_PER_VERSION = 16
+MAX_EVAL_OUTPUT_ROWS = 256  # evaluation rows the registry runs a model on to describe its outputs
 MAX_ALIASES_PER_MODEL = 32
 MAX_ALIAS_HISTORY = 32  # changes kept in an alias record; every change is also an `alias.changed` event
 MAX_INT = 2**63 - 1  # what an int64 holds; bigger integers are refused, not stored in 1000 digits
@@ -219,6 +221,22 @@ class EvalSet(Frozen):
     arrays: dict[TensorName, Shape] = Field(max_length=MAX_EVAL_SET_ARRAYS, description="array name -> shape")
 
 
+class EvalOutputs(Frozen):
+    """What an artifact's first output looks like on its version's evaluation set, measured by the
+    registry: the moments devices report of the outputs they serve (`shared.output_statistics`),
+    over the set's first `rows` rows, one row per run as on a device.
+
+    The telemetry service holds a fleet's outputs against this (drift from the data the model was
+    validated on), before the fleet's own first windows could serve as a reference.
+    """
+
+    rows: int = Field(ge=1, le=MAX_EVAL_OUTPUT_ROWS)
+    output: TensorName = Field(description="the model output the moments describe (its first)")
+    outputs: dict[Literal["norm", "value"], OutputMoments] = Field(
+        max_length=2, description="as TelemetryWindow.outputs: the rows' L2 norms and their values"
+    )
+
+
 class Requirements(Frozen):
     """What a device must offer to run an artifact; the rollout service matches devices on this."""
 
@@ -237,6 +255,9 @@ class ModelVersionRecord(Frozen):
     artifact: Artifact
     onnx: OnnxInfo
     eval_set: EvalSet | None = None
+    eval_outputs: EvalOutputs | None = Field(
+        default=None, description="the model's outputs on `eval_set`; none without one (or for records before it)"
+    )
     labels: Labels = Field(default_factory=dict)
     description: Description = ""
     registered_at: AwareDatetime
@@ -253,6 +274,9 @@ class VariantRecord(Frozen):
     recipe: Recipe = Field(default_factory=dict)
     metrics: Metrics = Field(default_factory=dict)
     requirements: Requirements
+    eval_outputs: EvalOutputs | None = Field(
+        default=None, description="the variant's outputs on its version's evaluation set; none without one"
+    )
     registered_at: AwareDatetime
     command_id: CommandId
 

@@ -22,7 +22,8 @@ from shared.messages.rpc import Rpc
 class DriftDetected(Message):
     """A model's output or behaviour statistic moved away from its reference beyond the threshold.
 
-    `reference` is the digest's baseline for the metric (e.g. over its first windows once active),
+    `reference` is the digest's baseline for the metric (over its first windows once active, or, for
+    output statistics, the model's outputs on its evaluation set: `reference_source`),
     `current` is over `[window_start, window_end)` across every device running the digest, and
     `score` is the method's distance between the two; higher means further apart.
     """
@@ -35,6 +36,13 @@ class DriftDetected(Message):
     )
     method: str = Field(min_length=1, max_length=64, description="how score was computed, e.g. zscore, psi")
     reference: FiniteFloat = Field(description="the metric's reference value")
+    reference_source: Literal["first_periods", "eval_set"] = Field(
+        default="first_periods",
+        description=(
+            "where the reference comes from: the digest's first periods of fleet telemetry, or the model's "
+            "outputs on its evaluation set as the registry measured them (EvalOutputs)"
+        ),
+    )
     current: FiniteFloat = Field(description="the metric's value in this window")
     score: FiniteFloat
     threshold: FiniteFloat = Field(description="score at or over this is drift")

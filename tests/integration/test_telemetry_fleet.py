@@ -1,7 +1,8 @@
 """The telemetry service fed by real devices, not hand-made windows: the edge agent and the fleet
 simulator publish their own schema-2 windows to the real nats-server, and the service (its own
 process) summarises them per cohort, judges a gate on a rollout wave, and detects the drift of a
-simulated input shift while a stable fleet on another digest raises none.
+simulated input shift while a stable fleet on another digest raises none, and holds a fleet's outputs
+against what the registry measured on the model's evaluation set.
 
 The session's telemetry instance (tests/conftest.py), with drift timings short enough for a test
 (5 s buckets, 10 s periods, a reference of 2 periods, debounce 2, grace 2 s).
@@ -18,8 +19,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 from nats.aio.client import Client
+from onnx import TensorProto, helper, numpy_helper
 
 from services.edge_agent.fleet.config import SimulationConfig
 from services.edge_agent.fleet.simulator import FleetSimulator
@@ -316,3 +320,89 @@ async def test_an_input_shift_is_detected_as_drift_and_a_stable_fleet_raises_non
     port = running_telemetry.env["SLMOPS_TELEMETRY_METRICS_PORT"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'slmops_telemetry_drift_detected_total{metric="output.similarity"}' in text
+
+
+# --- 4. drift against the registry's evaluation set ----------------------------------------------
+
+
+def regression_model(directory: Path, *, seed: int) -> tuple[Path, Path]:
+    """A small dense regression head, `y = x @ W` with x float [batch, 8], and an evaluation set of
+    64 standard-normal rows: the inputs the simulator sends unshifted (shifted ones are offset by 1)."""
+    rng = np.random.default_rng(seed)
+    weights = (np.eye(8) + 0.05 * rng.standard_normal((8, 8))).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "head", [x], [y], [numpy_helper.from_array(weights, "w")]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    model, eval_set = directory / "head.onnx", directory / "head-eval.npz"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    np.savez(eval_set, x=rng.standard_normal((64, 8)).astype(np.float32))
+    return model, eval_set
+
+
+async def test_outputs_unlike_the_evaluation_set_s_drift_from_the_first_period(
+    settings: Settings, running_telemetry: ServiceRunner, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """Training-serving skew, which no reference made of the fleet's own first windows can see: two
+    fleets of 20 jetsons on two digests of a regression head registered with its evaluation set. The
+    registry measures each digest's outputs on it (KV `models`); the skewed fleet's inputs are offset
+    from the first request on, the matching fleet's look like the evaluation set. The service holds
+    both against the registry's numbers from their first period: the skewed digest drifts on its
+    output norm and values (reference_source eval_set) as soon as the debounce allows, the matching
+    one raises nothing."""
+    digests = {}
+    for kind, seed in (("matching", 5105), ("skewed", 5106)):
+        model, eval_set = regression_model(tmp_path / kind, seed=seed)
+        name = unique(f"tel{kind}")
+        assert (await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)).status == "applied"
+        detail = await RegistryClient(nc, source="tests").get_model(name, "1.0")
+        assert detail.version.eval_outputs is not None and detail.version.eval_outputs.rows == 64
+        digests[kind] = detail
+
+    def fleet(prefix: str, *, skewed: bool) -> SimulationConfig:
+        return SimulationConfig(
+            devices=20,
+            mix={"jetson": 1},
+            real_inference=0,
+            id_prefix=unique(prefix),
+            window_seconds=1.0,
+            request_rate=20.0,
+            measure_requests=200,
+            input_shift_after=0.0 if skewed else None,
+            input_shift_share=1.0,
+        )
+
+    matching, skewed = digests["matching"].version.artifact.digest, digests["skewed"].version.artifact.digest
+    async with (
+        FleetSimulator(as_simulator(settings), fleet("match", skewed=False)) as match_sim,
+        FleetSimulator(as_simulator(settings), fleet("skew", skewed=True)) as skew_sim,
+    ):
+        match_revisions = await assign(nc, [d.device_id for d in match_sim.devices], digests["matching"])
+        skew_revisions = await assign(nc, [d.device_id for d in skew_sim.devices], digests["skewed"])
+        assert await converged(match_sim, matching, match_revisions)
+        assert await converged(skew_sim, skewed, skew_revisions)
+        deadline = time.monotonic() + (DEBOUNCE + REFERENCE_PERIODS + 2) * PERIOD_SECONDS + GRACE_SECONDS + 10
+        while time.monotonic() < deadline:
+            if {e.metric for e in await drift_events(nc, {skewed})} >= {"output.norm", "output.value"}:
+                break
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the tick that scored the skewed digest's period scored the matching one's
+        skew_prefix = skew_sim.config.id_prefix
+    events = await drift_events(nc, {matching, skewed})
+    first = min(w.window_start for w in await windows_of(nc, skew_prefix) if w.model_digest == skewed)
+    first_period = datetime.fromtimestamp(int(first.timestamp()) // PERIOD_SECONDS * PERIOD_SECONDS, UTC)
+
+    assert [e for e in events if e.model_digest == matching] == [], "outputs like the evaluation set's drifted"
+    by_metric = {e.metric: e for e in events}
+    assert set(by_metric) == {"output.norm", "output.value"}, events  # similarity: the fleet's own reference
+    recorded = digests["skewed"].version.eval_outputs
+    assert recorded is not None
+    for name in ("norm", "value"):
+        event = by_metric[f"output.{name}"]
+        assert event.reference_source == "eval_set" and event.method == "standardized_shift"
+        assert event.reference == pytest.approx(recorded.outputs[name].mean)
+        assert event.current > event.reference and event.score >= event.threshold == 0.5
+        # From the digest's first periods: before they could have become a reference of their own.
+        assert event.window_start < first_period + timedelta(seconds=REFERENCE_PERIODS * PERIOD_SECONDS)

@@ -1,18 +1,26 @@
-"""The ports over JetStream: the fold log stream, the `telemetry` KV bucket, events and rollups."""
+"""The ports over JetStream: the fold log stream, the `telemetry` KV bucket, events, rollups and the
+registry's records (KV `models`, read only)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+from pydantic import ValidationError
 
 from services.telemetry.ports import FoldConflict
 from shared import bus, subjects, topology
+from shared.messages.device import OutputMoments
 from shared.messages.envelope import Message, wrap
+from shared.messages.registry import ModelVersionRecord, VariantRecord
 from shared.outcomes import Outcome
+
+log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed Nats-Expected-Last-Sequence
 FOLDS_API = (
@@ -109,3 +117,31 @@ class JetStreamAnnouncer:
 
     async def rollup(self, rollup: Message, subject: str, rollup_id: str) -> None:
         await bus.publish(self._js, wrap(rollup, source=self._source, id=rollup_id), subject)
+
+
+class KvModelCatalog:
+    """The registry's records by artifact digest: `artifact.<digest>` names the record's key (the
+    registry's layout, `services/registry/adapters/nats_kv.py`); records are immutable."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._kv: KeyValue | None = None
+
+    async def eval_outputs(self, digest: str) -> Mapping[str, OutputMoments] | None:
+        try:
+            if self._kv is None:
+                self._kv = await self._js.key_value(topology.KV_MODELS)
+            pointer = (await self._kv.get(f"artifact.{digest}")).value or b""
+            key = pointer.decode()
+            if not key.startswith(("version.", "variant.")) or "#" in key:
+                return None  # an evaluation set's own digest, or a layout this reader does not know
+            model = VariantRecord if key.startswith("variant.") else ModelVersionRecord
+            record = model.model_validate_json((await self._kv.get(key)).value or b"")
+        except KeyNotFoundError:
+            return None
+        except (NatsError, APIError, ValidationError, UnicodeDecodeError) as exc:
+            log.warning("cannot read the registry's record", extra={"digest": digest, "error": str(exc)})
+            return None
+        if record.artifact.digest != digest or record.eval_outputs is None:
+            return None
+        return {str(name): moments for name, moments in record.eval_outputs.outputs.items()}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.telemetry.ports import FoldConflict
+from shared.messages.device import OutputMoments
 from shared.messages.envelope import Message
 
 
@@ -54,3 +55,15 @@ class MemoryAnnouncer:
 
     async def rollup(self, rollup: Message, subject: str, rollup_id: str) -> None:
         self.rollups.setdefault(rollup_id, (subject, rollup))
+
+
+@dataclass
+class MemoryModelCatalog:
+    """Digest -> its evaluation-set outputs, as a test registers them."""
+
+    outputs: dict[str, dict[str, OutputMoments]] = field(default_factory=dict)
+    lookups: int = 0
+
+    async def eval_outputs(self, digest: str) -> Mapping[str, OutputMoments] | None:
+        self.lookups += 1
+        return self.outputs.get(digest)
