@@ -16,11 +16,12 @@ import shared.messages  # noqa: F401  (importing the package registers every pay
 from shared.messages.common import Frozen
 from shared.messages.device import DesiredState
 from shared.messages.envelope import Message, message_types, wire_model
+from shared.messages.inventory import DeviceRecord
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 # Values that live in KV buckets without an envelope but that third parties read: file stem -> model.
-RECORDS: dict[str, type[Frozen]] = {"kv.desired.v1": DesiredState}
+RECORDS: dict[str, type[Frozen]] = {"kv.desired.v1": DesiredState, "kv.devices.v1": DeviceRecord}
 
 
 def export_json_schemas(directory: Path) -> list[Path]:

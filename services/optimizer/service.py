@@ -210,7 +210,12 @@ class OptimizerService:
             version=detail.version.version,
             variant=chosen.recipe.name,
             artifact=ObjectRef(key=staged.key),
-            recipe={"recipe": chosen.recipe.model_dump(mode="json"), "profile": profile.name},
+            # The class is what the rollout service resolves a device's variant by.
+            recipe={
+                "recipe": chosen.recipe.model_dump(mode="json"),
+                "profile": profile.name,
+                "device_class": profile.device_class,
+            },
             metrics=_flat_metrics(metrics, base=result.base),
             requirements=domain.requirements_for(
                 contrib_ops=built.contrib_ops,

@@ -181,7 +181,11 @@ async def test_the_winner_is_staged_and_sent_for_registration_with_its_lineage(
     assert sent.artifact.key.startswith(STAGING_PREFIX) and sent.artifact.bucket is None
     staged = blobs.read_bytes(sent.artifact.key)
     assert len(staged) == winner.metrics.size_bytes
-    assert sent.recipe == {"recipe": INT8.model_dump(mode="json"), "profile": PROFILE.name}
+    assert sent.recipe == {
+        "recipe": INT8.model_dump(mode="json"),
+        "profile": PROFILE.name,
+        "device_class": PROFILE.device_class,
+    }
 
 
 async def test_the_variant_s_metrics_are_flat_and_relative_to_the_base(
