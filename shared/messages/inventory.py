@@ -50,6 +50,8 @@ class DeviceRecord(Frozen):
     labels: Labels = Field(default_factory=dict)
     agent_version: str = Field(min_length=1, max_length=64)
     active_digest: Digest | None = Field(default=None, description="serving now, as last reported")
+    active_at: AwareDatetime = Field(description="the report `active_digest` comes from (the newest that names it)")
     first_seen: AwareDatetime
+    hello_at: AwareDatetime = Field(description="the hello the capabilities and labels come from")
     last_seen: AwareDatetime = Field(description="the latest hello or status")
     last_status: LastStatus | None = None

@@ -42,6 +42,8 @@ def device(device_id: str = "d1", **fields: Any) -> DeviceRecord:
         "execution_providers": ["CPUExecutionProvider"],
         "agent_version": "1",
         "first_seen": T0,
+        "hello_at": T0,
+        "active_at": T0,
         "last_seen": T0,
     } | fields
     return DeviceRecord(**values)
