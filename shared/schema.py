@@ -17,11 +17,16 @@ from shared.messages.common import Frozen
 from shared.messages.device import DesiredState
 from shared.messages.envelope import Message, message_types, wire_model
 from shared.messages.inventory import DeviceRecord
+from shared.messages.rollout_record import RolloutRecord
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 # Values that live in KV buckets without an envelope but that third parties read: file stem -> model.
-RECORDS: dict[str, type[Frozen]] = {"kv.desired.v1": DesiredState, "kv.devices.v1": DeviceRecord}
+RECORDS: dict[str, type[Frozen]] = {
+    "kv.desired.v1": DesiredState,
+    "kv.devices.v1": DeviceRecord,
+    "kv.rollouts.v1": RolloutRecord,
+}
 
 
 def export_json_schemas(directory: Path) -> list[Path]:

@@ -35,7 +35,7 @@ def status(step: str, *, revision: int = 2, active: str | None = None) -> Device
     reason = "smoke test failed" if step in ("failed", "rolled_back") else None
     return DeviceStatus(
         device_id="d1", desired_revision=revision, digest=NEW, step=step, active_digest=active, reason=reason
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_a_hello_records_the_device_and_a_later_one_replaces_its_capabilities() -> None:
