@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.messages.envelope import encode, message_types, wrap
-from shared.schema import export_json_schemas
+from shared.schema import RECORDS, export_json_schemas
 from tests.unit.shared.messages.test_contracts import EVERY_SAMPLE
 
 ENVELOPE_FIELDS = {"type", "schema_version", "id", "time", "source", "data"}
@@ -19,7 +19,7 @@ def test_export_writes_one_schema_per_type_with_the_envelope_required(tmp_path: 
     jsonschema = pytest.importorskip("jsonschema")
     written = export_json_schemas(tmp_path / "schemas")
     names = {p.name for p in written}
-    assert {f"{t}.v{v}.json" for t, v in message_types()} | {"kv.desired.v1.json"} == names
+    assert {f"{t}.v{v}.json" for t, v in message_types()} | {f"{stem}.json" for stem in RECORDS} == names
     for path in written:
         schema = json.loads(path.read_text())
         jsonschema.Draft202012Validator.check_schema(schema)
