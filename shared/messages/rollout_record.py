@@ -2,8 +2,9 @@
 plan and how far it got. The rollout service is its only writer; `slmops rollout show` and other
 systems read it.
 
-The plan is frozen at start (the inventory moves on; the rollout must not): each wave's devices with
-the artifact each gets, as an index into `artifacts`, so ten thousand devices stay a few hundred KiB.
+The plan is frozen at start (the inventory moves on; the rollout must not): each wave's devices in
+groups of one class and one artifact (an index into `artifacts`), so ten thousand devices take about
+220 KiB of the bucket's 512 KiB values.
 What each device ran before is not here but under `<rollout id>.previous.<device id>` in the same
 bucket, written before the device's first desired-state write, so a revert restores exactly it.
 """
@@ -42,17 +43,34 @@ class GateResult(Frozen):
     reason: str = Field(max_length=2000)
 
 
+class DeviceGroup(Frozen):
+    """Devices of one class that get one artifact: the plan stored without repeating either per device."""
+
+    device_class: str = Field(pattern=NAME_PATTERN)
+    artifact: int = Field(ge=0, description="index into the record's artifacts")
+    device_ids: list[DeviceId]
+
+
 class WaveRecord(Frozen):
     """One wave: the devices it adds and where it stands."""
 
     index: int = Field(ge=0)
     percent: float = Field(gt=0, le=100)
-    devices: dict[DeviceId, int] = Field(description="device id -> index into the record's artifacts")
-    classes: dict[DeviceId, str] = Field(description="device id -> its class when planned")
+    groups: list[DeviceGroup] = Field(default_factory=list)
     started_at: AwareDatetime | None = None
     installed_at: AwareDatetime | None = Field(default=None, description="when enough of it was healthy")
     verdict: Verdict | None = None
     gates: list[GateResult] = Field(default_factory=list)
+
+    @property
+    def devices(self) -> dict[str, int]:
+        """Device id -> artifact index, in plan order."""
+        return {d: g.artifact for g in self.groups for d in g.device_ids}
+
+    @property
+    def classes(self) -> dict[str, str]:
+        """Device id -> its class when planned."""
+        return {d: g.device_class for g in self.groups for d in g.device_ids}
 
 
 class RolloutRecord(Frozen):

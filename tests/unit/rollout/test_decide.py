@@ -28,7 +28,7 @@ from services.rollout.decide import (
 from shared.messages.device import DesiredState
 from shared.messages.inventory import LastStatus
 from shared.messages.rollout import Gate, StartRollout, Wave
-from shared.messages.rollout_record import ArtifactChoice, RolloutRecord, WaveRecord
+from shared.messages.rollout_record import ArtifactChoice, DeviceGroup, RolloutRecord, WaveRecord
 from shared.messages.telemetry import GateEvaluation
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -61,13 +61,17 @@ def record(**spec: Any) -> RolloutRecord:
             ArtifactChoice(variant="int8", digest=NEW, size_bytes=10, signature="s"),
             ArtifactChoice(variant="int4", digest=NEW_SMALL, size_bytes=5, signature="s"),
         ],
-        waves=[
-            WaveRecord(index=i, percent=p, devices=d, classes={k: CLASSES[k] for k in d})
-            for i, (p, d) in enumerate(plan)
-        ],
+        waves=[WaveRecord(index=i, percent=p, groups=groups(d)) for i, (p, d) in enumerate(plan)],
         created_at=T0,
         updated_at=T0,
     )
+
+
+def groups(devices: dict[str, int]) -> list[DeviceGroup]:
+    out: dict[tuple[str, int], list[str]] = {}
+    for device_id, artifact in devices.items():
+        out.setdefault((CLASSES[device_id], artifact), []).append(device_id)
+    return [DeviceGroup(device_class=c, artifact=a, device_ids=ids) for (c, a), ids in out.items()]
 
 
 def by_hand(device_id: str) -> DesiredState:
@@ -340,9 +344,7 @@ def test_pause_resume_abort_and_rollback_by_command() -> None:
 def test_a_wave_that_adds_no_device_passes_without_gates() -> None:
     world = World()
     rec = record(waves=[Wave(percent=50), Wave(percent=100)])
-    rec = rec.model_copy(
-        update={"waves": [rec.waves[0], rec.waves[1].model_copy(update={"devices": {}, "classes": {}})]}
-    )
+    rec = rec.model_copy(update={"waves": [rec.waves[0], rec.waves[1].model_copy(update={"groups": []})]})
     rec = run_to_soak(world, rec, ("r0", "r1", "g0"))
     world.now += timedelta(seconds=30)
     world.answer_gates(rec)
