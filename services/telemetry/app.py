@@ -19,7 +19,7 @@ from shared import subjects, topology
 from shared.kit import Runtime, ServiceKit
 from shared.messages.device import TelemetryWindow, TelemetryWindowV1
 from shared.messages.rollout import GateVerdict
-from shared.messages.telemetry import EVALUATE_GATE, SUMMARIZE, DriftDetected, TelemetryRollup
+from shared.messages.telemetry import EVALUATE_GATE, LIST_REPORTERS, SUMMARIZE, DriftDetected, TelemetryRollup
 from shared.settings import load_settings
 
 SERVICE = "telemetry"
@@ -87,6 +87,7 @@ def declare(settings: TelemetrySettings | None = None) -> ServiceKit[TelemetrySe
     )
     kit.rpc(EVALUATE_GATE, lambda telemetry, request: telemetry.evaluate_gate(request))
     kit.rpc(SUMMARIZE, lambda telemetry, request: telemetry.summarize(request))
+    kit.rpc(LIST_REPORTERS, lambda telemetry, request: telemetry.reporters(request))
     kit.emits(GateVerdict, DriftDetected)
     kit.writes(topology.KV_TELEMETRY)
     kit.reads(topology.KV_MODELS)  # drift references from the models' evaluation sets

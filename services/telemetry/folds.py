@@ -82,16 +82,22 @@ def ranges_of(positions: Iterable[int]) -> list[list[int]]:
     return out
 
 
+ReporterKey = tuple[str, int, str]  # (rollout id, wave, digest)
+
+
 @dataclass(frozen=True, kw_only=True)
 class FoldRecord:
     """Windows at `positions` (telemetry stream sequences) added `deltas` to these cohort buckets;
-    `late` of them were too old to keep (beyond the retention) and only counted."""
+    `late` of them were too old to keep (beyond the retention) and only counted. `reporters` names
+    the devices that reported on a rollout wave's digest for the first time (with the latest bucket
+    they reported in), so every replica knows the same devices did."""
 
     positions: list[list[int]]
     deltas: list[tuple[CohortKey, int, Aggregate]]
     late: int = 0
     windows: int = 0
     bucket_seconds: int = 0  # the width of the deltas' buckets: every replica must use the same
+    reporters: list[tuple[ReporterKey, list[str], int]] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -102,6 +108,7 @@ class FoldRecord:
                 "bucket_seconds": self.bucket_seconds,
                 "windows": self.windows,
                 "deltas": [[list(key), bucket, agg.to_json()] for key, bucket, agg in self.deltas],
+                "reporters": [[list(key), ids, bucket] for key, ids, bucket in self.reporters],
             },
             separators=(",", ":"),
         ).encode()
@@ -117,6 +124,10 @@ class FoldRecord:
             bucket_seconds=int(doc["bucket_seconds"]),
             windows=int(doc["windows"]),
             deltas=[(_key(k), int(bucket), Aggregate.from_json(agg)) for k, bucket, agg in doc["deltas"]],
+            reporters=[
+                ((str(r), int(w), str(d)), [str(i) for i in ids], int(bucket))
+                for (r, w, d), ids, bucket in doc.get("reporters", [])  # records from before reporters
+            ],
         )
 
 

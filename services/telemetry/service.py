@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.telemetry import drift
 from services.telemetry.aggregates import Aggregate, CohortKey, at, bucket_of, cohort_of
-from services.telemetry.folds import FoldRecord, SequenceSet
+from services.telemetry.folds import FoldRecord, ReporterKey, SequenceSet
 from services.telemetry.gates import judge
 from services.telemetry.metrics import TelemetryMetrics, cohort_labels
 from services.telemetry.observations import observe
@@ -41,6 +41,8 @@ from shared.messages.telemetry import (
     DriftDetected,
     EvaluateGate,
     GateEvaluation,
+    ListReporters,
+    Reporters,
     Summarize,
     TelemetryRollup,
     TelemetrySummary,
@@ -63,6 +65,7 @@ class DriftPolicy:
 MAX_FOLD_ATTEMPTS = 50
 STATE_KEY = "state"
 REFERENCE_PREFIX = "reference."
+REPORTERS_PREFIX = "reporters."
 MINUTE = 60
 
 Window = TelemetryWindow | TelemetryWindowV1
@@ -211,6 +214,14 @@ class TelemetryService:
         for key in view.prune(now):
             self._saved.pop(key, None)
             await self._snapshots.delete(_bucket_key(key))
+        for rkey in sorted(view.reporters_changed):
+            name = _reporters_key(rkey)
+            if rkey in view.reporters:
+                doc = {"key": list(rkey), "ids": sorted(view.reporters[rkey]), "last": view.reporters_last[rkey]}
+                await self._snapshots.save(name, _dumps(doc))
+            else:
+                await self._snapshots.delete(name)
+        view.reporters_changed.clear()
         for key, changed in list(view.changed_at.items()):
             if changed > self._saved.get(key, 0) and key in view.buckets:
                 doc = {
@@ -241,6 +252,12 @@ class TelemetryService:
             doc = json.loads(raw)
             if name.startswith(REFERENCE_PREFIX):
                 self.references[doc["digest"]] = (int(doc["from"]), Aggregate.from_json(doc["agg"]))
+                continue
+            if name.startswith(REPORTERS_PREFIX):  # a set: the replay below may add to it, never twice
+                rollout_id, wave, digest = doc["key"]
+                rkey = (str(rollout_id), int(wave), str(digest))
+                self.view.reporters[rkey] = set(doc["ids"])
+                self.view.reporters_last[rkey] = int(doc["last"])
                 continue
             digest, device_class, rollout_id, wave = doc["cohort"]
             key: BucketKey = ((digest, device_class, rollout_id, wave), int(doc["bucket"]))
@@ -431,6 +448,17 @@ class TelemetryService:
             evaluation = evaluation.model_copy(update={"verdict_event_id": event_id})
         return evaluation
 
+    async def reporters(self, request: ListReporters) -> Reporters:
+        """The wave's devices that have sent a window on its digests, a page in id order."""
+        ids: set[str] = set()
+        for (rollout_id, wave, digest), members in self.view.reporters.items():
+            if rollout_id == request.rollout_id and wave == request.wave:
+                if not request.digests or digest in request.digests:
+                    ids |= members
+        ordered = sorted(i for i in ids if request.after is None or i > request.after)
+        page = ordered[: request.limit]
+        return Reporters(device_ids=page, more=len(ordered) > len(page), position=self.view.position)
+
     async def summarize(self, request: Summarize) -> TelemetrySummary:
         """Every cohort over the last `request.seconds` (of one digest, if given), busiest first."""
         now = self._clock()
@@ -478,6 +506,11 @@ def _verdict(request: EvaluateGate, evaluation: GateEvaluation) -> GateVerdict:
         p_value=evaluation.p_value,
         reason=evaluation.reason[:2000],
     )
+
+
+def _reporters_key(key: ReporterKey) -> str:
+    rollout_id, wave, digest = key
+    return f"{REPORTERS_PREFIX}{rollout_id}.{wave}.{digest}"
 
 
 def _bucket_key(key: BucketKey) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from services.telemetry.aggregates import Aggregate, CohortKey, bucket_of
-from services.telemetry.folds import MAX_RECORD_BYTES, FoldRecord, SequenceSet, ranges_of
+from services.telemetry.folds import MAX_RECORD_BYTES, FoldRecord, ReporterKey, SequenceSet, ranges_of
 from services.telemetry.observations import Observation
 from shared.errors import SlmopsError
 
@@ -43,6 +43,11 @@ class TelemetryView:
     changed_at: dict[BucketKey, int] = field(default_factory=dict)
     windows: int = 0
     late: int = 0
+    # Devices that reported on a rollout wave's digest, and the latest bucket any did (for pruning).
+    # A set, so applying a record twice (a replay after a snapshot) changes nothing.
+    reporters: dict[ReporterKey, set[str]] = field(default_factory=dict)
+    reporters_last: dict[ReporterKey, int] = field(default_factory=dict)
+    reporters_changed: set[ReporterKey] = field(default_factory=set)
     # Restored from a snapshot: the position each bucket (and the folded set) was saved at.
     _saved_at: dict[BucketKey, int] = field(default_factory=dict)
     _folded_saved_at: int = 0
@@ -64,8 +69,16 @@ class TelemetryView:
         deltas: dict[BucketKey, Aggregate] = {}
         members: dict[BucketKey, list[int]] = defaultdict(list)
         late: list[int] = []
+        reporters: dict[ReporterKey, tuple[set[str], int]] = {}
         for position, obs in fresh.items():
             bucket = bucket_of(obs.start, self.bucket_seconds)
+            digest, _, rollout_id, wave = obs.cohort
+            if rollout_id is not None and wave is not None:
+                rkey = (rollout_id, wave, digest)
+                ids, latest = reporters.get(rkey, (set(), 0))
+                if obs.device_id not in self.reporters.get(rkey, ()):
+                    ids.add(obs.device_id)
+                reporters[rkey] = (ids, max(latest, bucket))
             if bucket < oldest:
                 late.append(position)
                 continue
@@ -85,7 +98,9 @@ class TelemetryView:
                 chunk, size = [], 0
             chunk.append(key)
             size += cost
-        records.append(_record(chunk, deltas, members, late, self.bucket_seconds))
+        last = _record(chunk, deltas, members, late, self.bucket_seconds)
+        news = [(key, sorted(ids), latest) for key, (ids, latest) in sorted(reporters.items())]
+        records.append(replace(last, reporters=news))
         return records
 
     def apply(self, record: FoldRecord, position: int) -> None:
@@ -112,6 +127,10 @@ class TelemetryView:
             else:
                 mine.merge(delta)
             self.changed_at[key] = position
+        for rkey, ids, latest in record.reporters:
+            self.reporters.setdefault(rkey, set()).update(ids)
+            self.reporters_last[rkey] = max(self.reporters_last.get(rkey, 0), latest)
+            self.reporters_changed.add(rkey)
         if position > self._folded_saved_at:
             for low, high in record.positions:
                 self.folded.add_range(low, high)
@@ -141,8 +160,12 @@ class TelemetryView:
             self.changed_at[key] = saved_at
 
     def prune(self, now: datetime) -> list[BucketKey]:
-        """Drop the buckets beyond the retention; returns their keys."""
+        """Drop the buckets beyond the retention (and the reporters of a wave none reported on since);
+        returns the buckets' keys."""
         oldest = bucket_of(now, self.bucket_seconds) - self.retention_seconds
+        for rkey in [k for k, latest in self.reporters_last.items() if latest < oldest]:
+            del self.reporters[rkey], self.reporters_last[rkey]
+            self.reporters_changed.add(rkey)  # the next save deletes its entry
         gone = [key for key in self.buckets if key[1] < oldest]
         for key in gone:
             del self.buckets[key]

@@ -7,16 +7,18 @@ from nats.aio.client import Client
 from shared.clients.rpc import call
 from shared.messages.telemetry import (
     EVALUATE_GATE,
+    LIST_REPORTERS,
     SUMMARIZE,
     EvaluateGate,
     GateEvaluation,
+    ListReporters,
     Summarize,
     TelemetrySummary,
 )
 
 
 class TelemetryClient:
-    """Gate evaluations and summaries by request/reply.
+    """Gate evaluations, summaries and a wave's reporting devices by request/reply.
 
     Args:
         nc: an open connection; the client does not close it.
@@ -41,3 +43,15 @@ class TelemetryClient:
         """Every cohort's aggregate over the last `seconds` (of one digest, if given)."""
         request = Summarize(model_digest=model_digest, seconds=seconds)
         return await call(self._nc, SUMMARIZE, request, source=self._source, timeout=self._timeout)
+
+    async def reporters(self, *, rollout_id: str, wave: int, digests: list[str] | None = None) -> set[str]:
+        """Every device of the wave that has sent a window on one of `digests` (any, if none), all pages."""
+        found: set[str] = set()
+        after: str | None = None
+        while True:
+            request = ListReporters(rollout_id=rollout_id, wave=wave, digests=digests or [], after=after)
+            page = await call(self._nc, LIST_REPORTERS, request, source=self._source, timeout=self._timeout)
+            found.update(page.device_ids)
+            if not page.more or not page.device_ids:
+                return found
+            after = page.device_ids[-1]

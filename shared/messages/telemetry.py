@@ -188,5 +188,32 @@ class TelemetrySummary(Frozen):
     position: int = Field(ge=0, description="the fold log position the numbers reflect")
 
 
+MAX_REPORTERS_PAGE = 2000  # device ids in one answer: under the envelope cap with 64-character ids
+
+
+@register_message
+class ListReporters(Message):
+    """The devices of a rollout wave that have sent at least one telemetry window on its digests, in
+    id order, a page at a time. The rollout service counts a device healthy only once it is active
+    *and* here: a device that reports success and then dies must not advance a rollout."""
+
+    TYPE = "telemetry.reporters"
+
+    rollout_id: str = Field(pattern=TOKEN_PATTERN)
+    wave: int = Field(ge=0)
+    digests: list[Annotated[str, StringConstraints(pattern=SHA256_HEX)]] = Field(
+        default_factory=list, max_length=MAX_FILTER_DIGESTS, description="the wave's digests; empty = any"
+    )
+    after: str | None = Field(default=None, pattern=TOKEN_PATTERN, description="the last id of the previous page")
+    limit: int = Field(default=MAX_REPORTERS_PAGE, ge=1, le=MAX_REPORTERS_PAGE)
+
+
+class Reporters(Frozen):
+    device_ids: list[Annotated[str, StringConstraints(pattern=TOKEN_PATTERN)]] = Field(max_length=MAX_REPORTERS_PAGE)
+    more: bool = Field(description="ids beyond this page: ask again with after = the last one")
+    position: int = Field(ge=0, description="the fold log position the answer reflects")
+
+
 EVALUATE_GATE = Rpc(EvaluateGate, GateEvaluation)
 SUMMARIZE = Rpc(Summarize, TelemetrySummary)
+LIST_REPORTERS = Rpc(ListReporters, Reporters)

@@ -135,6 +135,9 @@ async def test_the_gate_rpc_answers_all_three_verdicts_with_real_numbers_and_pub
         b["data"] for b, _ in await stream_messages(nc, "slmops.evt.gate.verdict") if b["data"]["rollout_id"] == rollout
     ]
     assert sorted(v["verdict"] for v in verdicts) == ["Failed", "Inconclusive", "Successful"]
+    # The devices the rollout service would count as reporting: the wave's, not the baseline's.
+    reporting = await client.reporters(rollout_id=rollout, wave=0, digests=[new])
+    assert reporting == {f"{rollout}-new-{d}" for d in range(20)}
 
 
 async def test_rollups_and_metrics_are_published(
