@@ -177,7 +177,9 @@ def _installing(record: RolloutRecord, obs: Observations) -> Decision:
     budget = _write_budget(record, wave, obs)
     waiting = 0  # devices still to write once the rate limit allows
     for device_id, artifact in wave.devices.items():
-        view = obs.devices.get(device_id, DeviceView())
+        view = obs.devices.get(device_id)
+        if view is None:
+            continue  # not observed: its revision is unknown, so it cannot be written safely
         wanted = desired_state(record, wave, device_id, artifact)
         if view.desired == wanted:
             continue

@@ -1,0 +1,1 @@
+"""The rollout service's adapters: in memory for the fast tests (`memory.py`)."""

@@ -1,0 +1,363 @@
+"""The rollout service's use cases: start a rollout, steer it, reconcile it, keep the inventory.
+
+`reconcile` is the loop's body (STYLE.md): load the record with its revision, observe (the planned
+devices' desired states, saved previous states and statuses; the current wave's reporting devices;
+the gates now due), `decide`, apply the actions in order, save the record with compare-and-set. A
+conflict anywhere means another replica or a device moved first: observe and decide again. Applying
+is idempotent by construction (see `decide`), so a crash at any point only repeats harmless work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from services.rollout import inventory, planning
+from services.rollout.decide import (
+    TERMINAL,
+    Command,
+    Decision,
+    DeviceView,
+    GateKey,
+    Observations,
+    Publish,
+    RevertDesired,
+    SavePrevious,
+    WriteDesired,
+    decide,
+    gate_keys,
+    wave_gates,
+)
+from services.rollout.ports import (
+    Announcer,
+    DesiredStore,
+    DeviceStore,
+    Registry,
+    RevisionConflict,
+    RolloutStore,
+    Telemetry,
+)
+from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.messages.device import DeviceHello, DeviceStatus, SmokeInput
+from shared.messages.envelope import deterministic_id
+from shared.messages.registry import ModelDetail
+from shared.messages.rollout import RolloutStarted, StartRollout, WavePlan
+from shared.messages.rollout_record import (
+    MAX_EXCLUDED_SHOWN,
+    ArtifactChoice,
+    DeviceGroup,
+    RolloutRecord,
+    WaveRecord,
+)
+from shared.messages.telemetry import EvaluateGate, GateEvaluation
+from shared.outcomes import Outcome
+from shared.topology import RECORD_MAX_BYTES
+
+log = logging.getLogger("slmops.rollout")
+
+MAX_ATTEMPTS = 20  # compare-and-set conflicts in a row before giving up for this pass
+ACTIVE: frozenset[str] = frozenset({"pending", "installing", "soaking", "paused", "rolling_back"})
+
+
+class RolloutRefused(InvalidRequest):
+    """A rollout that cannot start as asked (nothing selected, nothing runnable, overlapping)."""
+
+
+class RolloutService:
+    def __init__(
+        self,
+        *,
+        rollouts: RolloutStore,
+        desired: DesiredStore,
+        devices: DeviceStore,
+        registry: Registry,
+        telemetry: Telemetry,
+        announcer: Announcer,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._rollouts = rollouts
+        self._desired = desired
+        self._devices = devices
+        self._registry = registry
+        self._telemetry = telemetry
+        self._announcer = announcer
+        self._clock = clock
+        self.statuses_ignored = 0  # statuses from devices never heard of, or not in the rollout they name
+
+    # --- starting -----------------------------------------------------------------------------
+
+    async def start(self, cmd: StartRollout, *, command_id: str) -> Outcome:
+        """Plan and store a rollout; it runs on the next reconcile.
+
+        Raises:
+            NotFound: the model, version or alias does not exist.
+            RolloutRefused: it would select no device, no selected device can run the version, the
+                plan does not fit a record, or it touches devices of an active rollout.
+        """
+        rollout_id = cmd.rollout_id or f"ro-{command_id[:16]}"
+        existing = await self._rollouts.get(rollout_id)
+        if existing is not None:
+            record, _ = existing
+            return Outcome(status="unchanged", events=[_started(record)], result={"rollout_id": rollout_id})
+        detail = await self._registry.get_model(cmd.model, cmd.ref)
+        fleet = await self._devices.all()
+        planned = planning.plan(
+            rollout_id=rollout_id,
+            selector=cmd.selector,
+            waves=cmd.waves,
+            version=detail.version,
+            variants=detail.variants,
+            devices=fleet,
+        )
+        if not planned.targets:
+            why = (
+                "the selector selects no device"
+                if not planned.excluded
+                else f"none of the {len(planned.excluded)} selected devices can run {cmd.model} "
+                f"{detail.version.version}: {planned.excluded[0].device_id}: {planned.excluded[0].reason}"
+            )
+            raise RolloutRefused(why)
+        await self._refuse_overlap(rollout_id, {t.device_id for t in planned.targets})
+        now = self._clock()
+        record = _record(rollout_id, cmd, detail.version.version, planned, now, _smoke_input(detail))
+        if len(record.model_dump_json().encode()) > RECORD_MAX_BYTES:
+            raise RolloutRefused(
+                f"the plan of {len(planned.targets)} devices does not fit a rollout record "
+                f"({RECORD_MAX_BYTES // 1024} KiB); split the fleet with selectors"
+            )
+        if await self._rollouts.create(record) is None:
+            raced = await self._rollouts.get(rollout_id)
+            assert raced is not None
+            record = raced[0]
+        log.info("rollout planned", extra={"rollout_id": rollout_id, "devices": len(planned.targets)})
+        return Outcome(status="applied", events=[_started(record)], result={"rollout_id": rollout_id})
+
+    async def _refuse_overlap(self, rollout_id: str, devices: set[str]) -> None:
+        for other in await self._rollouts.list():
+            if other.rollout_id == rollout_id or other.state not in ACTIVE:
+                continue
+            shared = devices & {d for w in other.waves for d in w.devices}
+            if shared:
+                example = sorted(shared)[0]
+                raise RolloutRefused(
+                    f"{len(shared)} of its devices (e.g. {example}) are in active rollout {other.rollout_id} "
+                    f"({other.state}); abort or finish it first"
+                )
+
+    # --- steering and reconciling -------------------------------------------------------------
+
+    async def command(self, rollout_id: str, command: Command, *, reason: str | None = None) -> Outcome:
+        """Apply pause, resume, abort or rollback now (a reconcile with the command observed)."""
+        decision = await self.reconcile(rollout_id, command=command, reason=reason)
+        if decision is None:
+            raise NotFound(f"no rollout {rollout_id!r}")
+        return Outcome(status="applied", result={"rollout_id": rollout_id, "state": decision.record.state})
+
+    async def reconcile(
+        self, rollout_id: str, *, command: Command | None = None, reason: str | None = None
+    ) -> Decision | None:
+        """One pass of the loop for one rollout; the decision applied (None: no such rollout)."""
+        for _ in range(MAX_ATTEMPTS):
+            loaded = await self._rollouts.get(rollout_id)
+            if loaded is None:
+                return None
+            record, revision = loaded
+            if record.state in TERMINAL and command != "rollback":
+                return Decision(record=record)
+            obs = await self._observe(record, command=command, reason=reason)
+            decision = decide(record, obs)
+            try:
+                await self._apply(record, decision)
+                if decision.record != record:
+                    await self._rollouts.update(decision.record, revision)
+            except RevisionConflict as exc:
+                log.info("reconcile raced; again", extra={"rollout_id": rollout_id, "key": exc.key})
+                continue
+            return decision
+        log.warning("reconcile kept racing; next pass", extra={"rollout_id": rollout_id})
+        return None
+
+    async def reconcile_all(self) -> list[Decision]:
+        """A pass over every rollout that is not over."""
+        done = []
+        for record in await self._rollouts.list():
+            if record.state not in TERMINAL:
+                decision = await self.reconcile(record.rollout_id)
+                if decision is not None:
+                    done.append(decision)
+        return done
+
+    async def _observe(self, record: RolloutRecord, *, command: Command | None, reason: str | None) -> Observations:
+        # Every wave so far, and the next one: a decision may start it and write its first devices.
+        planned = [d for w in record.waves[: record.wave + 2] for d in w.devices]
+        desired = await self._desired.get_many(planned)
+        previous = await self._rollouts.previous(record.rollout_id, planned)
+        statuses = await self._devices.get_many(planned)
+        wave = record.waves[record.wave]
+        reported: set[str] = set()
+        if record.state in ("installing", "soaking") and wave.started_at is not None:
+            digests = sorted({record.artifacts[i].digest for i in wave.devices.values()})
+            reported = await self._telemetry.reporters(rollout_id=record.rollout_id, wave=wave.index, digests=digests)
+        views = {
+            d: DeviceView(
+                desired=desired[d][0] if d in desired else None,
+                revision=desired[d][1] if d in desired else None,
+                previous=previous.get(d),
+                previous_saved=d in previous,
+                status=statuses[d].last_status if d in statuses else None,
+                reported=d in reported,
+            )
+            for d in planned
+        }
+        now = self._clock()
+        return Observations(
+            now=now, devices=views, gates=await self._due_gates(record, now), command=command, command_reason=reason
+        )
+
+    async def _due_gates(self, record: RolloutRecord, now: datetime) -> dict[GateKey, GateEvaluation]:
+        """Evaluate the current wave's gates once its soak is over (decide reads them)."""
+        wave = record.waves[record.wave]
+        if record.state != "soaking" or wave.installed_at is None:
+            return {}
+        if (now - wave.installed_at).total_seconds() < _soak(record):
+            return {}
+        gates = wave_gates(record, wave.index)
+        digests = sorted({record.artifacts[i].digest for i in wave.devices.values()})
+        found = {}
+        for key in gate_keys(record):
+            _, index, device_class = key
+            request = EvaluateGate(
+                rollout_id=record.rollout_id,
+                wave=wave.index,
+                device_class=device_class,
+                digests=digests,
+                baseline_digests=record.previous_digests,
+                since=wave.installed_at,
+                until=now,
+                gate=gates[index],
+            )
+            found[key] = await self._telemetry.evaluate_gate(request)
+        return found
+
+    async def _apply(self, record: RolloutRecord, decision: Decision) -> None:
+        for action in decision.actions:
+            if isinstance(action, SavePrevious):
+                await self._rollouts.save_previous(record.rollout_id, action.device_id, action.previous)
+            elif isinstance(action, WriteDesired):
+                await self._desired.put(action.desired, expected_revision=action.expected_revision)
+            elif isinstance(action, RevertDesired):
+                if action.previous is None:
+                    await self._desired.delete(action.device_id, expected_revision=action.expected_revision)
+                else:
+                    await self._desired.put(action.previous, expected_revision=action.expected_revision)
+            elif isinstance(action, Publish):
+                await self._announcer.event(action.event, action.event_id)
+
+    # --- inventory ----------------------------------------------------------------------------
+
+    async def hello(self, hello: DeviceHello, *, at: datetime) -> None:
+        """Fold a hello (also the heartbeat) into the device's record."""
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._devices.get(hello.device_id)
+            record = inventory.with_hello(current[0] if current else None, hello, at=at)
+            try:
+                await self._devices.put(record, expected_revision=current[1] if current else None)
+                return
+            except RevisionConflict:
+                continue
+        raise Conflict(f"device {hello.device_id}'s record kept changing")
+
+    async def status(self, status: DeviceStatus, *, at: datetime) -> None:
+        """Fold an install status into the device's record (counted and dropped before any hello)."""
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._devices.get(status.device_id)
+            record = inventory.with_status(current[0] if current else None, status, at=at)
+            if record is None or current is None:
+                self.statuses_ignored += 1
+                return
+            if record == current[0]:
+                return
+            try:
+                await self._devices.put(record, expected_revision=current[1])
+                return
+            except RevisionConflict:
+                continue
+        raise Conflict(f"device {status.device_id}'s record kept changing")
+
+
+def _soak(record: RolloutRecord) -> float:
+    own = record.spec.waves[record.wave].soak_seconds
+    return own if own is not None else record.spec.soak_seconds
+
+
+def _smoke_input(detail: ModelDetail) -> SmokeInput | None:
+    """The version's evaluation set, which devices run once before switching to a new model."""
+    eval_set = detail.version.eval_set
+    return SmokeInput(digest=eval_set.digest, size_bytes=eval_set.size_bytes) if eval_set else None
+
+
+def _record(
+    rollout_id: str,
+    cmd: StartRollout,
+    version: str,
+    planned: planning.Plan,
+    now: datetime,
+    smoke_input: SmokeInput | None,
+) -> RolloutRecord:
+    artifacts: list[ArtifactChoice] = []
+    index: dict[str, int] = {}
+    for target in planned.targets:
+        if target.artifact.digest not in index:
+            index[target.artifact.digest] = len(artifacts)
+            a = target.artifact
+            artifacts.append(
+                ArtifactChoice(variant=target.variant, digest=a.digest, size_bytes=a.size_bytes, signature=a.signature)
+            )
+    by_id = {t.device_id: t for t in planned.targets}
+    waves = []
+    for wave in planned.waves:
+        groups: dict[tuple[str, int], list[str]] = {}
+        for device_id in wave.device_ids:
+            t = by_id[device_id]
+            groups.setdefault((t.device_class, index[t.artifact.digest]), []).append(device_id)
+        waves.append(
+            WaveRecord(
+                index=wave.index,
+                percent=wave.percent,
+                groups=[DeviceGroup(device_class=c, artifact=a, device_ids=ids) for (c, a), ids in groups.items()],
+            )
+        )
+    previous = sorted({t.previous_digest for t in planned.targets if t.previous_digest} - set(index))
+    return RolloutRecord(
+        rollout_id=rollout_id,
+        spec=cmd.model_copy(update={"rollout_id": rollout_id}),
+        model=cmd.model,
+        version=version,
+        previous_digests=previous,
+        state="pending",
+        wave=0,
+        artifacts=artifacts,
+        smoke_input=smoke_input,
+        waves=waves,
+        excluded=len(planned.excluded),
+        excluded_shown={e.device_id: e.reason[:2000] for e in planned.excluded[:MAX_EXCLUDED_SHOWN]},
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _started(record: RolloutRecord) -> tuple[RolloutStarted, str]:
+    plan = [
+        WavePlan(index=w.index, percent=w.percent, devices=len(w.devices), by_class=dict(Counter(w.classes.values())))
+        for w in record.waves
+    ]
+    event = RolloutStarted(
+        rollout_id=record.rollout_id,
+        spec=record.spec,
+        version=record.version,
+        targets=sum(p.devices for p in plan),
+        plan=plan,
+    )
+    return event, deterministic_id("rollout.started", record.rollout_id)
