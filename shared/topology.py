@@ -318,12 +318,30 @@ TELEMETRY_WINDOWS = DurableConsumer(
     batch_size=500,
     max_ack_pending=5000,
 )
+ROLLOUT_COMMANDS = DurableConsumer(
+    stream=CMDS_STREAM,
+    durable="rollout-commands",
+    filter_subject=f"{subjects.CMD}.rollout.>",
+    description="The rollout service's commands: start, pause, resume, abort, roll back.",
+)
+# The inventory: every hello (also the heartbeat) and status, folded into KV devices a batch at a
+# time (150,000 devices with a 30 s heartbeat are 5,000 hellos a second).
+ROLLOUT_DEVICE_REPORTS = DurableConsumer(
+    stream=DEVICE_STREAM,
+    durable="rollout-device",
+    filter_subject=f"{subjects.DEVICE}.>",
+    description="Every device hello and install status, folded into the inventory (KV devices).",
+    batch_size=500,
+    max_ack_pending=5000,
+)
 DURABLE_CONSUMERS: tuple[DurableConsumer, ...] = (
     REGISTRY_COMMANDS,
     OPTIMIZER_COMMANDS,
     OPTIMIZER_AUTO,
     INTAKE_DEVICE_REPORTS,
     TELEMETRY_WINDOWS,
+    ROLLOUT_COMMANDS,
+    ROLLOUT_DEVICE_REPORTS,
 )
 
 # Fields a running consumer may not change under its users: a different filter would silently move

@@ -215,6 +215,21 @@ def running_telemetry(telemetry: ServiceRunner) -> ServiceRunner:
     return telemetry
 
 
+@pytest.fixture(scope="session")
+def rollout(settings: Settings) -> Iterator[ServiceRunner]:
+    runner = ServiceRunner("rollout", settings, env={"SLMOPS_ROLLOUT_TICK_SECONDS": "0.2"})
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def running_rollout(rollout: ServiceRunner) -> ServiceRunner:
+    if rollout.process is None or rollout.process.poll() is not None:
+        rollout.start()
+    return rollout
+
+
 @pytest.fixture
 async def nc(settings: Settings) -> AsyncIterator[Client]:
     client = await bus.connect(settings, name="tests")

@@ -9,9 +9,11 @@ is idempotent by construction (see `decide`), so a crash at any point only repea
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from services.rollout import inventory, planning
@@ -41,9 +43,17 @@ from services.rollout.ports import (
 )
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.messages.device import DeviceHello, DeviceStatus, SmokeInput
-from shared.messages.envelope import deterministic_id
+from shared.messages.envelope import Message, deterministic_id
 from shared.messages.registry import ModelDetail
-from shared.messages.rollout import RolloutStarted, StartRollout, WavePlan
+from shared.messages.rollout import (
+    AbortRollout,
+    PauseRollout,
+    ResumeRollout,
+    RollbackRollout,
+    RolloutStarted,
+    StartRollout,
+    WavePlan,
+)
 from shared.messages.rollout_record import (
     MAX_EXCLUDED_SHOWN,
     ArtifactChoice,
@@ -85,6 +95,60 @@ class RolloutService:
         self._announcer = announcer
         self._clock = clock
         self.statuses_ignored = 0  # statuses from devices never heard of, or not in the rollout they name
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run_in_background(self, every: float) -> None:
+        """Reconcile every active rollout every `every` seconds, and at once after a command."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await self.reconcile_all()
+                except Exception:  # noqa: BLE001 - a failed pass (an outage) is logged; the next one retries
+                    log.exception("reconcile pass failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=every)
+                self._wake.clear()
+
+        self._task = asyncio.create_task(loop(), name="rollout-reconcile")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # --- handlers (the kit's commands and device reports) -------------------------------------
+
+    async def on_start(self, cmd: StartRollout, *, command_id: str) -> Outcome:
+        outcome = await self.start(cmd, command_id=command_id)
+        self._wake.set()
+        return outcome
+
+    async def on_pause(self, cmd: PauseRollout, *, command_id: str) -> Outcome:
+        return await self.command(cmd.rollout_id, "pause", reason=cmd.reason)
+
+    async def on_resume(self, cmd: ResumeRollout, *, command_id: str) -> Outcome:
+        return await self.command(cmd.rollout_id, "resume", reason=cmd.reason)
+
+    async def on_abort(self, cmd: AbortRollout, *, command_id: str) -> Outcome:
+        return await self.command(cmd.rollout_id, "abort", reason=cmd.reason)
+
+    async def on_rollback(self, cmd: RollbackRollout, *, command_id: str) -> Outcome:
+        return await self.command(cmd.rollout_id, "rollback", reason=cmd.reason)
+
+    async def reports(self, reports: Sequence[tuple[Message, datetime]]) -> None:
+        """Fold a batch of hellos and statuses (each with its envelope time) into the inventory."""
+        for report, at in reports:
+            if isinstance(report, DeviceHello):
+                await self.hello(report, at=at)
+            elif isinstance(report, DeviceStatus):
+                await self.status(report, at=at)
+        if any(isinstance(r, DeviceStatus) for r, _ in reports):
+            self._wake.set()  # an install step may complete a wave
 
     # --- starting -----------------------------------------------------------------------------
 

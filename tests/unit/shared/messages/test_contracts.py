@@ -79,6 +79,7 @@ from shared.messages.telemetry import (
     CohortStats,
     DriftDetected,
     EvaluateGate,
+    ListReporters,
     OutputSummary,
     Summarize,
     TelemetryRollup,
@@ -271,6 +272,7 @@ SAMPLES: dict[str, Message] = {
             baseline_digests=[D2],
         ),
         Summarize(model_digest=D1, seconds=600),
+        ListReporters(rollout_id="r-1", wave=2, digests=[D1], after="dev-0009", limit=500),
     ]
 }
 

@@ -1,0 +1,78 @@
+"""The rollout service's wiring: the commands it takes, the device reports it folds, what it writes,
+calls and emits. Declarations only; see `shared.kit`."""
+
+from __future__ import annotations
+
+from services.rollout.adapters.jetstream import KitAnnouncer, KvDesiredStore, KvDeviceStore, KvRolloutStore
+from services.rollout.service import RolloutService
+from services.rollout.settings import RolloutSettings
+from shared import topology
+from shared.clients import RegistryClient
+from shared.clients.telemetry import TelemetryClient
+from shared.kit import Runtime, ServiceKit
+from shared.messages.device import DeviceHello, DeviceStatus
+from shared.messages.registry import GET_MODEL
+from shared.messages.rollout import (
+    AbortRollout,
+    GateVerdict,
+    PauseRollout,
+    ResumeRollout,
+    RollbackRollout,
+    RolloutCompleted,
+    RolloutRolledBack,
+    RolloutStarted,
+    RolloutStateChanged,
+    StartRollout,
+    WaveCompleted,
+    WaveStarted,
+)
+from shared.messages.telemetry import EVALUATE_GATE, LIST_REPORTERS
+from shared.settings import load_settings
+
+SERVICE = "rollout"
+
+
+def declare(settings: RolloutSettings | None = None) -> ServiceKit[RolloutService]:
+    settings = settings or load_settings(RolloutSettings)
+
+    async def build(runtime: Runtime) -> RolloutService:
+        rollout = RolloutService(
+            rollouts=KvRolloutStore(runtime.js),
+            desired=KvDesiredStore(runtime.js),
+            devices=KvDeviceStore(runtime.js),
+            registry=RegistryClient(runtime.nc, source=SERVICE),
+            telemetry=TelemetryClient(runtime.nc, source=SERVICE),
+            announcer=KitAnnouncer(runtime.publisher),
+        )
+        rollout.run_in_background(settings.rollout_tick_seconds)
+        return rollout
+
+    kit = ServiceKit(
+        SERVICE,
+        settings,
+        build=build,
+        description=(
+            "Staged, gated rollouts: plans per-device variants and class-stratified waves over the inventory, "
+            "writes desired states, judges waves through the telemetry service, reverts every touched device."
+        ),
+    )
+    kit.commands(
+        topology.ROLLOUT_COMMANDS,
+        {
+            StartRollout: RolloutService.on_start,
+            PauseRollout: RolloutService.on_pause,
+            ResumeRollout: RolloutService.on_resume,
+            AbortRollout: RolloutService.on_abort,
+            RollbackRollout: RolloutService.on_rollback,
+        },
+    )
+    kit.ingests(
+        topology.ROLLOUT_DEVICE_REPORTS,
+        (DeviceHello, DeviceStatus),
+        lambda rollout, batch: rollout.reports([(d.envelope.data, d.envelope.time) for d in batch.messages]),
+    )
+    kit.calls(GET_MODEL, EVALUATE_GATE, LIST_REPORTERS)
+    kit.emits(RolloutStarted, RolloutStateChanged, WaveStarted, WaveCompleted, GateVerdict)
+    kit.emits(RolloutCompleted, RolloutRolledBack)
+    kit.writes(topology.KV_ROLLOUTS, topology.KV_DEVICES, topology.KV_DESIRED)
+    return kit

@@ -1,0 +1,145 @@
+"""The rollout service against the real nats-server and S3 server, with the registry and telemetry
+services running and a simulated fleet that really downloads, verifies and installs: a rollout
+started by a plain command event completes in class-stratified waves, judged by the telemetry
+service; a second one whose gate cannot pass is caught in its first wave and reverted, every touched
+device back on exactly the desired state it had."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+
+from services.edge_agent.fleet.config import SimulationConfig
+from services.edge_agent.fleet.simulator import FleetSimulator
+from shared import bus, topology
+from shared.artifacts import ArtifactStore
+from shared.clients import RegistryClient
+from shared.messages.device import DesiredState
+from shared.messages.rollout import Gate, Selector, StartRollout, Wave
+from shared.messages.rollout_record import RolloutRecord
+from shared.settings import Settings
+from tests.conftest import ServiceRunner
+from tests.integration.test_registry import register
+from tests.support import as_simulator, sample_files, stream_messages, unique
+
+pytestmark = pytest.mark.usefixtures("running_registry", "running_telemetry", "running_rollout")
+
+
+async def record_of(nc: Client, rollout_id: str) -> RolloutRecord | None:
+    kv = await nc.jetstream().key_value(topology.KV_ROLLOUTS)
+    try:
+        entry = await kv.get(rollout_id)
+    except Exception:  # noqa: BLE001 - not written yet
+        return None
+    return RolloutRecord.model_validate_json(entry.value or b"")
+
+
+async def until_state(nc: Client, rollout_id: str, states: set[str], *, timeout: float = 60) -> RolloutRecord:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        record = await record_of(nc, rollout_id)
+        if record is not None and record.state in states:
+            return record
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"rollout {rollout_id} is {record.state if record else 'missing'}, not {states}")
+        await asyncio.sleep(0.2)
+
+
+async def desired_of(nc: Client, device_ids: list[str]) -> dict[str, DesiredState]:
+    kv = await nc.jetstream().key_value(topology.KV_DESIRED)
+    out = {}
+    for device_id in device_ids:
+        entry = await kv.get(device_id)
+        out[device_id] = DesiredState.model_validate_json(entry.value or b"")
+    return out
+
+
+async def inventory_has(nc: Client, device_ids: list[str], *, timeout: float = 20) -> None:
+    kv = await nc.jetstream().key_value(topology.KV_DEVICES)
+    deadline = asyncio.get_running_loop().time() + timeout
+    missing = set(device_ids)
+    while missing and asyncio.get_running_loop().time() < deadline:
+        for device_id in list(missing):
+            try:
+                await kv.get(device_id)
+                missing.discard(device_id)
+            except Exception:  # noqa: BLE001 - not folded yet
+                pass
+        await asyncio.sleep(0.2)
+    assert not missing, f"not in the inventory: {sorted(missing)[:5]}"
+
+
+async def test_a_rollout_completes_in_waves_and_a_bad_one_is_reverted(
+    settings: Settings, running_rollout: ServiceRunner, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    name = unique("rollout")
+    for version, seed in (("1.0", 5201), ("2.0", 5202)):
+        model, eval_set = sample_files(tmp_path / version, seed=seed)
+        assert (await register(nc, artifacts, model, name, version, eval_set=eval_set)).status == "applied"
+    registry = RegistryClient(nc, source="tests")
+    v1, v2 = (await registry.get_model(name, "1.0")), (await registry.get_model(name, "2.0"))
+    config = SimulationConfig(
+        devices=12,
+        mix={"rpi5": 1, "jetson": 1},
+        real_inference=0,
+        id_prefix=unique("ro"),
+        window_seconds=1.0,
+        request_rate=20.0,
+        measure_requests=50,
+    )
+    selector = Selector(labels={"fleet": config.id_prefix})
+    gate = Gate(metric="error_rate", comparator="<=", threshold=0.05, min_samples=20)
+    async with FleetSimulator(as_simulator(settings), config) as sim:
+        ids = [d.device_id for d in sim.devices]
+        await inventory_has(nc, ids)
+
+        good = StartRollout(
+            rollout_id=unique("good"),
+            model=name,
+            ref="1.0",
+            selector=selector,
+            waves=[Wave(percent=25), Wave(percent=100)],
+            gates=[gate],
+            soak_seconds=2,
+        )
+        _, outcome = await bus.send_command(nc, good, source="tests", wait=30)
+        assert outcome is not None and outcome.status == "applied", outcome
+        done = await until_state(nc, good.rollout_id or "", {"completed", "rolled_back", "paused"}, timeout=90)
+        assert done.state == "completed", done.reason
+        assert [len(w.devices) for w in done.waves] == [4, 8]
+        assert [sorted(set(w.classes.values())) for w in done.waves] == [["jetson", "rpi5"]] * 2, "a canary per class"
+        assert {g.device_class for w in done.waves for g in w.gates} == {None, "rpi5", "jetson"}
+        assert await sim.wait_until(lambda: len(sim.converged_on(v1.version.artifact.digest)) == 12, timeout=20)
+        before = await desired_of(nc, ids)
+        assert all(s.rollout_id == good.rollout_id for s in before.values())
+
+        bad = good.model_copy(
+            update={
+                "rollout_id": unique("bad"),
+                "ref": "2.0",
+                "gates": [Gate(metric="latency_p50_ms", comparator="<=", threshold=0.0001, min_samples=20)],
+            }
+        )
+        _, outcome = await bus.send_command(nc, bad, source="tests", wait=30)
+        assert outcome is not None and outcome.status == "applied", outcome
+        reverted = await until_state(nc, bad.rollout_id or "", {"rolled_back", "completed", "paused"}, timeout=90)
+        assert reverted.state == "rolled_back" and reverted.trigger == "gate" and reverted.wave == 0
+        assert reverted.reverted == 4, "the first wave's devices, and only they"
+        assert await desired_of(nc, ids) == before, "every device back on exactly the desired state it had"
+        assert await sim.wait_until(lambda: len(sim.converged_on(v1.version.artifact.digest)) == 12, timeout=20)
+        assert v2.version.artifact.digest not in {d.active_digest for d in sim.devices}
+
+    # The audit trail, on the events stream.
+    trail = [
+        (b["type"], b["data"])
+        for b, _ in await stream_messages(nc, "slmops.evt.>")
+        if b["data"].get("rollout_id") == bad.rollout_id
+    ]
+    kinds = [t for t, _ in trail]
+    assert kinds[0] == "rollout.started" and kinds[-1] == "rollout.state_changed"
+    assert {"wave.started", "gate.verdict", "wave.completed", "rollout.rolled_back"} <= set(kinds)
+    (rolled,) = [d for t, d in trail if t == "rollout.rolled_back"]
+    assert (rolled["devices"], rolled["trigger"]) == (4, "gate")
