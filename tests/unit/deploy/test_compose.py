@@ -14,12 +14,13 @@ import pytest
 import yaml
 
 from shared.auth import bootstrap
+from shared.discovery import service_names
 from shared.stack.servers import find_executable
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-PLATFORM = ("registry", "optimizer", "intake", "telemetry")
+PLATFORM = tuple(service_names())  # every installed service, so a new one cannot be left out of compose
 
 
 def test_the_nats_configuration_is_valid_with_the_generated_trust(tmp_path: Path) -> None:
