@@ -7,13 +7,17 @@ device back on exactly the desired state it had."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from typer.testing import CliRunner
 
 from services.edge_agent.fleet.config import SimulationConfig
 from services.edge_agent.fleet.simulator import FleetSimulator
+from services.rollout.adapters.jetstream import KvRolloutStore
+from services.rollout.cli import rollout_app
 from shared import bus, topology
 from shared.artifacts import ArtifactStore
 from shared.clients import RegistryClient
@@ -21,7 +25,7 @@ from shared.messages.device import DesiredState
 from shared.messages.rollout import Gate, Selector, StartRollout, Wave
 from shared.messages.rollout_record import RolloutRecord
 from shared.settings import Settings
-from tests.conftest import ServiceRunner
+from tests.conftest import ServiceRunner, service_env
 from tests.integration.test_registry import register
 from tests.support import as_simulator, sample_files, stream_messages, unique
 
@@ -143,3 +147,75 @@ async def test_a_rollout_completes_in_waves_and_a_bad_one_is_reverted(
     assert {"wave.started", "gate.verdict", "wave.completed", "rollout.rolled_back"} <= set(kinds)
     (rolled,) = [d for t, d in trail if t == "rollout.rolled_back"]
     assert (rolled["devices"], rolled["trigger"]) == (4, "gate")
+
+
+async def test_the_cli_plans_starts_shows_and_rolls_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """`slmops rollout start --dry-run` prints the plan and changes nothing; `start` runs it,
+    `show`/`list` read it, `rollback` puts the devices back, all through the bus like any system."""
+    for key, value in service_env(settings).items():
+        if key.startswith("SLMOPS_"):
+            monkeypatch.setenv(key, value)
+    name = unique("rocli")
+    model, eval_set = sample_files(tmp_path, seed=5203)
+    assert (await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)).status == "applied"
+    config = SimulationConfig(
+        devices=6,
+        mix={"rpi5": 1, "gateway": 1},
+        real_inference=0,
+        id_prefix=unique("rocli"),
+        window_seconds=1.0,
+        request_rate=20.0,
+        measure_requests=50,
+    )
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(rollout_app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    async with FleetSimulator(as_simulator(settings), config) as sim:
+        ids = [d.device_id for d in sim.devices]
+        await inventory_has(nc, ids)
+        select = ["--label", f"fleet={config.id_prefix}"]
+        plan = json.loads(
+            await asyncio.to_thread(cli, "start", name, "1.0", *select, "--waves", "50,100", "--dry-run", "--json")
+        )
+        assert [len(w["devices"]) for w in plan["waves"]] == [4, 2] and plan["excluded"] == []
+        assert [w["by_class"] for w in plan["waves"]] == [{"gateway": 2, "rpi5": 2}, {"gateway": 1, "rpi5": 1}]
+        assert [r for r in await KvRolloutStore(nc.jetstream()).list() if r.model == name] == [], "nothing stored"
+
+        rollout_id = unique("rocli")
+        started = json.loads(
+            await asyncio.to_thread(
+                cli,
+                "start",
+                name,
+                "1.0",
+                *select,
+                "--waves",
+                "50,100",
+                "--soak",
+                "1s",
+                "--gate",
+                "error_rate<=0.05@20",
+                "--id",
+                rollout_id,
+                "--json",
+            )
+        )
+        assert started["status"] == "applied" and started["result"]["rollout_id"] == rollout_id
+        done = await until_state(nc, rollout_id, {"completed", "rolled_back", "paused"}, timeout=90)
+        assert done.state == "completed", done.reason
+        shown = json.loads(await asyncio.to_thread(cli, "show", rollout_id, "--json"))
+        assert shown["state"] == "completed" and len(shown["waves"]) == 2
+        assert rollout_id in {r["rollout_id"] for r in json.loads(await asyncio.to_thread(cli, "list", "--json"))}
+
+        await asyncio.to_thread(cli, "rollback", rollout_id, "--reason", "testing the revert")
+        back = await until_state(nc, rollout_id, {"rolled_back"}, timeout=30)
+        assert back.trigger == "manual" and back.reverted == 6
+        kv = await nc.jetstream().key_value(topology.KV_DESIRED)
+        for device_id in ids:
+            with pytest.raises(Exception):  # noqa: B017 - KeyNotFound / KeyDeleted: no desired state before
+                await kv.get(device_id)
