@@ -39,7 +39,15 @@ def stack_home(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path: Path) -> None:
     status = json.loads(slmops(stack_home, "status", "--json").stdout)
-    assert {c["name"] for c in status["components"]} == {"nats", "s3", "registry", "optimizer", "intake", "telemetry", "rollout"}
+    assert {c["name"] for c in status["components"]} == {
+        "nats",
+        "s3",
+        "registry",
+        "optimizer",
+        "intake",
+        "telemetry",
+        "rollout",
+    }
     assert all(c["healthy"] for c in status["components"])
     assert slmops(stack_home, "up", "--detach", check=False).returncode != 0, "a second `up` must refuse"
     assert (stack_home / "keys" / "registry-ed25519.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
