@@ -9,6 +9,8 @@ nothing; `list` and `show` read KV rollouts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -16,6 +18,8 @@ import typer
 from shared.cli.common import CLI_SOURCE, JsonOption, console, fail, parse_labels, print_json, run
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from shared.messages.common import CommandOutcome
     from shared.messages.envelope import Message
     from shared.messages.rollout import StartRollout
@@ -126,6 +130,19 @@ for _verb in ("pause", "resume", "abort", "rollback"):
     rollout_app.command(_verb)(_steer(_verb))
 
 
+@contextlib.asynccontextmanager
+async def _bus() -> AsyncIterator[Client]:
+    """A connection with the operator's settings, closed on the way out."""
+    from shared import bus
+    from shared.settings import load_settings
+
+    nc = await bus.connect(load_settings(), name="slmops-cli")
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
 def _report(outcome: CommandOutcome, *, as_json: bool) -> None:
     if as_json:
         print_json(outcome.model_dump(mode="json"))
@@ -137,13 +154,9 @@ def _report(outcome: CommandOutcome, *, as_json: bool) -> None:
 
 async def _send(cmd: Message, wait: float) -> CommandOutcome:
     from shared import bus
-    from shared.settings import load_settings
 
-    nc = await bus.connect(load_settings(), name="slmops-cli")
-    try:
+    async with _bus() as nc:
         command_id, outcome = await bus.send_command(nc, cmd, source=CLI_SOURCE, wait=wait)
-    finally:
-        await nc.close()
     if outcome is None:
         fail(f"the command {command_id} is queued, but the rollout service gave no verdict within {wait:.0f} s")
     return outcome
@@ -153,16 +166,11 @@ async def _dry_run(cmd: StartRollout, *, as_json: bool) -> None:
     from services.rollout import planning
     from services.rollout.adapters.jetstream import KvDeviceStore
     from services.rollout.render import plan_tables
-    from shared import bus
     from shared.clients import RegistryClient
-    from shared.settings import load_settings
 
-    nc = await bus.connect(load_settings(), name="slmops-cli")
-    try:
+    async with _bus() as nc:
         detail = await RegistryClient(nc, source=CLI_SOURCE).get_model(cmd.model, cmd.ref)
         fleet = await KvDeviceStore(nc.jetstream()).all()
-    finally:
-        await nc.close()
     plan = planning.plan(
         rollout_id=cmd.rollout_id or "dry-run",
         selector=cmd.selector,
@@ -200,26 +208,16 @@ async def _dry_run(cmd: StartRollout, *, as_json: bool) -> None:
 
 async def _records() -> list[RolloutRecord]:
     from services.rollout.adapters.jetstream import KvRolloutStore
-    from shared import bus
-    from shared.settings import load_settings
 
-    nc = await bus.connect(load_settings(), name="slmops-cli")
-    try:
+    async with _bus() as nc:
         return list(await KvRolloutStore(nc.jetstream()).list())
-    finally:
-        await nc.close()
 
 
 async def _record(rollout_id: str) -> RolloutRecord:
     from services.rollout.adapters.jetstream import KvRolloutStore
-    from shared import bus
-    from shared.settings import load_settings
 
-    nc = await bus.connect(load_settings(), name="slmops-cli")
-    try:
+    async with _bus() as nc:
         found = await KvRolloutStore(nc.jetstream()).get(rollout_id)
-    finally:
-        await nc.close()
     if found is None:
         fail(f"no rollout {rollout_id!r}; `slmops rollout list` shows them")
     return found[0]
@@ -230,11 +228,8 @@ async def _watch(rollout_id: str) -> None:
 
     from services.rollout.adapters.jetstream import KvRolloutStore
     from services.rollout.render import rollout_table
-    from shared import bus
-    from shared.settings import load_settings
 
-    nc = await bus.connect(load_settings(), name="slmops-cli")
-    try:
+    async with _bus() as nc:
         store = KvRolloutStore(nc.jetstream())
         with Live(console=console, refresh_per_second=4) as live:
             while True:
@@ -244,5 +239,3 @@ async def _watch(rollout_id: str) -> None:
                     if found[0].state in TERMINAL:
                         return
                 await asyncio.sleep(0.5)
-    finally:
-        await nc.close()
