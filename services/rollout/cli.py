@@ -100,6 +100,20 @@ def show(rollout_id: str = typer.Argument(...), as_json: bool = JsonOption) -> N
         console.print(rollout_table(record))
 
 
+@rollout_app.command("history")
+def history(rollout_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
+    """The rollout's audit trail: every event it left on the events stream, in order."""
+    from services.rollout.render import history_table
+
+    events = run(_history(rollout_id))
+    if not events:
+        fail(f"no events of rollout {rollout_id!r} on the events stream")
+    if as_json:
+        print_json(events)
+    else:
+        console.print(history_table(rollout_id, events))
+
+
 def _steer(verb: str) -> Any:
     def command(
         rollout_id: str = typer.Argument(...),
@@ -204,6 +218,35 @@ async def _dry_run(cmd: StartRollout, *, as_json: bool) -> None:
         return
     for table in plan_tables(plan, model=cmd.model, version=detail.version.version):
         console.print(table)
+
+
+async def _history(rollout_id: str) -> list[dict[str, Any]]:
+    """Every event envelope naming the rollout, read once through the events stream."""
+    import json
+
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    from shared import subjects, topology
+
+    async with _bus() as nc:
+        js = nc.jetstream()
+        info = await js.stream_info(topology.EVENTS_STREAM)
+        if not info.state.messages:
+            return []
+        sub = await js.subscribe(
+            f"{subjects.EVT}.>", ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        )
+        found = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=5)
+                body = json.loads(msg.data)
+                if isinstance(body, dict) and body.get("data", {}).get("rollout_id") == rollout_id:
+                    found.append(body)
+                if msg.metadata.num_pending == 0:
+                    return found
+        finally:
+            await sub.unsubscribe()
 
 
 async def _records() -> list[RolloutRecord]:

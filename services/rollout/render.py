@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.table import Table
 
@@ -85,3 +86,32 @@ def rollout_table(record: RolloutRecord) -> Table:
             gates,
         )
     return table
+
+
+def history_table(rollout_id: str, events: Sequence[Mapping[str, Any]]) -> Table:
+    """The audit trail: one row per event, with what changed."""
+    table = Table(title=f"history of {rollout_id}")
+    for column in ("time", "event", "what"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(str(e.get("time", ""))[:23], str(e.get("type", "")), _what(e.get("data", {})))
+    return table
+
+
+def _what(data: Mapping[str, Any]) -> str:
+    if "to_state" in data:
+        return f"{data['from_state']} -> {data['to_state']}" + (f": {data['reason']}" if data.get("reason") else "")
+    if "verdict" in data and "metric" in data:
+        where = data.get("device_class") or "wave"
+        return f"wave {data['wave']} {where} {data['metric']}: {data['verdict']} (observed {data.get('observed')})"
+    if "verdict" in data:
+        return f"wave {data['wave']}: {data['verdict']}, {data.get('installed')} of {data.get('devices')} installed"
+    if "trigger" in data:
+        return f"{data['devices']} devices reverted ({data['trigger']}): {data.get('reason', '')}"
+    if "plan" in data:
+        return f"{data.get('targets')} devices, version {data.get('version')}"
+    if isinstance(data.get("wave"), dict):
+        return f"wave {data['wave'].get('index')}: {data['wave'].get('devices')} devices"
+    if "by_digest" in data:
+        return f"{data.get('devices')} devices on {data.get('version')}"
+    return ""

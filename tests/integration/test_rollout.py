@@ -211,6 +211,9 @@ async def test_the_cli_plans_starts_shows_and_rolls_back(
         shown = json.loads(await asyncio.to_thread(cli, "show", rollout_id, "--json"))
         assert shown["state"] == "completed" and len(shown["waves"]) == 2
         assert rollout_id in {r["rollout_id"] for r in json.loads(await asyncio.to_thread(cli, "list", "--json"))}
+        trail = [e["type"] for e in json.loads(await asyncio.to_thread(cli, "history", rollout_id, "--json"))]
+        assert trail[0] == "rollout.started" and "rollout.completed" in trail and trail.count("wave.started") == 2
+        assert "history of" in await asyncio.to_thread(cli, "history", rollout_id)
 
         await asyncio.to_thread(cli, "rollback", rollout_id, "--reason", "testing the revert")
         back = await until_state(nc, rollout_id, {"rolled_back"}, timeout=30)
