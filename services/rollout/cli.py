@@ -36,6 +36,9 @@ def start(
     label: list[str] = typer.Option([], "--label", "-l", help="Select devices with label key=value (repeatable)."),
     device_class: list[str] = typer.Option([], "--class", help="Select devices of this class (repeatable)."),
     device: list[str] = typer.Option([], "--device", help="Select this device id (repeatable)."),
+    arch: list[str] = typer.Option([], "--arch", help="Select devices of this architecture (repeatable)."),
+    min_ram: int | None = typer.Option(None, "--min-ram", help="Select devices with at least this much RAM (MiB)."),
+    accelerator: list[str] = typer.Option([], "--accelerator", help="Select devices that have it (repeatable)."),
     waves: str = typer.Option("1,10,50,100", help="Cumulative percentages of the selected devices."),
     soak: str = typer.Option("300s", help="Telemetry collected after each wave installs, before its gates."),
     gate: list[str] = typer.Option([], "--gate", "-g", help="e.g. 'error_rate<=0.05', 'latency_p95_ms<=+10%'."),
@@ -48,6 +51,8 @@ def start(
     as_json: bool = JsonOption,
 ) -> None:
     """Roll MODEL REF out to the selected devices in gated waves (every class gets a canary)."""
+    from pydantic import ValidationError
+
     from services.rollout.options import OptionError, parse_duration, parse_gate, parse_waves
     from shared.messages.rollout import Selector, StartRollout
 
@@ -57,7 +62,12 @@ def start(
             model=model,
             ref=ref,
             selector=Selector(
-                labels=parse_labels(label, option="--label"), device_classes=device_class, device_ids=device
+                labels=parse_labels(label, option="--label"),
+                device_classes=device_class,
+                device_ids=device,
+                arch=arch,
+                min_ram_mb=min_ram,
+                accelerators=accelerator,
             ),
             waves=parse_waves(waves),
             gates=[parse_gate(g) for g in gate],
@@ -65,7 +75,9 @@ def start(
             max_download_starts_per_second=max_download_rate,
             shadow=shadow,
         )
-    except (OptionError, ValueError) as exc:
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+    except OptionError as exc:
         fail(str(exc))
     if dry_run:
         run(_dry_run(cmd, as_json=as_json))
