@@ -161,7 +161,7 @@ def _start_wave(record: RolloutRecord, index: int, obs: Observations, *, events:
     waves[index] = waves[index].model_copy(update={"started_at": obs.now})
     started = record.model_copy(update={"waves": waves, "wave": index, "updated_at": obs.now})
     wave = waves[index]
-    plan = WavePlan(index=index, percent=wave.percent, devices=len(wave.devices), by_class=_by_class(wave))
+    plan = WavePlan(index=index, percent=wave.percent, devices=len(wave.devices), by_class=wave.by_class)
     events.append(_publish(WaveStarted(rollout_id=record.rollout_id, wave=plan), record, "wave.started", index))
     moved = _moved(started, "installing", obs.now, reason=f"wave {index} started")
     installing = _installing(moved.record, obs)
@@ -239,7 +239,7 @@ def _installing(record: RolloutRecord, obs: Observations) -> Decision:
 def _soaking(record: RolloutRecord, obs: Observations) -> Decision:
     wave = record.waves[record.wave]
     assert wave.installed_at is not None, "a soaking wave was installed"
-    soak = wave_spec_soak(record, wave.index)
+    soak = wave_soak(record, wave.index)
     until = wave.installed_at + timedelta(seconds=soak)
     if obs.now < until:
         return Decision(record=record, wake_at=until)
@@ -400,7 +400,7 @@ def wave_gates(record: RolloutRecord, index: int) -> list[Gate]:
     return list(own) if own is not None else list(record.spec.gates)
 
 
-def wave_spec_soak(record: RolloutRecord, index: int) -> float:
+def wave_soak(record: RolloutRecord, index: int) -> float:
     own = record.spec.waves[index].soak_seconds
     return own if own is not None else record.spec.soak_seconds
 
@@ -463,13 +463,6 @@ def _next_write_slot(record: RolloutRecord, wave: WaveRecord, obs: Observations)
     assert wave.started_at is not None and rate is not None
     elapsed = (obs.now - wave.started_at).total_seconds()
     return wave.started_at + timedelta(seconds=(math.floor(elapsed * rate) + 1) / rate)
-
-
-def _by_class(wave: WaveRecord) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for cls in wave.classes.values():
-        counts[cls] = counts.get(cls, 0) + 1
-    return counts
 
 
 def _moved(

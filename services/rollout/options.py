@@ -17,6 +17,7 @@ import re
 
 from pydantic import ValidationError
 
+from shared.errors import InvalidRequest
 from shared.messages.rollout import Gate, Wave
 
 _GATE = re.compile(
@@ -27,7 +28,7 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|m|h)?\s*$")
 _UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
 
 
-class OptionError(ValueError):
+class OptionError(InvalidRequest):
     """A notation that does not parse; the message shows the accepted forms."""
 
 

@@ -70,7 +70,7 @@ def rollout_table(record: RolloutRecord) -> Table:
     for column in ("wave", "share", "devices", "classes", "started", "installed", "verdict", "gates"):
         table.add_column(column)
     for w in record.waves:
-        classes = ", ".join(f"{c} {n}" for c, n in sorted(Counter(w.classes.values()).items()))
+        classes = ", ".join(f"{c} {n}" for c, n in sorted(w.by_class.items()))
         gates = "; ".join(
             f"{g.device_class or 'wave'}: {g.verdict} ({g.observed if g.observed is not None else '-'}, n={g.samples})"
             for g in w.gates

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -31,6 +30,7 @@ from services.rollout.decide import (
     decide,
     gate_keys,
     wave_gates,
+    wave_soak,
 )
 from services.rollout.ports import (
     Announcer,
@@ -68,7 +68,6 @@ from shared.topology import RECORD_MAX_BYTES
 log = logging.getLogger("slmops.rollout")
 
 MAX_ATTEMPTS = 20  # compare-and-set conflicts in a row before giving up for this pass
-ACTIVE: frozenset[str] = frozenset({"pending", "installing", "soaking", "paused", "rolling_back"})
 
 
 class RolloutRefused(InvalidRequest):
@@ -200,7 +199,7 @@ class RolloutService:
 
     async def _refuse_overlap(self, rollout_id: str, devices: set[str]) -> None:
         for other in await self._rollouts.list():
-            if other.rollout_id == rollout_id or other.state not in ACTIVE:
+            if other.rollout_id == rollout_id or other.state in TERMINAL:
                 continue
             shared = devices & {d for w in other.waves for d in w.devices}
             if shared:
@@ -285,7 +284,7 @@ class RolloutService:
         wave = record.waves[record.wave]
         if record.state != "soaking" or wave.installed_at is None:
             return {}
-        if (now - wave.installed_at).total_seconds() < _soak(record):
+        if (now - wave.installed_at).total_seconds() < wave_soak(record, wave.index):
             return {}
         gates = wave_gates(record, wave.index)
         digests = sorted({record.artifacts[i].digest for i in wave.devices.values()})
@@ -351,11 +350,6 @@ class RolloutService:
         raise Conflict(f"device {status.device_id}'s record kept changing")
 
 
-def _soak(record: RolloutRecord) -> float:
-    own = record.spec.waves[record.wave].soak_seconds
-    return own if own is not None else record.spec.soak_seconds
-
-
 def _smoke_input(detail: ModelDetail) -> SmokeInput | None:
     """The version's evaluation set, which devices run once before switching to a new model."""
     eval_set = detail.version.eval_set
@@ -414,8 +408,7 @@ def _record(
 
 def _started(record: RolloutRecord) -> tuple[RolloutStarted, str]:
     plan = [
-        WavePlan(index=w.index, percent=w.percent, devices=len(w.devices), by_class=dict(Counter(w.classes.values())))
-        for w in record.waves
+        WavePlan(index=w.index, percent=w.percent, devices=len(w.devices), by_class=w.by_class) for w in record.waves
     ]
     event = RolloutStarted(
         rollout_id=record.rollout_id,

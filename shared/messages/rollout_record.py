@@ -72,6 +72,14 @@ class WaveRecord(Frozen):
         """Device id -> its class when planned."""
         return {d: g.device_class for g in self.groups for d in g.device_ids}
 
+    @property
+    def by_class(self) -> dict[str, int]:
+        """Class -> how many of the wave's devices are of it."""
+        counts: dict[str, int] = {}
+        for g in self.groups:
+            counts[g.device_class] = counts.get(g.device_class, 0) + len(g.device_ids)
+        return counts
+
 
 class RolloutRecord(Frozen):
     schema_version: Literal[1] = 1
