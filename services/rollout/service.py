@@ -93,7 +93,7 @@ class RolloutService:
         self._telemetry = telemetry
         self._announcer = announcer
         self._clock = clock
-        self.statuses_ignored = 0  # statuses from devices never heard of, or not in the rollout they name
+        self.statuses_ignored = 0  # statuses from devices not heard from yet (no hello to attach them to)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
