@@ -297,7 +297,7 @@ class RolloutService:
                 device_class=device_class,
                 digests=digests,
                 baseline_digests=record.previous_digests,
-                since=wave.installed_at,
+                since=wave.started_at or wave.installed_at,  # every window of the wave on the new model
                 until=now,
                 gate=gates[index],
             )

@@ -107,6 +107,7 @@ class _Ingest(Generic[S]):
     types: tuple[type[Message], ...]
     use_case: Callable[[S, Batch], Awaitable[object]]
     title: str
+    dead_letters: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,14 +186,28 @@ class ServiceKit(Generic[S]):
         consumer: topology.DurableConsumer,
         types: tuple[type[Message], ...],
         use_case: Callable[[S, Batch], Awaitable[object]],
+        *,
+        dead_letters: bool = True,
     ) -> None:
         """Handle `types` from `consumer` a batch at a time (`shared.kit.batch`): for the paths at
         fleet rate, where one handler call per message would be the whole budget. The use case may
-        return an `Outcome`, whose events are published before the batch is acked."""
+        return an `Outcome`, whose events are published before the batch is acked.
+
+        `dead_letters=False`: invalid messages are acked and counted in `Batch.rejected`, not
+        dead-lettered, because another service is the stream's validator of record and parks them
+        already (one DLQ entry per bad message, not one per reader)."""
         if consumer.stream == topology.CMDS_STREAM:
             raise KitSetupError(f"{consumer.durable} reads {consumer.stream}: declare its handlers with commands()")
         self._check_durable(consumer, types, subject=subjects.followed)
-        self._ingests.append(_Ingest(consumer=consumer, types=types, use_case=use_case, title=f"{self.name} ingests"))
+        self._ingests.append(
+            _Ingest(
+                consumer=consumer,
+                types=types,
+                use_case=use_case,
+                title=f"{self.name} ingests",
+                dead_letters=dead_letters,
+            )
+        )
 
     def rpc(self, rpc: Rpc[RequestT, ReplyT], answer: Callable[[S, RequestT], Awaitable[ReplyT]]) -> None:
         """Answer `rpc` with `answer(service, request)`, load-balanced over replicas by a queue group."""
@@ -372,6 +387,11 @@ class ServiceKit(Generic[S]):
     def running_consumers(self) -> list[topology.DurableConsumer]:
         """The durable consumers this service reads when it runs (one a setting leaves off is not)."""
         return [d.consumer for d in self._durables if d.enabled] + [i.consumer for i in self._ingests]
+
+    def dead_letters(self, durable: str) -> bool:
+        """Whether this service parks the invalid messages of `durable` in its DLQ (every consumer
+        does, but a batch ingest declared with `dead_letters=False`)."""
+        return not any(i.consumer.durable == durable and not i.dead_letters for i in self._ingests)
 
     def request_contracts(self) -> list[Rpc[Any, Any]]:
         """The operations this service answers (their replies go into its AsyncAPI document)."""
@@ -591,7 +611,12 @@ async def _start_ingest(
         while True:
             msgs = await puller.next_batch()
             valid, invalid = settler.split(msgs)
-            parked = await settler.dead_letter(invalid) if invalid else []
+            if not invalid:
+                parked = []
+            elif ingest.dead_letters:
+                parked = await settler.dead_letter(invalid)
+            else:
+                parked = [msg for msg, _ in invalid]  # another service parks them: acked below, counted
             try:
                 outcome = await ingest.use_case(
                     live.service, Batch(messages=[d for _, d in valid], rejected=len(invalid))

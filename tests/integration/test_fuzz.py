@@ -151,8 +151,8 @@ def derive_targets() -> list[Target]:
         # setting leaves off (the optimizer's auto-profiles), whose messages nobody would take.
         running = {c.durable for c in kit.running_consumers()}
         for access in kit.access().consumers:
-            if access.durable not in running:
-                continue
+            if access.durable not in running or not kit.dead_letters(access.durable):
+                continue  # not run, or another service is the stream's validator of record
             consumer = declared[access.durable]
             if consumer.stream == topology.CMDS_STREAM:
                 command_filters.append(consumer)
@@ -673,6 +673,7 @@ def test_hostile_messages_end_in_the_dlq_or_a_documented_refusal(
     running_optimizer: ServiceRunner,
     running_intake: ServiceRunner,
     running_telemetry: ServiceRunner,
+    running_rollout: ServiceRunner,
     loop: Loop,
 ) -> None:
     nc: Client = loop.run(bus.connect(settings, name=f"fuzz-{payload_class}"))

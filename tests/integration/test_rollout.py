@@ -107,7 +107,7 @@ async def test_a_rollout_completes_in_waves_and_a_bad_one_is_reverted(
             selector=selector,
             waves=[Wave(percent=25), Wave(percent=100)],
             gates=[gate],
-            soak_seconds=2,
+            soak_seconds=3,
         )
         _, outcome = await bus.send_command(nc, good, source="tests", wait=30)
         assert outcome is not None and outcome.status == "applied", outcome
@@ -197,9 +197,9 @@ async def test_the_cli_plans_starts_shows_and_rolls_back(
                 "--waves",
                 "50,100",
                 "--soak",
-                "1s",
+                "3s",
                 "--gate",
-                "error_rate<=0.05@20",
+                "error_rate<=0.05@10",
                 "--id",
                 rollout_id,
                 "--json",
