@@ -261,8 +261,9 @@ class RolloutService:
         wave = record.waves[record.wave]
         reported: set[str] = set()
         if record.state in ("installing", "soaking") and wave.started_at is not None:
-            digests = sorted({record.artifacts[i].digest for i in wave.devices.values()})
-            reported = await self._telemetry.reporters(rollout_id=record.rollout_id, wave=wave.index, digests=digests)
+            reported = await self._telemetry.reporters(
+                rollout_id=record.rollout_id, wave=wave.index, digests=_digests(record, wave)
+            )
         views = {
             d: DeviceView(
                 desired=desired[d][0] if d in desired else None,
@@ -287,7 +288,7 @@ class RolloutService:
         if (now - wave.installed_at).total_seconds() < wave_soak(record, wave.index):
             return {}
         gates = wave_gates(record, wave.index)
-        digests = sorted({record.artifacts[i].digest for i in wave.devices.values()})
+        digests = _digests(record, wave)
         found = {}
         for key in gate_keys(record):
             _, index, device_class = key
@@ -348,6 +349,11 @@ class RolloutService:
             except RevisionConflict:
                 continue
         raise Conflict(f"device {status.device_id}'s record kept changing")
+
+
+def _digests(record: RolloutRecord, wave: WaveRecord) -> list[str]:
+    """The artifacts the wave's devices get: the digests its telemetry is read on."""
+    return sorted({record.artifacts[g.artifact].digest for g in wave.groups})
 
 
 def _smoke_input(detail: ModelDetail) -> SmokeInput | None:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from services.edge_agent.fleet.config import SimulationConfig
 from services.edge_agent.fleet.simulator import FleetSimulator
 from shared import bus, topology
 from shared.artifacts import ArtifactStore
@@ -24,7 +23,7 @@ from shared.messages.rollout import Gate, RollbackRollout, Selector, StartRollou
 from shared.settings import Settings
 from tests.conftest import ServiceRunner
 from tests.integration.test_registry import register
-from tests.integration.test_rollout import inventory_has, record_of, until_state
+from tests.integration.test_rollout import fleet, inventory_has, record_of, until_state
 from tests.support import as_simulator, sample_files, stream_messages, unique
 
 pytestmark = pytest.mark.usefixtures("running_registry", "running_telemetry")
@@ -51,15 +50,7 @@ async def test_a_rollout_survives_kill9_mid_wave_and_mid_revert(
     name = unique("rokill")
     model, eval_set = sample_files(tmp_path, seed=5301)
     assert (await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)).status == "applied"
-    config = SimulationConfig(
-        devices=16,
-        mix={"rpi5": 1, "jetson": 1},
-        real_inference=0,
-        id_prefix=unique("rokill"),
-        window_seconds=1.0,
-        request_rate=20.0,
-        measure_requests=50,
-    )
+    config = fleet(16, {"rpi5": 1, "jetson": 1}, "rokill")
     async with FleetSimulator(as_simulator(settings), config) as sim:
         ids = [d.device_id for d in sim.devices]
         await inventory_has(nc, ids)

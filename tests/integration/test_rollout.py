@@ -61,6 +61,19 @@ async def desired_of(nc: Client, device_ids: list[str]) -> dict[str, DesiredStat
     return out
 
 
+def fleet(devices: int, mix: dict[str, float], prefix: str) -> SimulationConfig:
+    """A simulated fleet with quick telemetry (1 s windows of ~20 requests) and no local inference."""
+    return SimulationConfig(
+        devices=devices,
+        mix=mix,
+        real_inference=0,
+        id_prefix=unique(prefix),
+        window_seconds=1.0,
+        request_rate=20.0,
+        measure_requests=50,
+    )
+
+
 async def inventory_has(nc: Client, device_ids: list[str], *, timeout: float = 20) -> None:
     kv = await nc.jetstream().key_value(topology.KV_DEVICES)
     deadline = asyncio.get_running_loop().time() + timeout
@@ -85,15 +98,7 @@ async def test_a_rollout_completes_in_waves_and_a_bad_one_is_reverted(
         assert (await register(nc, artifacts, model, name, version, eval_set=eval_set)).status == "applied"
     registry = RegistryClient(nc, source="tests")
     v1, v2 = (await registry.get_model(name, "1.0")), (await registry.get_model(name, "2.0"))
-    config = SimulationConfig(
-        devices=12,
-        mix={"rpi5": 1, "jetson": 1},
-        real_inference=0,
-        id_prefix=unique("ro"),
-        window_seconds=1.0,
-        request_rate=20.0,
-        measure_requests=50,
-    )
+    config = fleet(12, {"rpi5": 1, "jetson": 1}, "ro")
     selector = Selector(labels={"fleet": config.id_prefix})
     gate = Gate(metric="error_rate", comparator="<=", threshold=0.05, min_samples=20)
     async with FleetSimulator(as_simulator(settings), config) as sim:
@@ -160,15 +165,7 @@ async def test_the_cli_plans_starts_shows_and_rolls_back(
     name = unique("rocli")
     model, eval_set = sample_files(tmp_path, seed=5203)
     assert (await register(nc, artifacts, model, name, "1.0", eval_set=eval_set)).status == "applied"
-    config = SimulationConfig(
-        devices=6,
-        mix={"rpi5": 1, "gateway": 1},
-        real_inference=0,
-        id_prefix=unique("rocli"),
-        window_seconds=1.0,
-        request_rate=20.0,
-        measure_requests=50,
-    )
+    config = fleet(6, {"rpi5": 1, "gateway": 1}, "rocli")
 
     def cli(*args: str) -> str:
         result = CliRunner().invoke(rollout_app, list(args))
