@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv test demo up down lint clean bench-optimize bench-fleet bench-telemetry bench-extras bench-s3 check-agent-extra
+.PHONY: venv test demo up down lint clean bench-optimize bench-fleet bench-telemetry bench-rollout bench-extras bench-s3 check-agent-extra
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -50,6 +50,10 @@ bench-fleet: venv
 # The telemetry service folding 200,000 windows from 10,000 devices, against a bare nats-py consumer; gate RPC latency.
 bench-telemetry: venv
 	$(BIN)/python bench/telemetry.py
+
+# Staged, gated rollouts to 10,000 simulated devices (1/10/50/100 %, gates, no soak) and a gate-failed revert of 1,000.
+bench-rollout: venv
+	$(BIN)/python bench/rollout.py
 
 # Each role's extra in a fresh venv: what it runs, what it leaves out, its installed size.
 bench-extras: venv

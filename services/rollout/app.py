@@ -35,11 +35,15 @@ SERVICE = "rollout"
 def declare(settings: RolloutSettings | None = None) -> ServiceKit[RolloutService]:
     settings = settings or load_settings(RolloutSettings)
 
+    watched: list[KvRolloutStore | KvDesiredStore | KvDeviceStore] = []
+
     async def build(runtime: Runtime) -> RolloutService:
+        rollouts, desired, devices = KvRolloutStore(runtime.js), KvDesiredStore(runtime.js), KvDeviceStore(runtime.js)
+        watched[:] = [rollouts, desired, devices]
         rollout = RolloutService(
-            rollouts=KvRolloutStore(runtime.js),
-            desired=KvDesiredStore(runtime.js),
-            devices=KvDeviceStore(runtime.js),
+            rollouts=rollouts,
+            desired=desired,
+            devices=devices,
             registry=RegistryClient(runtime.nc, source=SERVICE),
             telemetry=TelemetryClient(runtime.nc, source=SERVICE),
             announcer=KitAnnouncer(runtime.publisher),
@@ -47,10 +51,16 @@ def declare(settings: RolloutSettings | None = None) -> ServiceKit[RolloutServic
         rollout.run_in_background(settings.rollout_tick_seconds)
         return rollout
 
+    async def stop(rollout: RolloutService) -> None:
+        await rollout.stop()
+        for store in watched:
+            await store.close()
+
     kit = ServiceKit(
         SERVICE,
         settings,
         build=build,
+        stop=stop,
         description=(
             "Staged, gated rollouts: plans per-device variants and class-stratified waves over the inventory, "
             "writes desired states, judges waves through the telemetry service, reverts every touched device."

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -39,6 +39,7 @@ from shared.messages.rollout import (
 )
 from shared.messages.rollout_record import GateResult, RolloutRecord, WaveRecord
 from shared.messages.telemetry import GateEvaluation
+from shared.tracing import FinishedSpan, derived_span_id, parse_traceparent, traceparent
 
 Command = Literal["pause", "resume", "abort", "rollback"]
 GateKey = tuple[int, int, str | None]  # (wave, gate index, device class or None for the whole wave)
@@ -111,13 +112,22 @@ Action = SavePrevious | WriteDesired | RevertDesired | Publish
 
 @dataclass(frozen=True, kw_only=True)
 class Decision:
+    """The next record, the actions that bring the devices towards it, when to look again, and the
+    spans the decision ends (recorded once the record is saved)."""
+
     record: RolloutRecord
     actions: tuple[Action, ...] = ()
     wake_at: datetime | None = None
+    spans: tuple[FinishedSpan, ...] = ()
 
 
 def decide(record: RolloutRecord, obs: Observations) -> Decision:
     """The next record, the actions that bring the devices towards it, and when to look again."""
+    decision = _decide(record, obs)
+    return replace(decision, spans=spans_ended(record, decision.record, obs.now))
+
+
+def _decide(record: RolloutRecord, obs: Observations) -> Decision:
     if obs.command is not None:
         commanded = _command(record, obs)
         if commanded is not None:
@@ -173,7 +183,8 @@ def _start_wave(record: RolloutRecord, index: int, obs: Observations, *, events:
 def _installing(record: RolloutRecord, obs: Observations) -> Decision:
     wave = record.waves[record.wave]
     assert wave.started_at is not None, "an installing wave has started"
-    actions: list[Action] = []
+    saves: list[Action] = []
+    writes: list[Action] = []
     budget = _write_budget(record, wave, obs)
     waiting = 0  # devices still to write once the rate limit allows
     for device_id, artifact in wave.devices.items():
@@ -188,8 +199,9 @@ def _installing(record: RolloutRecord, obs: Observations) -> Decision:
             continue
         budget -= 1
         if not view.previous_saved:
-            actions.append(SavePrevious(device_id, view.desired))
-        actions.append(WriteDesired(device_id, wanted, view.revision))
+            saves.append(SavePrevious(device_id, view.desired))
+        writes.append(WriteDesired(device_id, wanted, view.revision))
+    actions = [*saves, *writes]  # every save is durable before the writes go out
     healthy, failed = _health(record, wave, obs)
     size = len(wave.devices)
     if size == 0:  # a wave that adds no device (a small fleet's later shares): nothing new to judge
@@ -390,9 +402,78 @@ def desired_state(record: RolloutRecord, wave: WaveRecord, device_id: str, artif
         signature=choice.signature,
         smoke_input=record.smoke_input,
         shadow=record.spec.shadow,
-        traceparent=record.traceparent,
+        traceparent=wave_traceparent(record, wave.index),
         issued_at=wave.started_at,
     )
+
+
+# --- the rollout's trace -----------------------------------------------------------------------
+#
+# One trace per rollout: its root span (`record.traceparent`, a child of the command's span when
+# the command came with one), a span per wave under it, and under each wave its gate evaluations,
+# its desired-state writes and every device's install (the device continues the traceparent of its
+# desired state, which names the wave's span). Span ids are derived from the rollout and the wave,
+# so they are known before the spans end and are the same in every replica and after a restart.
+
+
+def wave_span_id(record: RolloutRecord, index: int) -> str:
+    return derived_span_id(record.rollout_id, "wave", str(index))
+
+
+def wave_traceparent(record: RolloutRecord, index: int) -> str | None:
+    """The traceparent naming wave `index`'s span (None: the rollout is not traced)."""
+    ids = parse_traceparent(record.traceparent)
+    return traceparent(ids[0], wave_span_id(record, index)) if ids else None
+
+
+def spans_ended(before: RolloutRecord, after: RolloutRecord, now: datetime) -> tuple[FinishedSpan, ...]:
+    """The spans a decision ends: a wave's when it gets its verdict, the root's when the rollout ends."""
+    ids = parse_traceparent(after.traceparent)
+    if ids is None:
+        return ()
+    trace_id, root = ids
+    spans = []
+    for old, new in zip(before.waves, after.waves, strict=True):
+        if old.verdict is None and new.verdict is not None:
+            spans.append(
+                FinishedSpan(
+                    name="rollout.wave",
+                    trace_id=trace_id,
+                    span_id=wave_span_id(after, new.index),
+                    parent_id=root,
+                    start=new.started_at or now,
+                    end=now,
+                    attributes={
+                        "slmops.rollout_id": after.rollout_id,
+                        "slmops.wave": new.index,
+                        "slmops.percent": new.percent,
+                        "slmops.devices": len(new.devices),
+                        "slmops.verdict": new.verdict,
+                    },
+                    error=None if new.verdict == "Successful" else f"wave {new.index} {new.verdict}",
+                )
+            )
+    if before.state not in TERMINAL and after.state in TERMINAL:
+        spans.append(
+            FinishedSpan(
+                name="rollout",
+                trace_id=trace_id,
+                span_id=root,
+                parent_id=after.trace_parent_id,
+                start=after.created_at,
+                end=now,
+                attributes={
+                    "slmops.rollout_id": after.rollout_id,
+                    "slmops.model": after.model,
+                    "slmops.version": after.version,
+                    "slmops.state": after.state,
+                    "slmops.devices": sum(len(w.devices) for w in after.waves),
+                    "slmops.reverted": after.reverted,
+                },
+                error=None if after.state == "completed" else f"{after.state}: {after.reason or ''}"[:500],
+            )
+        )
+    return tuple(spans)
 
 
 def wave_gates(record: RolloutRecord, index: int) -> list[Gate]:

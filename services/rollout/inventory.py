@@ -13,12 +13,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from shared.messages.device import DeviceHello, DeviceStatus
+from shared.messages.device import DeviceHello, DeviceStatus, InstallStep
 from shared.messages.inventory import DeviceRecord, LastStatus
 
 # A device is offline once it has missed this many heartbeats in a row (the agent's default period
 # is 30 s, `SLMOPS_AGENT_HEARTBEAT_SECONDS`): one lost hello is not an outage.
 MISSED_HEARTBEATS = 3
+# How stale `last_seen` may be in the stored record: a heartbeat that only moves it by less is not
+# written (10,000 devices heartbeating every 30 s would otherwise be 333 writes a second).
+LAST_SEEN_RESOLUTION = timedelta(seconds=10)
+# The steps a rollout acts on; the ones between them (downloading ... smoke_testing) are written
+# only as the first word of an install, so an install is two writes, not eight.
+SETTLED_STEPS: frozenset[InstallStep] = frozenset({"active", "failed", "rolled_back"})
 
 
 def with_hello(record: DeviceRecord | None, hello: DeviceHello, *, at: datetime) -> DeviceRecord:
@@ -64,6 +70,25 @@ def with_status(record: DeviceRecord | None, status: DeviceStatus, *, at: dateti
     if status.active_digest is not None and at >= record.active_at:
         update |= {"active_digest": status.active_digest, "active_at": at}
     return record.model_copy(update=update)
+
+
+def worth_writing(current: DeviceRecord | None, folded: DeviceRecord) -> bool:
+    """Whether `folded` says something `current` (the stored record) does not, that a reader needs:
+    new capabilities, labels or serving digest, an install's first step or its outcome, or a
+    last-seen time that moved by `LAST_SEEN_RESOLUTION` or more. The rest is dropped, not deferred:
+    a later report carries it again."""
+    if current is None:
+        return True
+    if folded == current:
+        return False
+    new, old = folded.last_status, current.last_status
+    if new != old and new is not None:
+        if new.step in SETTLED_STEPS or old is None or old.desired_revision != new.desired_revision:
+            return True
+    times = {"last_seen", "hello_at", "last_status"}
+    if folded.model_dump(exclude=times) != current.model_dump(exclude=times):
+        return True
+    return folded.last_seen - current.last_seen >= LAST_SEEN_RESOLUTION
 
 
 def is_online(record: DeviceRecord, *, now: datetime, heartbeat_seconds: float) -> bool:

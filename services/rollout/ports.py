@@ -56,6 +56,10 @@ class RolloutStore(Protocol):
         it with the rollout's own write)."""
         ...
 
+    async def save_previous_many(self, rollout_id: str, saves: Sequence[tuple[str, DesiredState | None]]) -> None:
+        """`save_previous` for each (device id, previous state), concurrently."""
+        ...
+
     async def previous(self, rollout_id: str, device_ids: Iterable[str]) -> Mapping[str, DesiredState | None]:
         """The saved previous states of those devices that have one (a device absent: never saved)."""
         ...
@@ -73,6 +77,14 @@ class DesiredStore(Protocol):
 
         Raises:
             RevisionConflict: it is not.
+        """
+        ...
+
+    async def put_many(self, writes: Sequence[tuple[DesiredState, int | None]]) -> None:
+        """`put` each (desired state, expected revision), concurrently; all are tried.
+
+        Raises:
+            RevisionConflict: one of them (the first) found its entry moved; the others are written.
         """
         ...
 

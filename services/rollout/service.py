@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from services.rollout import inventory, planning
 from services.rollout.decide import (
@@ -31,6 +36,7 @@ from services.rollout.decide import (
     gate_keys,
     wave_gates,
     wave_soak,
+    wave_traceparent,
 )
 from services.rollout.ports import (
     Announcer,
@@ -64,10 +70,22 @@ from shared.messages.rollout_record import (
 from shared.messages.telemetry import EvaluateGate, GateEvaluation
 from shared.outcomes import Outcome
 from shared.topology import RECORD_MAX_BYTES
+from shared.tracing import (
+    context_of,
+    current_traceparent,
+    derived_span_id,
+    derived_trace_id,
+    parse_traceparent,
+    record_finished,
+    traceparent,
+)
 
 log = logging.getLogger("slmops.rollout")
+TRACER = "slmops.rollout"
+_tracer = trace.get_tracer(TRACER)
 
 MAX_ATTEMPTS = 20  # compare-and-set conflicts in a row before giving up for this pass
+IMMEDIATE_PASSES = 3  # reconciles of one rollout in a row while its decision asks for "now"
 
 
 class RolloutRefused(InvalidRequest):
@@ -104,12 +122,16 @@ class RolloutService:
 
         async def loop() -> None:
             while True:
+                wait = every
                 try:
-                    await self.reconcile_all()
+                    decisions = await self.reconcile_all()
+                    wakes = [d.wake_at for d in decisions if d.wake_at is not None]
+                    if wakes:
+                        wait = min(every, max(0.0, (min(wakes) - self._clock()).total_seconds()))
                 except Exception:  # noqa: BLE001 - a failed pass (an outage) is logged; the next one retries
                     log.exception("reconcile pass failed")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=every)
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
                 self._wake.clear()
 
         self._task = asyncio.create_task(loop(), name="rollout-reconcile")
@@ -140,12 +162,13 @@ class RolloutService:
         return await self.command(cmd.rollout_id, "rollback", reason=cmd.reason)
 
     async def reports(self, reports: Sequence[tuple[Message, datetime]]) -> None:
-        """Fold a batch of hellos and statuses (each with its envelope time) into the inventory."""
+        """Fold a batch of hellos and statuses (each with its envelope time) into the inventory: one
+        read and one compare-and-set write per device, the devices concurrently."""
+        by_device: dict[str, list[tuple[DeviceHello | DeviceStatus, datetime]]] = {}
         for report, at in reports:
-            if isinstance(report, DeviceHello):
-                await self.hello(report, at=at)
-            elif isinstance(report, DeviceStatus):
-                await self.status(report, at=at)
+            if isinstance(report, DeviceHello | DeviceStatus):
+                by_device.setdefault(report.device_id, []).append((report, at))
+        await asyncio.gather(*(self._fold(device_id, folded) for device_id, folded in by_device.items()))
         if any(isinstance(r, DeviceStatus) for r, _ in reports):
             self._wake.set()  # an install step may complete a wave
 
@@ -185,6 +208,7 @@ class RolloutService:
         await self._refuse_overlap(rollout_id, {t.device_id for t in planned.targets})
         now = self._clock()
         record = _record(rollout_id, cmd, detail.version.version, planned, now, _smoke_input(detail))
+        record = record.model_copy(update=_trace_of(rollout_id, current_traceparent()))
         if len(record.model_dump_json().encode()) > RECORD_MAX_BYTES:
             raise RolloutRefused(
                 f"the plan of {len(planned.targets)} devices does not fit a rollout record "
@@ -238,18 +262,25 @@ class RolloutService:
             except RevisionConflict as exc:
                 log.info("reconcile raced; again", extra={"rollout_id": rollout_id, "key": exc.key})
                 continue
+            for span in decision.spans:
+                record_finished(span, tracer_name=TRACER)
             return decision
         log.warning("reconcile kept racing; next pass", extra={"rollout_id": rollout_id})
         return None
 
     async def reconcile_all(self) -> list[Decision]:
-        """A pass over every rollout that is not over."""
+        """A pass over every rollout that is not over; one that asks to be looked at again at once
+        (a soak of 0 s: its gates are due) is, up to `IMMEDIATE_PASSES` times."""
         done = []
         for record in await self._rollouts.list():
-            if record.state not in TERMINAL:
+            if record.state in TERMINAL:
+                continue
+            for _ in range(IMMEDIATE_PASSES):
                 decision = await self.reconcile(record.rollout_id)
-                if decision is not None:
-                    done.append(decision)
+                if decision is None or decision.wake_at is None or decision.wake_at > self._clock():
+                    break
+            if decision is not None:
+                done.append(decision)
         return done
 
     async def _observe(self, record: RolloutRecord, *, command: Command | None, reason: str | None) -> Observations:
@@ -289,8 +320,8 @@ class RolloutService:
             return {}
         gates = wave_gates(record, wave.index)
         digests = _digests(record, wave)
-        found = {}
-        for key in gate_keys(record):
+
+        async def evaluate(key: GateKey) -> GateEvaluation:
             _, index, device_class = key
             request = EvaluateGate(
                 rollout_id=record.rollout_id,
@@ -302,53 +333,114 @@ class RolloutService:
                 until=now,
                 gate=gates[index],
             )
-            found[key] = await self._telemetry.evaluate_gate(request)
-        return found
+            parent = context_of(wave_traceparent(record, wave.index))
+            attributes: dict[str, AttributeValue] = {"slmops.rollout_id": record.rollout_id, "slmops.wave": wave.index}
+            attributes |= {"slmops.metric": gates[index].metric, "slmops.device_class": device_class or "all"}
+            with _tracer.start_as_current_span("rollout.gate", context=parent, attributes=attributes) as span:
+                evaluation = await self._telemetry.evaluate_gate(request)
+                span.set_attribute("slmops.verdict", evaluation.verdict)
+                span.set_attribute("slmops.samples", evaluation.samples)
+                if evaluation.observed is not None:
+                    span.set_attribute("slmops.observed", evaluation.observed)
+                if evaluation.verdict == "Failed":
+                    span.set_status(Status(StatusCode.ERROR, evaluation.reason[:500]))
+            return evaluation
+
+        keys = gate_keys(record)  # the wave and each class, concurrently
+        return dict(zip(keys, await asyncio.gather(*(evaluate(key) for key in keys)), strict=True))
 
     async def _apply(self, record: RolloutRecord, decision: Decision) -> None:
-        for action in decision.actions:
-            if isinstance(action, SavePrevious):
-                await self._rollouts.save_previous(record.rollout_id, action.device_id, action.previous)
-            elif isinstance(action, WriteDesired):
-                await self._desired.put(action.desired, expected_revision=action.expected_revision)
-            elif isinstance(action, RevertDesired):
-                if action.previous is None:
+        """The actions in order, each run of one kind at once: a wave's saves, then its writes, go
+        out concurrently (`decide` lists every save before the writes that need it)."""
+        for kind, run in itertools.groupby(decision.actions, key=type):
+            actions = list(run)
+            if kind is SavePrevious:
+                saves = [(a.device_id, a.previous) for a in actions if isinstance(a, SavePrevious)]
+                await self._rollouts.save_previous_many(record.rollout_id, saves)
+            elif kind is WriteDesired:
+                writes = [a for a in actions if isinstance(a, WriteDesired)]
+                with self._span("rollout.write_desired", record, writes[0].desired.traceparent, len(writes)):
+                    await self._desired.put_many([(a.desired, a.expected_revision) for a in writes])
+            elif kind is RevertDesired:
+                with self._span("rollout.revert_desired", record, record.traceparent, len(actions)):
+                    await self._revert([a for a in actions if isinstance(a, RevertDesired)])
+            else:
+                for action in actions:
+                    assert isinstance(action, Publish)
+                    await self._announcer.event(action.event, action.event_id)
+
+    @contextlib.contextmanager
+    def _span(self, name: str, record: RolloutRecord, parent: str | None, devices: int) -> Iterator[None]:
+        """A span of a batch of writes, under the wave's span (or the rollout's) when it is traced."""
+        context = context_of(parent)
+        if context is None:
+            yield
+            return
+        attributes: dict[str, AttributeValue] = {
+            "slmops.rollout_id": record.rollout_id,
+            "slmops.wave": record.wave,
+            "slmops.devices": devices,
+        }
+        with _tracer.start_as_current_span(name, context=context, attributes=attributes):
+            yield
+
+    async def _revert(self, actions: list[RevertDesired]) -> None:
+        conflicts: list[RevisionConflict] = []
+        for action in actions:
+            if action.previous is None:
+                try:
                     await self._desired.delete(action.device_id, expected_revision=action.expected_revision)
-                else:
-                    await self._desired.put(action.previous, expected_revision=action.expected_revision)
-            elif isinstance(action, Publish):
-                await self._announcer.event(action.event, action.event_id)
+                except RevisionConflict as conflict:
+                    conflicts.append(conflict)
+        try:
+            await self._desired.put_many([(a.previous, a.expected_revision) for a in actions if a.previous is not None])
+        except RevisionConflict as conflict:
+            conflicts.append(conflict)
+        if conflicts:
+            raise conflicts[0]
 
     # --- inventory ----------------------------------------------------------------------------
 
     async def hello(self, hello: DeviceHello, *, at: datetime) -> None:
         """Fold a hello (also the heartbeat) into the device's record."""
-        for _ in range(MAX_ATTEMPTS):
-            current = await self._devices.get(hello.device_id)
-            record = inventory.with_hello(current[0] if current else None, hello, at=at)
-            try:
-                await self._devices.put(record, expected_revision=current[1] if current else None)
-                return
-            except RevisionConflict:
-                continue
-        raise Conflict(f"device {hello.device_id}'s record kept changing")
+        await self._fold(hello.device_id, [(hello, at)])
 
     async def status(self, status: DeviceStatus, *, at: datetime) -> None:
         """Fold an install status into the device's record (counted and dropped before any hello)."""
+        await self._fold(status.device_id, [(status, at)])
+
+    async def _fold(self, device_id: str, reports: Sequence[tuple[DeviceHello | DeviceStatus, datetime]]) -> None:
         for _ in range(MAX_ATTEMPTS):
-            current = await self._devices.get(status.device_id)
-            record = inventory.with_status(current[0] if current else None, status, at=at)
-            if record is None or current is None:
-                self.statuses_ignored += 1
-                return
-            if record == current[0]:
+            current = await self._devices.get(device_id)
+            record = current[0] if current else None
+            ignored = 0
+            for report, at in reports:
+                if isinstance(report, DeviceHello):
+                    record = inventory.with_hello(record, report, at=at)
+                elif (folded := inventory.with_status(record, report, at=at)) is not None:
+                    record = folded
+                else:
+                    ignored += 1  # no hello yet: no record to attach it to
+            if record is None or not inventory.worth_writing(current[0] if current else None, record):
+                self.statuses_ignored += ignored
                 return
             try:
-                await self._devices.put(record, expected_revision=current[1])
-                return
+                await self._devices.put(record, expected_revision=current[1] if current else None)
             except RevisionConflict:
                 continue
-        raise Conflict(f"device {status.device_id}'s record kept changing")
+            self.statuses_ignored += ignored
+            return
+        raise Conflict(f"device {device_id}'s record kept changing")
+
+
+def _trace_of(rollout_id: str, command: str | None) -> dict[str, str | None]:
+    """The rollout's root span: in the command's trace, under its span, when it came with one."""
+    ids = parse_traceparent(command)
+    trace_id = ids[0] if ids else derived_trace_id(rollout_id)
+    return {
+        "traceparent": traceparent(trace_id, derived_span_id(rollout_id)),
+        "trace_parent_id": ids[1] if ids else None,
+    }
 
 
 def _digests(record: RolloutRecord, wave: WaveRecord) -> list[str]:

@@ -73,6 +73,7 @@ def declare(settings: TelemetrySettings | None = None) -> ServiceKit[TelemetrySe
         SERVICE,
         settings,
         build=build,
+        stop=TelemetryService.stop,
         description=(
             "Folds every device telemetry window, exactly once, into per-cohort aggregates (digest x class x "
             "rollout x wave); judges rollout gates against the baseline cohort; publishes per-minute rollups."

@@ -136,12 +136,15 @@ class ServiceKit(Generic[S]):
         settings: the process's settings (the service's own `Settings` subclass).
         build: builds the service object from the `Runtime`, once connected.
         description: one paragraph for the AsyncAPI document.
+        stop: stops what `build` started in the background (its loops), on shutdown, after the
+            batch consumers and before the connection closes.
     """
 
     name: str
     settings: Settings
     build: Callable[[Runtime], Awaitable[S]]
     description: str
+    stop: Callable[[S], Awaitable[None]] | None = None
     _durables: list[_Durable[S]] = field(default_factory=list)
     _ingests: list[_Ingest[S]] = field(default_factory=list)
     _requests: list[_Request[S]] = field(default_factory=list)
@@ -356,6 +359,8 @@ class ServiceKit(Generic[S]):
             live.ready = False
             for running in batches:
                 await running.stop()
+            if self.stop is not None and live.service is not None:
+                await self.stop(live.service)
 
         return app
 

@@ -96,6 +96,9 @@ class RolloutRecord(Frozen):
     trigger: Literal["gate", "install", "manual"] | None = Field(default=None, description="why it is rolling back")
     reason: str | None = Field(default=None, max_length=2000, description="the last transition's reason")
     traceparent: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN, description="the rollout's root span")
+    trace_parent_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{16}$", description="the root span's parent: the span of the command"
+    )
     artifacts: list[ArtifactChoice]
     smoke_input: SmokeInput | None = Field(
         default=None, description="the version's evaluation set, run before a switch"

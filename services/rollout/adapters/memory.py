@@ -54,6 +54,10 @@ class MemoryRolloutStore:
     async def save_previous(self, rollout_id: str, device_id: str, previous: DesiredState | None) -> None:
         self.previous_states.setdefault((rollout_id, device_id), previous)
 
+    async def save_previous_many(self, rollout_id: str, saves: Sequence[tuple[str, DesiredState | None]]) -> None:
+        for device_id, previous in saves:
+            await self.save_previous(rollout_id, device_id, previous)
+
     async def previous(self, rollout_id: str, device_ids: Iterable[str]) -> Mapping[str, DesiredState | None]:
         return {d: self.previous_states[(rollout_id, d)] for d in device_ids if (rollout_id, d) in self.previous_states}
 
@@ -69,6 +73,16 @@ class MemoryDesiredStore:
     async def put(self, desired: DesiredState, *, expected_revision: int | None) -> int:
         self.writes += 1
         return self.entries.put(desired.device_id, desired, expected_revision)
+
+    async def put_many(self, writes: Sequence[tuple[DesiredState, int | None]]) -> None:
+        conflicts = []
+        for desired, expected in writes:
+            try:
+                await self.put(desired, expected_revision=expected)
+            except RevisionConflict as conflict:
+                conflicts.append(conflict)
+        if conflicts:
+            raise conflicts[0]
 
     async def delete(self, device_id: str, *, expected_revision: int | None) -> None:
         current = self.entries.entries.get(device_id)

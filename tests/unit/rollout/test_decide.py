@@ -370,3 +370,60 @@ def test_an_active_status_about_an_earlier_write_does_not_count() -> None:
     stale = {d: s.model_copy(update={"desired_revision": s.desired_revision - 1}) for d, s in world.status.items()}
     world.status = stale  # "active" on the same digest, but for the entry before the rollout's
     assert step(world, rec).state == "installing"
+
+
+def test_the_trace_has_a_root_a_span_per_wave_and_devices_continue_their_wave_s_span() -> None:
+    world = World()
+    trace_id, root = "1" * 32, "2" * 16
+    rec = record().model_copy(update={"traceparent": f"00-{trace_id}-{root}-01", "trace_parent_id": "3" * 16})
+    decisions: list[Decision] = []
+    for _ in range(2):
+        decisions.append(decide(rec, world.observe()))
+        world.apply(decisions[-1])
+        rec = decisions[-1].record
+        world.install(*rec.waves[rec.wave].devices)
+        decisions.append(decide(rec, world.observe()))
+        world.apply(decisions[-1])
+        rec = decisions[-1].record
+        world.now += timedelta(seconds=30)
+        world.answer_gates(rec)
+        decisions.append(decide(rec, world.observe()))
+        world.apply(decisions[-1])
+        rec = decisions[-1].record
+    assert rec.state == "completed"
+    spans = [s for d in decisions for s in d.spans]
+    assert [s.name for s in spans] == ["rollout.wave", "rollout.wave", "rollout"], "each once, when it ends"
+    wave0, wave1, top = spans
+    assert {s.trace_id for s in spans} == {trace_id}
+    assert top.span_id == root and top.parent_id == "3" * 16 and top.start == T0, "under the command's span"
+    assert wave0.parent_id == wave1.parent_id == root and wave0.span_id != wave1.span_id
+    assert wave0.attributes["slmops.verdict"] == "Successful" and top.error is None
+    # The device's install continues the wave's span: its desired state names it.
+    assert world.desired["r0"][0].traceparent == f"00-{trace_id}-{wave0.span_id}-01"
+    assert world.desired["r2"][0].traceparent == f"00-{trace_id}-{wave1.span_id}-01"
+
+
+def test_a_failed_wave_and_a_reverted_rollout_end_their_spans_in_error() -> None:
+    world = World()
+    rec = record().model_copy(update={"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"})
+    rec = run_to_soak(world, rec, ("r0", "r1", "g0"))
+    world.now += timedelta(seconds=30)
+    world.answer_gates(rec, lambda cls: "Failed" if cls == "gateway" else "Successful")
+    failed = decide(rec, world.observe())
+    world.apply(failed)
+    (wave,) = failed.spans
+    assert wave.error == "wave 0 Failed" and wave.attributes["slmops.verdict"] == "Failed"
+    reverted = decide(failed.record, world.observe())
+    assert reverted.record.state == "rolled_back"
+    (top,) = reverted.spans
+    assert top.name == "rollout" and top.error is not None and top.error.startswith("rolled_back")
+    assert top.parent_id is None, "no command span: the rollout's span is the trace's root"
+
+
+def test_an_untraced_rollout_records_no_span_and_writes_no_traceparent() -> None:
+    world = World()
+    rec = run_to_soak(world, record(), ("r0", "r1", "g0"))
+    assert world.desired["r0"][0].traceparent is None
+    world.now += timedelta(seconds=30)
+    world.answer_gates(rec)
+    assert decide(rec, world.observe()).spans == ()
