@@ -8,6 +8,7 @@ from different processes do not interleave).
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -105,6 +106,7 @@ class ChosenIds(IdGenerator):
         return chosen[0] if chosen else self._random.generate_trace_id()
 
 
+@functools.lru_cache(maxsize=4096)
 def derived_span_id(*parts: str) -> str:
     """A span id (16 hex digits, never zero) that is a function of `parts`."""
     digest = hashlib.sha256("/".join(("span", *parts)).encode()).hexdigest()

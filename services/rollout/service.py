@@ -284,8 +284,11 @@ class RolloutService:
         return done
 
     async def _observe(self, record: RolloutRecord, *, command: Command | None, reason: str | None) -> Observations:
-        # Every wave so far, and the next one: a decision may start it and write its first devices.
-        planned = [d for w in record.waves[: record.wave + 2] for d in w.devices]
+        # The current wave and the next (a decision may start it and write its first devices);
+        # every wave so far when reverting them.
+        reverting = record.state == "rolling_back" or command == "rollback"
+        waves = record.waves[: record.wave + 1] if reverting else record.waves[record.wave : record.wave + 2]
+        planned = [d for w in waves for d in w.devices]
         desired = await self._desired.get_many(planned)
         previous = await self._rollouts.previous(record.rollout_id, planned)
         statuses = await self._devices.get_many(planned)
