@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -556,6 +557,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rollout.json")
     args = parser.parse_args()
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the stack's processes on the way out
     os.environ |= {"SLMOPS_OTEL_EXPORTER": "none", "SLMOPS_LOG_LEVEL": "WARNING"}  # the services' processes
     with tempfile.TemporaryDirectory(prefix="slmops-bench-rollout-") as tmp:
         home = Path(tmp)

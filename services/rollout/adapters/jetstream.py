@@ -21,9 +21,9 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from services.rollout.adapters.kv_cache import KvCache
 from services.rollout.ports import RevisionConflict
 from shared import topology
+from shared.kv_cache import KvCache
 from shared.messages.device import DesiredState
 from shared.messages.envelope import Message
 from shared.messages.inventory import DeviceRecord

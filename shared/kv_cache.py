@@ -1,5 +1,6 @@
-"""A KV bucket's latest entries in memory, kept current by a watcher, so a reconcile pass over
-10,000 devices reads a dict instead of making 10,000 round trips.
+"""A KV bucket's latest entries in memory, kept current by a watcher: a reconcile pass over 10,000
+devices reads a dict instead of making 10,000 round trips (the rollout service), and one watcher
+follows every simulated device's desired state (the fleet simulator).
 
 The cache may lag the bucket by a few milliseconds, which is safe: every write the service makes
 is compare-and-set on the revision it observed, so a stale read costs a `RevisionConflict` and a
@@ -34,12 +35,29 @@ READY_SECONDS = 30.0  # the first read of a bucket; beyond it the pass fails and
 
 class KvCache(Generic[T]):
     """Latest value and revision of every key of `bucket`, parsed on first read (the whole bucket is
-    watched, so the watchdog can compare with the stream's last sequence)."""
+    watched, so the watchdog can compare with the stream's last sequence).
 
-    def __init__(self, js: JetStreamContext, bucket: str, parse: Callable[[bytes], T]) -> None:
+    Args:
+        on_update: called with (key, raw value or None for a delete, revision) for every entry the
+            watcher delivers that is newer than what the cache holds, including the first read of
+            each key (not for `note`: the writer knows what it wrote).
+        watchdog_seconds: how often the watcher is checked against the stream.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        parse: Callable[[bytes], T],
+        *,
+        on_update: Callable[[str, bytes | None, int], None] | None = None,
+        watchdog_seconds: float = WATCHDOG_SECONDS,
+    ) -> None:
         self._js = js
         self.bucket = bucket
         self._parse = parse
+        self._on_update = on_update
+        self._watchdog_seconds = watchdog_seconds
         self._raw: dict[str, tuple[bytes, int]] = {}
         self._parsed: dict[str, tuple[T, int]] = {}
         self._applied = 0  # the highest stream sequence (revision) applied
@@ -111,7 +129,7 @@ class KvCache(Generic[T]):
                     await watcher
             self.restarts += 1
             log.warning("KV watcher lost; watching again", extra={"bucket": self.bucket})
-            await asyncio.sleep(WATCHDOG_SECONDS / 4)  # the server may still be away
+            await asyncio.sleep(self._watchdog_seconds / 4)  # the server may still be away
 
     async def _watch(self) -> None:
         kv = await self._kv()
@@ -127,10 +145,16 @@ class KvCache(Generic[T]):
                 if current is not None and current[1] >= revision:
                     continue
                 if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                    self._raw.pop(entry.key, None)
+                    if current is None:
+                        continue  # a delete of a key the cache does not hold: nothing changed
+                    del self._raw[entry.key]
                     self._parsed.pop(entry.key, None)
+                    value = None
                 else:
                     self._raw[entry.key] = (entry.value, revision)
+                    value = entry.value
+                if self._on_update is not None:
+                    self._on_update(entry.key, value, revision)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
@@ -139,7 +163,7 @@ class KvCache(Generic[T]):
         """Return when the watcher ended or has stopped following the bucket."""
         stuck, seen = 0, self._applied
         while not watcher.done():
-            await asyncio.sleep(WATCHDOG_SECONDS)
+            await asyncio.sleep(self._watchdog_seconds)
             try:
                 info = await self._js.stream_info(f"KV_{self.bucket}")
             except Exception:  # noqa: BLE001 - the server is away: nothing to compare yet
