@@ -10,6 +10,7 @@ the spec, the registry's records and the inventory, so `--dry-run` shows exactly
    - any other variant the device can run, the smallest first: a device too small for the base
      model may still run another class's quantized variant;
    - otherwise the device is excluded, with every requirement each artifact missed.
+   A pinned variant (`slmops device assign --variant`, `StartRollout.variant`) is the only candidate.
    Requirements are checked as onnxruntime defines them: a release runs every opset up to the one it
    implements (`MAX_OPSET`); contrib operators need their minimum release and the CPU execution
    provider, where their kernels live; accelerators must all be present; RAM must reach the estimate.
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 from shared.messages.inventory import DeviceRecord
 from shared.messages.registry import Artifact, ModelVersionRecord, Requirements, VariantRecord
-from shared.messages.rollout import Selector, Wave, WavePlan
+from shared.messages.rollout import BASE_VARIANT, Selector, Wave, WavePlan
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CONTRIB_DOMAIN = "com.microsoft"
@@ -104,12 +105,14 @@ def plan(
     version: ModelVersionRecord,
     variants: Sequence[VariantRecord],
     devices: Iterable[DeviceRecord],
+    pin: str | None = None,
 ) -> Plan:
-    """The whole plan: selected devices resolved to artifacts or excluded, then cut into waves."""
+    """The whole plan: selected devices resolved to artifacts (to `pin`, a variant's name or
+    `BASE_VARIANT`, when given) or excluded, then cut into waves."""
     targets: list[Target] = []
     excluded: list[Exclusion] = []
     for device in sorted((d for d in devices if selects(selector, d)), key=lambda d: d.device_id):
-        resolved = resolve(device, version, variants)
+        resolved = resolve(device, version, variants, pin=pin)
         if isinstance(resolved, Target):
             targets.append(resolved)
         else:
@@ -131,18 +134,20 @@ def selects(selector: Selector, device: DeviceRecord) -> bool:
     )
 
 
-def resolve(device: DeviceRecord, version: ModelVersionRecord, variants: Sequence[VariantRecord]) -> Target | Exclusion:
-    """The artifact `device` gets (see the module docstring for the order), or why it gets none."""
+def resolve(
+    device: DeviceRecord, version: ModelVersionRecord, variants: Sequence[VariantRecord], *, pin: str | None = None
+) -> Target | Exclusion:
+    """The artifact `device` gets (see the module docstring for the order, or only `pin`), or why it
+    gets none."""
     own = [v for v in variants if built_for(v) == device.device_class]
     others = sorted((v for v in variants if built_for(v) != device.device_class), key=lambda v: v.artifact.size_bytes)
     candidates: list[tuple[str, VariantRecord | None, Requirements]] = [
-        *((f"variant {v.variant} (built for {device.device_class})", v, v.requirements) for v in own),
+        *((_described(v), v, v.requirements) for v in own),
         ("the base model", None, base_requirements(version)),
-        *(
-            (f"variant {v.variant}" + (f" (built for {c})" if (c := built_for(v)) else ""), v, v.requirements)
-            for v in others
-        ),
+        *((_described(v), v, v.requirements) for v in others),
     ]
+    if pin is not None:
+        candidates = [c for c in candidates if (c[1].variant if c[1] else BASE_VARIANT) == pin]
     misses = []
     for label, variant, needs in candidates:
         missing = unmet(needs, device)
@@ -222,10 +227,7 @@ def stratify(waves: Sequence[Wave], targets: Sequence[Target], *, seed: str) -> 
     by_class: dict[str, list[str]] = defaultdict(list)
     for target in targets:
         by_class[target.device_class].append(target.device_id)
-    order = {
-        name: sorted(ids, key=lambda i: hashlib.sha256(f"{seed}/{i}".encode()).digest())
-        for name, ids in by_class.items()
-    }
+    order = {name: sorted(ids, key=lambda i: _shuffled(seed, i)) for name, ids in by_class.items()}
     planned = []
     done = dict.fromkeys(order, 0)
     for index, wave in enumerate(waves):

@@ -52,6 +52,7 @@ from shared.messages.device import DeviceHello, DeviceStatus, SmokeInput
 from shared.messages.envelope import Message, deterministic_id
 from shared.messages.registry import ModelDetail
 from shared.messages.rollout import (
+    BASE_VARIANT,
     AbortRollout,
     PauseRollout,
     ResumeRollout,
@@ -188,6 +189,12 @@ class RolloutService:
             record, _ = existing
             return Outcome(status="unchanged", events=[_started(record)], result={"rollout_id": rollout_id})
         detail = await self._registry.get_model(cmd.model, cmd.ref)
+        known = [v.variant for v in detail.variants]
+        if cmd.variant is not None and cmd.variant != BASE_VARIANT and cmd.variant not in known:
+            raise RolloutRefused(
+                f"{cmd.model} {detail.version.version} has no variant {cmd.variant!r}; "
+                f"variants: {', '.join([BASE_VARIANT, *known])}"
+            )
         fleet = await self._devices.all()
         planned = planning.plan(
             rollout_id=rollout_id,
@@ -196,6 +203,7 @@ class RolloutService:
             version=detail.version,
             variants=detail.variants,
             devices=fleet,
+            pin=cmd.variant,
         )
         if not planned.targets:
             why = (
@@ -207,7 +215,8 @@ class RolloutService:
             raise RolloutRefused(why)
         await self._refuse_overlap(rollout_id, {t.device_id for t in planned.targets})
         now = self._clock()
-        record = _record(rollout_id, cmd, detail.version.version, planned, now, _smoke_input(detail))
+        smoke = _smoke_input(detail) if cmd.smoke_test else None
+        record = _record(rollout_id, cmd, detail.version.version, planned, now, smoke)
         record = record.model_copy(update=_trace_of(rollout_id, current_traceparent()))
         if len(record.model_dump_json().encode()) > RECORD_MAX_BYTES:
             raise RolloutRefused(

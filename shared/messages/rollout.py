@@ -27,6 +27,7 @@ GATE_METRICS = ("error_rate", *LATENCY_METRICS, "shadow_agreement", "cpu_percent
 MAX_SELECTED_DEVICES = 1000
 MAX_SELECTOR_VALUES = 64  # device classes, architectures, accelerators: each
 MAX_WAVES = 20
+BASE_VARIANT = "base"  # the name a pin gives the base model (variants are named otherwise)
 MAX_GATES = 32  # per rollout, and per wave
 MAX_NAME_CHARS = 64  # one device class, architecture or accelerator in a selector
 
@@ -144,6 +145,13 @@ class StartRollout(Message):
         default=None, gt=0, description="download rate limit: desired-state writes per second; null = unlimited"
     )
     shadow: bool = Field(default=False, description="devices also run the previous model and report agreement")
+    variant: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description=f"every device gets this registered variant ('{BASE_VARIANT}': the base model), or is excluded "
+        "if it cannot run it; null = the best one per device",
+    )
+    smoke_test: bool = Field(default=True, description="devices run the version's evaluation set before switching")
     on_failure: Literal["rollback", "pause"] = "rollback"
     on_inconclusive: Literal["pause", "rollback"] = "pause"
 

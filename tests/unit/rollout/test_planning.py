@@ -189,6 +189,23 @@ def test_a_device_that_can_run_nothing_is_excluded_with_what_each_artifact_needs
     )
 
 
+@pytest.mark.parametrize(
+    ("pin", "fields", "expected"),
+    [
+        ("fp16", {"device_class": "jetson", "accelerators": ["cuda"]}, "fp16"),
+        ("int4", {"device_class": "rpi5"}, "int4"),  # another class's variant, as asked
+        ("base", {"device_class": "rpi5"}, None),  # the base model, though its class has a variant
+        ("fp16", {"device_class": "jetson"}, "variant fp16 (built for jetson) needs accelerator cuda"),
+    ],
+)
+def test_a_pinned_variant_is_the_only_candidate(pin: str, fields: dict[str, Any], expected: str | None) -> None:
+    resolved = resolve(device(**fields), version(), VARIANTS, pin=pin)
+    if isinstance(resolved, Exclusion):
+        assert resolved.reason == expected, "excluded with what the pinned artifact needs, nothing else"
+    else:
+        assert resolved.variant == expected
+
+
 def test_a_plan_selects_resolves_and_stratifies_and_keeps_what_each_device_ran() -> None:
     fleet = [device(f"r{i}", device_class="rpi5", active_digest="e" * 64) for i in range(20)]
     fleet += [device(f"g{i}", device_class="gateway", ram_mb=64) for i in range(3)]  # too small for anything

@@ -246,6 +246,8 @@ async def test_refusals_name_the_reason_and_store_nothing(fleet: Fleet) -> None:
         await fleet.service.start(start(selector=Selector(labels={"site": "mars"})), command_id="c2")
     with pytest.raises(RolloutRefused, match=r"none of the 2 selected devices can run minilm 2\.0: g0: .*RAM.*npu"):
         await fleet.service.start(start(ref="huge", selector=Selector(device_classes=["gateway"])), command_id="c3")
+    with pytest.raises(RolloutRefused, match="minilm 2.0 has no variant 'int4'; variants: base, int8"):
+        await fleet.service.start(start(variant="int4"), command_id="c6")
     assert await fleet.rollouts.list() == []
     await fleet.service.start(start(), command_id="c4")
     with pytest.raises(RolloutRefused, match="in active rollout ro-c4"):
@@ -286,3 +288,13 @@ async def test_statuses_before_any_hello_are_counted_and_dropped() -> None:
     status = DeviceStatus(device_id="ghost", desired_revision=1, digest=OLD, step="active", active_digest=OLD)
     await f.service.status(status, at=T0)
     assert f.service.statuses_ignored == 1 and await f.devices.get("ghost") is None
+
+
+async def test_an_assignment_pins_one_variant_and_may_skip_the_smoke_test(fleet: Fleet) -> None:
+    """What `slmops device assign --variant base --no-smoke` sends: a one-wave rollout pinned to an artifact."""
+    cmd = start(waves=[Wave(percent=100)], gates=[], soak_seconds=0, variant="base", smoke_test=False)
+    await fleet.service.start(cmd.model_copy(update={"selector": Selector(device_classes=["rpi5"])}), command_id="a1")
+    (record,) = await fleet.rollouts.list()
+    assert {a.digest for a in record.artifacts} == {BASE}, "the base model, though rpi5 has its own variant"
+    assert record.smoke_input is None
+    assert await run(fleet, record.rollout_id) == "completed"
