@@ -66,12 +66,15 @@ def build_eval_set(*, samples: int = 32, sequence: int = 16, vocab: int = 1000, 
     return {"input_ids": ids * mask, "attention_mask": mask}
 
 
-def write_sample(directory: Path, *, seed: int = 0) -> tuple[Path, Path]:
-    """Write `tiny-embedder.onnx` and `tiny-embedder-eval.npz` into `directory`; returns both paths."""
+def write_sample(directory: Path, *, seed: int = 0, dim: int = 64) -> tuple[Path, Path]:
+    """Write `tiny-embedder.onnx` and `tiny-embedder-eval.npz` into `directory`; returns both paths.
+
+    A larger `dim` is a genuinely slower model (its dense layer costs dim² per token): what the
+    demo rolls out to show a gate catching a regression that was measured, not staged."""
     directory.mkdir(parents=True, exist_ok=True)
     model_path = directory / "tiny-embedder.onnx"
     eval_path = directory / "tiny-embedder-eval.npz"
-    onnx.save(build_tiny_embedder(seed=seed), str(model_path))
+    onnx.save(build_tiny_embedder(seed=seed, dim=dim), str(model_path))
     with eval_path.open("wb") as f:
         np.savez(f, **build_eval_set())  # type: ignore[arg-type]  # numpy's stub mistypes **arrays
     return model_path, eval_path

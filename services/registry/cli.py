@@ -177,6 +177,9 @@ def sample(
     minilm: bool = typer.Option(
         False, "--minilm", help="The reference SLM, all-MiniLM-L6-v2 (90 MB), instead of the tiny model."
     ),
+    dim: int = typer.Option(
+        64, "--dim", min=8, max=2048, help="The tiny model's width: larger is slower (dim² per token)."
+    ),
 ) -> None:
     """Write a model and its evaluation set to try things with: the tiny built-in one, or MiniLM."""
     if minilm:
@@ -189,7 +192,7 @@ def sample(
     else:
         from samples.tiny import write_sample
 
-        model_path, eval_path = write_sample(directory)
+        model_path, eval_path = write_sample(directory, dim=dim)
     console.print(f"wrote {model_path} and {eval_path}")
 
 
