@@ -6,6 +6,8 @@ same code the fleet simulator runs) over this host's seams (`local_install.py`):
 reported on the status subject; any failure stops the install with a reason and leaves the
 previous model serving, because the active slot only changes in the last step. A newer desired
 revision cancels an install in progress; an agent restarted mid-install resumes its partial download.
+Each install is a `device.install` span continuing the trace in its desired state's `traceparent`
+(`install_trace.py`), with a child span per step (`local_install.py`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from opentelemetry import trace
 
 from services.edge_agent.capabilities import Capabilities
+from services.edge_agent.desired import Desired
 from services.edge_agent.errors import LoadFailed, NotReady
 from services.edge_agent.install import RetryPolicy, converge
+from services.edge_agent.install_trace import end_install_span, start_install_span
 from services.edge_agent.local_install import LocalInstall
 from services.edge_agent.ports import Link
 from services.edge_agent.runtime import LoadedModel, ModelRuntime
@@ -86,9 +91,13 @@ class Agent:
         config: who the device is and its timings.
         link: the bus (`link.DeviceLink`), or `adapters.memory.MemoryLink` in tests.
         capabilities: what this host offers (sent in every hello).
+        tracer: where install spans go (default: the process's tracer provider, which `slmops
+            agent` installs; a no-op until one is).
     """
 
-    def __init__(self, config: AgentConfig, *, link: Link, capabilities: Capabilities) -> None:
+    def __init__(
+        self, config: AgentConfig, *, link: Link, capabilities: Capabilities, tracer: trace.Tracer | None = None
+    ) -> None:
         self.config = config
         self.link = link
         self.capabilities = capabilities
@@ -99,6 +108,7 @@ class Agent:
         # Per digest, for as long as a slot holds it: a reference outlives windows (and a rollback).
         self._references: dict[str, ReferenceCentroid] = {}
         self._policy = RetryPolicy(attempts=config.download_attempts, backoff=config.download_backoff)
+        self._tracer = tracer or trace.get_tracer("slmops.agent")
         self._installer = LocalInstall(
             link=link,
             store=self.store,
@@ -109,6 +119,7 @@ class Agent:
             threads=config.threads,
             rate_limit_bps=config.download_rate_limit_bps,
             registry_key_pem=config.registry_key_pem,
+            tracer=self._tracer,
         )
         self._install: asyncio.Task[None] | None = None
         self._install_revision = 0
@@ -189,9 +200,24 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._install
             self._install_revision = desired.revision
-            self._install = asyncio.create_task(
-                converge(desired, self._installer, policy=self._policy), name=f"install-{desired.revision}"
-            )
+            self._install = asyncio.create_task(self._converge(desired), name=f"install-{desired.revision}")
+
+    async def _converge(self, desired: Desired) -> None:
+        """Install `desired` inside its `device.install` span (current, so the steps' spans are its children)."""
+        span = start_install_span(
+            self._tracer, desired, device_id=self.config.device_id, device_class=self.config.device_class
+        )
+        with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+            try:
+                final = await converge(desired, self._installer, policy=self._policy)
+            except asyncio.CancelledError:  # a newer revision won
+                end_install_span(span, "cancelled")
+                raise
+            except Exception as exc:  # a bug: the task ends with it, the span says so
+                span.record_exception(exc)
+                end_install_span(span, "error", reason=f"{type(exc).__name__}: {exc}")
+                raise
+        end_install_span(span, final.step, reason=final.reason)
 
     async def _telemetry_loop(self) -> None:
         while True:

@@ -6,6 +6,10 @@
   or Mender's manual assignment does).
 * `fleet simulate` runs a fleet of simulated devices on the real bus, then prints its report.
 
+`agent` and `fleet simulate` install the process's tracer provider (`shared.tracing`), so each
+install's `device.install` span lands in `<home>/traces.jsonl` or goes over OTLP, per
+`SLMOPS_OTEL_EXPORTER`; `none` leaves the no-op tracer in place.
+
 Only typer is imported up front; each command imports what it runs (onnxruntime, NATS, the simulator).
 """
 
@@ -19,9 +23,21 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from services.edge_agent.fleet.config import DEFAULT_MIX
-from shared.cli.common import CLI_SOURCE, JsonOption, authority_at, console, fail, parse_labels, print_json, run
+from shared.cli.common import (
+    CLI_SOURCE,
+    JsonOption,
+    authority_at,
+    console,
+    err_console,
+    fail,
+    parse_labels,
+    print_json,
+    run,
+)
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from services.edge_agent.agent import AgentConfig
     from services.edge_agent.capabilities import Capabilities
     from services.edge_agent.fleet.config import SimulationConfig
@@ -118,6 +134,15 @@ def agent(
 
 
 async def _run_agent(config: AgentConfig, caps: Capabilities, settings: AgentSettings, *, http_port: int) -> None:
+    provider = _install_tracing(settings, service="agent")
+    try:
+        await _serve_agent(config, caps, settings, http_port=http_port)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # export the spans still batched
+
+
+async def _serve_agent(config: AgentConfig, caps: Capabilities, settings: AgentSettings, *, http_port: int) -> None:
     import asyncio
 
     from services.edge_agent.agent import Agent
@@ -140,6 +165,24 @@ async def _run_agent(config: AgentConfig, caps: Capabilities, settings: AgentSet
     if server:
         server.shutdown()
     await nc.close()
+
+
+def _install_tracing(settings: Settings, *, service: str) -> TracerProvider | None:
+    """The process's tracer provider for `service`, installed; None when tracing is off.
+
+    Also None, with a warning, when this installation lacks the OpenTelemetry SDK or the exporter
+    the settings name (an install older or slimmer than `slmops[agent]`): a device that cannot
+    trace still installs and serves.
+    """
+    if settings.otel_exporter == "none":
+        return None
+    try:
+        from shared.tracing import setup_tracing
+
+        return setup_tracing(settings, service=service)
+    except ModuleNotFoundError as exc:
+        err_console.print(f"[yellow]tracing off:[/] {exc.name} is not installed (SLMOPS_OTEL_EXPORTER=none hides this)")
+        return None
 
 
 # --- slmops device enroll|revoke ------------------------------------------------------------------
@@ -442,12 +485,17 @@ async def _simulate(config: SimulationConfig, *, duration: float, quiet: bool) -
     if settings.nats_creds is None and simulator_creds.exists():
         # The simulator speaks for many devices: its own identity, never the operator's (SECURITY.md).
         settings = settings.model_copy(update={"nats_creds": simulator_creds})
-    async with FleetSimulator(settings, config) as sim:
-        deadline = loop.time() + duration if duration else None
-        live = Live(console=console, transient=True, refresh_per_second=2)
-        with live if not quiet else contextlib.nullcontext():
-            while not stop.is_set() and (deadline is None or loop.time() < deadline):
-                live.update(progress_line(sim))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1.0)
-        return sim.report()
+    provider = _install_tracing(settings, service="fleet")
+    try:
+        async with FleetSimulator(settings, config) as sim:
+            deadline = loop.time() + duration if duration else None
+            live = Live(console=console, transient=True, refresh_per_second=2)
+            with live if not quiet else contextlib.nullcontext():
+                while not stop.is_set() and (deadline is None or loop.time() < deadline):
+                    live.update(progress_line(sim))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=1.0)
+            return sim.report()
+    finally:
+        if provider is not None:
+            provider.shutdown()  # export the spans still batched

@@ -288,7 +288,7 @@ async def download(
     raise DownloadFailed(f"download did not complete after {policy.attempts} attempts: {last}")
 
 
-async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPolicy) -> None:
+async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPolicy) -> DeviceStatus:
     """Make `desired` the serving model, reporting each step; a failure ends as a `failed` status.
 
     One function on purpose: ten thousand simulated devices run it at once, and every frame an
@@ -298,6 +298,10 @@ async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPol
         desired: the desired state and the revision every status echoes.
         io: the device's seams.
         policy: download attempts and back-off.
+
+    Returns:
+        The last status reported, `active` or `failed` (with its reason): how the install ended,
+        for the caller's trace (`install_trace.py`).
 
     Raises:
         asyncio.CancelledError: a newer revision cancelled this install (nothing more is reported).
@@ -337,15 +341,15 @@ async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPol
             await io.smoke(loaded, state, may_download=True)
             await io.switch(slot, loaded, state)  # the one step that changes what serves
             report.active_digest = state.digest
-        await report("active", slot=slot)
+        return await report("active", slot=slot)
     except AgentError as exc:
-        await report("failed", reason=str(exc))
+        return await report("failed", reason=str(exc))
     except CallerError as exc:
-        await report("failed", reason=f"the registry refused: {exc}")
+        return await report("failed", reason=f"the registry refused: {exc}")
     except TransientError as exc:
-        await report("failed", reason=f"cannot reach the registry: {exc}")
+        return await report("failed", reason=f"cannot reach the registry: {exc}")
     except SlmopsError as exc:  # e.g. the registry failed on a request (`internal`): still an answer
-        await report("failed", reason=f"the registry failed: {exc}")
+        return await report("failed", reason=f"the registry failed: {exc}")
 
 
 class _Reporter:
@@ -371,17 +375,18 @@ class _Reporter:
         slot: Slot | None = None,
         reason: str | None = None,
         progress: ProgressBytes | None = None,
-    ) -> None:
-        await self.io.report(
-            DeviceStatus(
-                device_id=self.io.device_id,
-                desired_revision=self.desired.revision,
-                digest=self.desired.state.digest,
-                step=step,
-                slot=slot,
-                active_digest=self.active_digest,
-                reason=reason,
-                attempt=self.attempt,
-                progress=progress,
-            )
+    ) -> DeviceStatus:
+        """Report `step` for this install; returns the status reported."""
+        status = DeviceStatus(
+            device_id=self.io.device_id,
+            desired_revision=self.desired.revision,
+            digest=self.desired.state.digest,
+            step=step,
+            slot=slot,
+            active_digest=self.active_digest,
+            reason=reason,
+            attempt=self.attempt,
+            progress=progress,
         )
+        await self.io.report(status)
+        return status

@@ -8,6 +8,11 @@
   to move verified bytes in;
 * runtime: `LoadedModel` and its smoke run; after the switch is durable, the agent's `serve`
   callback swaps the sessions.
+
+Each step that takes time or can fail is a span (`device.download` per attempt, `device.verify`,
+`device.load`, `device.smoke_test`, `device.switch`), a child of the install's `device.install`
+span, which the agent makes current around the install (`install_trace.py`). A step that raises
+ends its span with ERROR and the exception.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import numpy as np
+from opentelemetry import trace
 
 from services.edge_agent import transfer as http
 from services.edge_agent.errors import LoadFailed, VerificationFailed
 from services.edge_agent.install import Progress, RetryPolicy, Slots, download
+from services.edge_agent.install_trace import DOWNLOAD_SPAN, LOAD_SPAN, SMOKE_SPAN, SWITCH_SPAN, VERIFY_SPAN
 from services.edge_agent.ports import Link
 from services.edge_agent.runtime import LoadedModel, ModelRuntime
 from services.edge_agent.slots import LocalState, SlotStore, installed
@@ -56,6 +63,7 @@ class LocalInstall:
         policy: the download attempts, also for the smoke input.
         threads: onnxruntime intra-op threads per session.
         rate_limit_bps: cap on download speed (None: as fast as the link goes).
+        tracer: where the steps' spans go (default: the process's tracer provider).
     """
 
     def __init__(
@@ -70,6 +78,7 @@ class LocalInstall:
         registry_key_pem: str,
         threads: int = 1,
         rate_limit_bps: int | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.device_id = link.device_id
         self._link = link
@@ -81,6 +90,7 @@ class LocalInstall:
         self._threads = threads
         self._rate_limit_bps = rate_limit_bps
         self._public_key = registry_key_pem
+        self._tracer = tracer or trace.get_tracer("slmops.agent")
 
     # --- statuses and local state ---------------------------------------------------------------
 
@@ -112,18 +122,26 @@ class LocalInstall:
             if not stop.is_set() and progress.due(done):
                 asyncio.run_coroutine_threadsafe(progress.publish(done), loop).result(timeout=PROGRESS_HOP_TIMEOUT)
 
-        try:
-            return await asyncio.to_thread(
-                http.fetch_range,
-                url.url,
-                self._store.partial_download(url.digest),
-                have=have,
-                rate_limit_bps=self._rate_limit_bps,
-                on_progress=on_progress,
-                stop=stop,
-            )
-        finally:
-            stop.set()
+        attributes: dict[str, str | int] = {
+            "slmops.digest": url.digest,
+            "slmops.attempt": attempt,
+            "slmops.resumed_from": have,
+        }
+        with self._tracer.start_as_current_span(DOWNLOAD_SPAN, attributes=attributes) as span:
+            try:
+                done = await asyncio.to_thread(
+                    http.fetch_range,
+                    url.url,
+                    self._store.partial_download(url.digest),
+                    have=have,
+                    rate_limit_bps=self._rate_limit_bps,
+                    on_progress=on_progress,
+                    stop=stop,
+                )
+            finally:
+                stop.set()
+            span.set_attribute("slmops.bytes_held", done)
+            return done
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -131,9 +149,10 @@ class LocalInstall:
     async def verify(self, desired: DesiredState) -> None:
         key = self._public_key
         part = self._store.partial_download(desired.digest)
-        await asyncio.to_thread(
-            verify_artifact, part, digest=desired.digest, signature=desired.signature, public_key_pem=key
-        )
+        with self._tracer.start_as_current_span(VERIFY_SPAN, attributes={"slmops.digest": desired.digest}):
+            await asyncio.to_thread(
+                verify_artifact, part, digest=desired.digest, signature=desired.signature, public_key_pem=key
+            )
 
     async def discard(self, digest: str) -> None:
         self._store.partial_download(digest).unlink(missing_ok=True)
@@ -151,13 +170,14 @@ class LocalInstall:
         `serve` (its awaits: the old window's publish, the hello) waits for both before it ends the
         install. Otherwise the state would name `slot` (and its labels) while the runtime kept
         serving the previous model, whose windows the next keep of this digest would never fix."""
-        step = asyncio.ensure_future(self._switch(slot, loaded, desired))
-        try:
-            await asyncio.shield(step)
-        except asyncio.CancelledError:
-            if not step.done():
-                await asyncio.wait({step})
-            raise
+        with self._tracer.start_as_current_span(SWITCH_SPAN, attributes={"slmops.slot": slot}):
+            step = asyncio.ensure_future(self._switch(slot, loaded, desired))
+            try:
+                await asyncio.shield(step)
+            except asyncio.CancelledError:
+                if not step.done():
+                    await asyncio.wait({step})
+                raise
 
     async def _switch(self, slot: Slot, loaded: LoadedModel, desired: DesiredState) -> None:
         previous, _ = self._runtime.current()
@@ -214,13 +234,15 @@ class LocalInstall:
     # --- runtime ----------------------------------------------------------------------------------
 
     async def load(self, slot: Slot, desired: DesiredState) -> LoadedModel:
-        return await asyncio.to_thread(
-            LoadedModel, self._store.model_path(slot), digest=desired.digest, threads=self._threads
-        )
+        with self._tracer.start_as_current_span(LOAD_SPAN, attributes={"slmops.slot": slot}):
+            return await asyncio.to_thread(
+                LoadedModel, self._store.model_path(slot), digest=desired.digest, threads=self._threads
+            )
 
     async def smoke(self, loaded: LoadedModel, desired: DesiredState, *, may_download: bool) -> None:
-        inputs = await self._smoke_inputs(desired.smoke_input, may_download=may_download)
-        await asyncio.to_thread(loaded.smoke, inputs)
+        with self._tracer.start_as_current_span(SMOKE_SPAN):
+            inputs = await self._smoke_inputs(desired.smoke_input, may_download=may_download)
+            await asyncio.to_thread(loaded.smoke, inputs)
 
     async def _smoke_inputs(self, smoke: SmokeInput | None, *, may_download: bool) -> dict[str, np.ndarray] | None:
         """The first row of each array of the smoke input, fetched like a model and its sha256 checked;

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import signal
 import subprocess
 import sys
@@ -294,3 +295,42 @@ async def test_the_smoke_input_named_in_the_desired_state_is_fetched_verified_an
         await wait_for(nc, device, revision, "active")
         assert agent.active_digest == detail.version.artifact.digest
     assert (tmp_path / "state" / device / "downloads" / f"{smoke.digest}.npz").exists()
+
+
+async def test_the_agent_process_continues_the_desired_states_trace_in_the_span_file(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """`slmops agent` installs its tracer provider: the install's span lands in <home>/traces.jsonl,
+    a child of the span the traceparent names, where `slmops trace` finds it by the rollout id."""
+    from shared.trace_tree import read_rollout_spans, rollout_traces
+
+    detail = await registered(nc, artifacts, tmp_path, seed=43)
+    device, rollout = unique("rpi"), unique("r")
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    identity_dir = enroll(settings, device)
+    cmd = [sys.executable, "-m", "shared.cli.main", "agent", "--identity", str(identity_dir)]
+    cmd += ["--state-dir", str(tmp_path / "state"), "--http-port", "-1"]
+    proc = subprocess.Popen(cmd, env=service_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        revision = await desire(
+            nc, device, detail, rollout_id=rollout, wave=0, traceparent=f"00-{trace_id}-{parent_id}-01"
+        )
+        await wait_for(nc, device, revision, "active")
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the agent exports what it still holds as it stops
+        proc.wait(timeout=20)
+    (tree,) = rollout_traces(read_rollout_spans(settings.traces_file, rollout).spans, rollout)
+    (install,) = tree.roots  # an orphan: the rollout's own span is not in the file
+    assert (tree.trace_id, install.span.parent_id, install.span.name) == (trace_id, parent_id, "device.install")
+    assert install.span.service == "slmops-agent" and install.span.attributes["slmops.device_id"] == device
+    assert install.span.attributes["slmops.outcome"] == "active" and install.span.status == "OK"
+    steps = [c.span for c in install.children]
+    assert [s.name for s in steps if s.service == "slmops-agent"] == [
+        "device.download",
+        "device.verify",
+        "device.load",
+        "device.smoke_test",
+        "device.switch",
+    ]
+    # The URL request carries the install's context (shared.bus), so the registry's answer is in it too.
+    assert any(s.service == "slmops-registry" and "download_url" in s.name for s in steps)

@@ -204,11 +204,11 @@ class SimDevice:
         """The slots as the install state machine decides on them."""
         return Slots(active=self.active, contents=self.slots)
 
-    def converge(self, desired: Desired, env: InstallEnv) -> Coroutine[Any, Any, None]:
+    def converge(self, desired: Desired, env: InstallEnv) -> Coroutine[Any, Any, DeviceStatus]:
         """Make `desired` the serving model, reporting each step; failures end as `failed`.
 
         The install state machine's coroutine itself, not a wrapper around it: at ten thousand
-        devices, every frame an await passes through costs.
+        devices, every frame an await passes through costs. It returns the last status reported.
 
         Raises:
             DeviceCrashed: the injected crash of a `crash` device (once); the caller restarts it.

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from opentelemetry.trace import Tracer
 
 from services.edge_agent.adapters.memory import MemoryLink, Offer
 from services.edge_agent.agent import Agent, AgentConfig
@@ -23,8 +24,10 @@ INPUTS = {"input_ids": np.array([[5, 6, 7, 8]], dtype=np.int64), "attention_mask
 
 
 @contextlib.asynccontextmanager
-async def running(link: MemoryLink, tmp_path: Path, **config: Any) -> AsyncIterator[Agent]:
-    """An agent on the in-memory link, running until the block ends."""
+async def running(
+    link: MemoryLink, tmp_path: Path, *, tracer: Tracer | None = None, **config: Any
+) -> AsyncIterator[Agent]:
+    """An agent on the in-memory link, running until the block ends (its spans to `tracer`, if given)."""
     settings = AgentConfig(
         device_id=DEVICE,
         device_class="rpi5",
@@ -33,7 +36,7 @@ async def running(link: MemoryLink, tmp_path: Path, **config: Any) -> AsyncItera
         download_backoff=0.0,
         **config,
     )
-    agent = Agent(settings, link=link, capabilities=detect())
+    agent = Agent(settings, link=link, capabilities=detect(), tracer=tracer)
     task = asyncio.create_task(agent.run())
     try:
         yield agent
