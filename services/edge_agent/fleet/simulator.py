@@ -17,6 +17,12 @@ devices draw their windows from a second real measurement of the artifact over s
 (`inference.measure_shifted`), and the real-inference ones among them run shifted inputs, so drift
 detection is tested on outputs that really moved.
 
+Each install is one `device.install` span (`install_trace.py`), continuing the trace in the
+desired state's `traceparent`, with the device's class: one span per install, recorded when it
+is over, and no step spans. The tracer is the process's (`slmops fleet simulate` installs its
+provider), a no-op when the settings turn tracing off (`SLMOPS_OTEL_EXPORTER=none`), or the one
+passed in.
+
 The inference worker is a spawned process, so a script that embeds the simulator needs the usual
 `if __name__ == "__main__":` guard (the `slmops` entry point and pytest have it).
 """
@@ -30,6 +36,7 @@ import random
 import re
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -40,6 +47,7 @@ from typing import Any, get_args
 import numpy as np
 import onnxruntime as ort
 from nats.js.kv import KV_DEL, KV_PURGE
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from services.edge_agent.desired import Desired
@@ -56,6 +64,7 @@ from services.edge_agent.fleet.inference import InferenceWorker
 from services.edge_agent.fleet.mix import assign_classes, stratified_sample
 from services.edge_agent.fleet.report import ClassSummary, Convergence, FleetReport, Resources, SharedWork
 from services.edge_agent.fleet.telemetry import busy_percent, draw_window, model_ram_mb
+from services.edge_agent.install_trace import record_install_span
 from services.edge_agent.link import status_message_id, telemetry_message_id
 from services.edge_agent.telemetry import REFERENCE_REQUESTS, ReferenceCentroid, WindowRecorder
 from shared import subjects, topology
@@ -76,11 +85,29 @@ def _ort_release() -> str:
 
 
 class FleetSimulator:
-    """Run with `async with FleetSimulator(settings, config) as sim:`; `sim.report()` at any time."""
+    """Run with `async with FleetSimulator(settings, config) as sim:`; `sim.report()` at any time.
 
-    def __init__(self, settings: Settings, config: SimulationConfig, *, profiles_dir: Path | None = None) -> None:
+    Args:
+        settings: where the platform is; `otel_exporter="none"` turns the install spans off.
+        config: the fleet.
+        profiles_dir: the device profiles the classes' speed factors come from (default: `deploy/profiles`).
+        tracer: where install spans go (default: the process's tracer provider, or a no-op one
+            when the settings turn tracing off).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: SimulationConfig,
+        *,
+        profiles_dir: Path | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         self.settings = settings
         self.config = config
+        if tracer is None:
+            tracer = trace.NoOpTracer() if settings.otel_exporter == "none" else trace.get_tracer("slmops.fleet")
+        self.tracer = tracer
         self.classes: dict[str, DeviceClass] = load_classes(profiles_dir)
         for name in config.mix:
             known_class(name, self.classes)
@@ -364,16 +391,34 @@ class FleetSimulator:
         dev.task = asyncio.create_task(self._run_install(dev, desired))
 
     async def _run_install(self, dev: SimDevice, desired: Desired) -> None:
+        started = time.time_ns()
         try:
-            await dev.converge(desired, self._envs[dev.connection])
+            final = await dev.converge(desired, self._envs[dev.connection])
         except DeviceCrashed as crash:
+            self._traced(dev, desired, started, "crashed", str(crash))
             self._crash(dev, crash)
         except asyncio.CancelledError:
+            self._traced(dev, desired, started, "cancelled", None)
             raise
-        except Exception:
+        except Exception as exc:
             # A bug in the simulator, not a device failure: count it so the report shows it.
+            self._traced(dev, desired, started, "error", f"{type(exc).__name__}: {exc}")
             log.exception("simulated install crashed unexpectedly", extra={"device": dev.device_id})
             self.events["simulator_errors"] += 1
+        else:
+            self._traced(dev, desired, started, final.step, final.reason)
+
+    def _traced(self, dev: SimDevice, desired: Desired, started_ns: int, outcome: str, reason: str | None) -> None:
+        """The install's `device.install` span, recorded once it is over (a no-op with tracing off)."""
+        record_install_span(
+            self.tracer,
+            desired,
+            device_id=dev.device_id,
+            device_class=dev.device_class.name,
+            started_ns=started_ns,
+            outcome=outcome,
+            reason=reason,
+        )
 
     async def _catch_up(self, dev: SimDevice) -> None:
         """Back online or restarted: hello, then read the desired key (changes were missed meanwhile)."""

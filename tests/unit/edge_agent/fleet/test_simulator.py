@@ -11,15 +11,21 @@ import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NoOpTracer, StatusCode, Tracer
 
 from services.edge_agent.desired import Desired
 from services.edge_agent.fleet.artifacts import CachedArtifact
 from services.edge_agent.fleet.classes import BUILT_IN
 from services.edge_agent.fleet.config import SimulationConfig
 from services.edge_agent.fleet.device import LoadTiming, SimDevice, SimInstall
+from services.edge_agent.fleet.faults import Fault
 from services.edge_agent.fleet.inference import InferenceResult
 from services.edge_agent.fleet.simulator import FleetSimulator
 from shared.messages.device import DesiredState, DeviceStatus, TelemetryWindow
@@ -47,9 +53,9 @@ class Worker:
         )
 
 
-def simulator(**config: object) -> FleetSimulator:
+def simulator(*, settings: Settings | None = None, tracer: Tracer | None = None, **config: object) -> FleetSimulator:
     cfg = SimulationConfig(devices=1, mix={"rpi5": 1}, **config)  # type: ignore[arg-type]
-    sim = FleetSimulator(Settings(), cfg)
+    sim = FleetSimulator(settings or Settings(), cfg, tracer=tracer)
     sim.worker = Worker()  # type: ignore[assignment]
     sim.artifacts = {d: CachedArtifact(digest=d, size_bytes=1000, path=Path(f"/{d[:1]}.onnx")) for d in (V1, V2)}
     return sim
@@ -187,3 +193,52 @@ async def test_the_same_desired_state_again_keeps_the_drawn_window() -> None:
     dev = on_v1(real_inference=False)
     (started,) = await drawn_window_during_active(dev, BY_HAND, 1)
     assert started is not None and dev.window_start == started
+
+
+# --- install spans ----------------------------------------------------------------------------------
+
+TRACE_ID, PARENT_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+async def install_spans(state: DesiredState, *, fault: Fault | None = None) -> InMemorySpanExporter:
+    """Run one simulated install of `state` through the simulator's own install task; its spans."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sim = simulator(tracer=provider.get_tracer("tests"))
+    world = World()
+    if fault is Fault.CORRUPT:
+        world.bad_digests.add(state.digest)
+    sim._envs = [cast(Any, world)]
+    dev = on_v1(real_inference=False)
+    sim.devices, sim._by_id = [dev], {dev.device_id: dev}
+    sim._converge(dev, Desired(state=state, revision=3))
+    assert dev.task is not None
+    await dev.task
+    provider.shutdown()
+    return exporter
+
+
+async def test_a_simulated_install_is_one_span_continuing_the_traceparent() -> None:
+    state = ROLLOUT.model_copy(update={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+    (span,) = (await install_spans(state)).get_finished_spans()
+    assert span.name == "device.install" and span.context is not None and span.parent is not None
+    assert (f"{span.context.trace_id:032x}", f"{span.parent.span_id:016x}") == (TRACE_ID, PARENT_ID)
+    assert dict(span.attributes or {}) == {
+        "slmops.device_id": DEVICE,
+        "slmops.device_class": "rpi5",
+        "slmops.digest": V2,
+        "slmops.desired_revision": 3,
+        "slmops.rollout_id": "r1",
+        "slmops.wave": 0,
+        "slmops.outcome": "active",
+    }
+
+
+async def test_a_failed_simulated_install_is_an_error_span() -> None:
+    (span,) = (await install_spans(ROLLOUT, fault=Fault.CORRUPT)).get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR and (span.attributes or {})["slmops.outcome"] == "failed"
+
+
+def test_tracing_off_in_the_settings_is_the_no_op_tracer() -> None:
+    assert isinstance(simulator(settings=Settings(otel_exporter="none")).tracer, NoOpTracer)
