@@ -15,7 +15,7 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, requires
 
 import typer
 
-from shared.cli import auth, schema, stack
+from shared.cli import auth, schema, stack, trace
 from shared.cli.common import err_console, fail
 from shared.discovery import cli_entry_points
 
@@ -33,6 +33,7 @@ def build_app() -> typer.Typer:
     app.command()(stack.up)
     app.command()(stack.down)
     app.command()(stack.status)
+    app.command()(trace.trace)
     app.add_typer(stack.stack_app, name="stack")
     app.add_typer(stack.service_app, name="service")
     app.add_typer(schema.schema_app, name="schema")
