@@ -1,8 +1,12 @@
-"""kill -9 the rollout service mid-wave, and again right after a rollback command: after each restart
-the rollout resumes where it was, no wave is started twice, no device is written twice, and no event
-is published twice (the ids are deterministic, so JetStream de-duplicates a repeat).
+"""One rollout through three faults: kill -9 of the rollout service in wave 1; kill -9 of the
+nats-server in wave 2, started again on the same store; kill -9 of the rollout service right after a
+rollback command. After each, the rollout resumes where it was: no wave is started twice, no device
+is written twice, and no event is published twice (the ids are deterministic, so JetStream
+de-duplicates a repeat). Across the server's restart the services and the simulated fleet
+reconnect, and the rollout service's watched copies of `desired` and `devices` (shared/kv_cache.py)
+notice that their watchers went with the server and watch again.
 
-With 16 devices a revert is written within the command's handling, so the second kill usually lands
+With 16 devices a revert is written within the command's handling, so the last kill usually lands
 after it: what it proves is that the restarted service finds the rollout rolled back, or finishes
 the revert, and repeats nothing."""
 
@@ -21,6 +25,7 @@ from shared.artifacts import ArtifactStore
 from shared.messages.device import DesiredState
 from shared.messages.rollout import Gate, RollbackRollout, Selector, StartRollout, Wave
 from shared.settings import Settings
+from shared.stack.servers import ServerProcess, respawn, server_ready
 from tests.conftest import ServiceRunner
 from tests.integration.test_registry import register
 from tests.integration.test_rollout import fleet, inventory_has, record_of, until_state
@@ -44,8 +49,33 @@ async def writes_by(nc: Client, device_ids: list[str], rollout_id: str) -> dict[
     return out
 
 
-async def test_a_rollout_survives_kill9_mid_wave_and_mid_revert(
-    settings: Settings, running_rollout: ServiceRunner, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+async def in_wave(nc: Client, rollout_id: str, wave: int) -> None:
+    for _ in range(600):
+        record = await record_of(nc, rollout_id)
+        if record is not None and record.wave == wave and record.state in ("installing", "soaking"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the rollout never reached wave {wave}")
+
+
+async def restart(server: ServerProcess) -> None:
+    """kill -9, then the same command again: same port, same store."""
+    server.process.kill()
+    server.process = respawn(server).process  # the session's fixture stops whatever runs at the end
+    for _ in range(200):
+        if await asyncio.to_thread(server_ready, server, timeout=0.5):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the nats-server did not come back")
+
+
+async def test_a_rollout_survives_kill9_mid_wave_a_nats_server_restart_and_kill9_mid_revert(
+    settings: Settings,
+    servers: tuple[ServerProcess, ServerProcess],
+    running_rollout: ServiceRunner,
+    nc: Client,
+    artifacts: ArtifactStore,
+    tmp_path: Path,
 ) -> None:
     name = unique("rokill")
     model, eval_set = sample_files(tmp_path, seed=5301)
@@ -68,16 +98,13 @@ async def test_a_rollout_survives_kill9_mid_wave_and_mid_revert(
         assert outcome is not None and outcome.status == "applied"
 
         # Mid-wave: wave 1 has started (its desired states are being written or installed).
-        for _ in range(600):
-            record = await record_of(nc, rollout_id)
-            if record is not None and record.wave == 1 and record.state in ("installing", "soaking"):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the rollout never reached wave 1")
+        await in_wave(nc, rollout_id, 1)
         running_rollout.kill9()
         await asyncio.to_thread(running_rollout.start)
-        done = await until_state(nc, rollout_id, {"completed", "rolled_back", "paused"}, timeout=90)
+        await in_wave(nc, rollout_id, 2)
+        nats_server, _ = servers
+        await restart(nats_server)
+        done = await until_state(nc, rollout_id, {"completed", "rolled_back", "paused"}, timeout=120)
         assert done.state == "completed", done.reason
 
         written = await writes_by(nc, ids, rollout_id)
