@@ -34,7 +34,12 @@ from services.edge_agent.local_install import LocalInstall
 from services.edge_agent.ports import Link
 from services.edge_agent.runtime import LoadedModel, ModelRuntime
 from services.edge_agent.slots import SlotStore
-from services.edge_agent.telemetry import ReferenceCentroid, WindowRecorder, embeddings_agree
+from services.edge_agent.telemetry import (
+    FIRST_WINDOW_SECONDS,
+    ReferenceCentroid,
+    WindowRecorder,
+    embeddings_agree,
+)
 from shared import bus
 from shared.messages.device import DeviceHello
 
@@ -55,6 +60,7 @@ class AgentConfig:
     state_dir: Path
     heartbeat_seconds: float = 30.0
     telemetry_seconds: float = 10.0
+    first_window_seconds: float = FIRST_WINDOW_SECONDS  # a new model's first window (see telemetry.py)
     download_attempts: int = 4
     download_backoff: float = 0.5
     download_rate_limit_bps: int | None = None
@@ -122,6 +128,7 @@ class Agent:
             tracer=self._tracer,
         )
         self._install: asyncio.Task[None] | None = None
+        self._first_window: asyncio.Task[None] | None = None
         self._install_revision = 0
         self._cpu = _CpuMeter()
 
@@ -139,7 +146,7 @@ class Agent:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for t in [*tasks, *([self._install] if self._install else [])]:
+            for t in [*tasks, *(t for t in (self._install, self._first_window) if t is not None)]:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -268,8 +275,17 @@ class Agent:
         opening = self._open_window(loaded.digest, datetime.now(UTC))
         with self._recorder_lock:
             self._recorder = opening
+        if self._first_window is not None:
+            self._first_window.cancel()
+        self._first_window = asyncio.create_task(self._close_first_window(), name="first-window")
         with contextlib.suppress(bus.BusError):
             await self._hello()
+
+    async def _close_first_window(self) -> None:
+        """The new model's first window is short (`first_window_seconds`): the rollout hears soon."""
+        await asyncio.sleep(min(self.config.telemetry_seconds, self.config.first_window_seconds))
+        with contextlib.suppress(bus.BusError):
+            await self._flush_window()
 
     async def _relabel(self) -> None:
         """After a keep for another desired state: close the window opened under the old labels;

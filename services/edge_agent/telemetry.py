@@ -36,6 +36,10 @@ from shared.output_statistics import Moments, output_moments, wire_outputs
 
 LATENCY_SCALE = 4  # base 2^(1/16): 2.2 % bound; the histogram downscales itself to fit 160 buckets
 REFERENCE_REQUESTS = 64  # served outputs averaged into a digest's reference centroid
+# After switching to a new model, its first window closes this soon (or at the window's length, if
+# shorter): a rollout counts a device healthy once a window on the new model arrives, and should
+# hear within a second, not within a whole window (10 s by default, 30 s in the simulator).
+FIRST_WINDOW_SECONDS = 1.0
 
 
 def similarity_bin(similarity: float) -> int:

@@ -133,6 +133,7 @@ class SimDevice:
         "next_hello",
         "next_window",
         "window_start",
+        "switched",
         "transfers",
     )
 
@@ -174,6 +175,7 @@ class SimDevice:
         self.next_hello = 0.0
         self.next_window = 0.0
         self.window_start: datetime | None = None
+        self.switched = False  # the next window is the new model's first: short (FIRST_WINDOW_SECONDS)
         self.transfers = 0
 
     @property
@@ -304,6 +306,7 @@ class SimInstall:
         dev.active, dev.shadow = slot, desired.shadow  # the atomic switch, labels included
         dev.rollout = (desired.rollout_id, desired.wave)
         dev.window_start = None  # the next drawn window is about the new model only, from now on
+        dev.switched = True
 
     async def keep(self, slot: Slot, desired: DesiredState) -> None:
         dev = self.device

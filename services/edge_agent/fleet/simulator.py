@@ -66,7 +66,7 @@ from services.edge_agent.fleet.report import ClassSummary, Convergence, FleetRep
 from services.edge_agent.fleet.telemetry import busy_percent, draw_window, model_ram_mb
 from services.edge_agent.install_trace import record_install_span
 from services.edge_agent.link import status_message_id, telemetry_message_id
-from services.edge_agent.telemetry import REFERENCE_REQUESTS, ReferenceCentroid, WindowRecorder
+from services.edge_agent.telemetry import FIRST_WINDOW_SECONDS, REFERENCE_REQUESTS, ReferenceCentroid, WindowRecorder
 from shared import subjects, topology
 from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, InstallStep, TelemetryWindow
 from shared.messages.envelope import new_id
@@ -506,7 +506,9 @@ class FleetSimulator:
                     continue
                 if dev.window_start is None:
                     dev.window_start = datetime.now(UTC)
-                    dev.next_window = now + window * self.rng.uniform(0.5, 1.0)  # spread the fleet's windows
+                    first = min(window, FIRST_WINDOW_SECONDS) if dev.switched else window  # the agent's rule
+                    dev.switched = False
+                    dev.next_window = now + first * self.rng.uniform(0.5, 1.0)  # spread the fleet's windows
                 elif now >= dev.next_window:
                     self._draw_and_publish(dev)
                     dev.next_window = now + window

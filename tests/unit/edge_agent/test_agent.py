@@ -146,7 +146,7 @@ async def test_a_keep_for_another_desired_state_closes_the_window_opened_under_t
 ) -> None:
     """The serving digest kept for another desired state (here: by hand after a rollout's wave) is
     a new window at once, not at the next tick: no window names r1 for a request served after the keep."""
-    async with running(link, tmp_path, telemetry_seconds=60.0) as agent:  # no tick during the test
+    async with running(link, tmp_path, telemetry_seconds=60.0, first_window_seconds=60.0) as agent:  # no tick
         await link.wait_for(settled(link.desire(want(v1, rollout_id="r1", wave=0))))
         for _ in range(3):
             agent.infer(INPUTS)
@@ -159,3 +159,20 @@ async def test_a_keep_for_another_desired_state_closes_the_window_opened_under_t
         agent.infer(INPUTS)
         assert len(link.windows) == 1
     assert [(w.rollout_id, w.wave, w.request_count) for w in link.windows] == [("r1", 0, 3), (None, None, 3)]
+
+
+async def test_a_new_model_s_first_window_closes_within_a_second_however_long_windows_are(
+    link: MemoryLink, tmp_path: Path, v1: Offer
+) -> None:
+    """A rollout counts a device healthy once a window on the new model arrives: it should not wait a
+    whole window (60 s here) to hear that the device serves."""
+    async with running(link, tmp_path, telemetry_seconds=60.0, first_window_seconds=0.2) as agent:
+        await link.wait_for(settled(link.desire(want(v1, rollout_id="r1", wave=0))))
+        agent.infer(INPUTS)
+        for _ in range(100):
+            if link.windows:
+                break
+            await asyncio.sleep(0.05)
+        (window,) = link.windows
+        assert (window.rollout_id, window.wave, window.request_count) == ("r1", 0, 1)
+        assert (window.window_end - window.window_start).total_seconds() < 5
