@@ -340,7 +340,7 @@ def end_of(line: Timeline, event_type: str) -> datetime | None:
     return next((e["_at"] for e in line.events if e["type"] == event_type), None)
 
 
-async def run(stack: Stack, args: argparse.Namespace, home: Path) -> dict[str, Any]:
+async def run(stack: Stack, args: argparse.Namespace, home: Path, fleet: subprocess.Popen[bytes]) -> dict[str, Any]:
     settings = stack.admin_settings
     nc = await bus.connect(settings, name="bench-rollout")
     store = ArtifactStore.from_settings(settings)
@@ -348,71 +348,67 @@ async def run(stack: Stack, args: argparse.Namespace, home: Path) -> dict[str, A
         v1 = await register(nc, store, "1.0", 7101, home)
         v2 = await register(nc, store, "2.0", 7102, home)
         await register(nc, store, "3.0", 7103, home)
-        fleet = start_fleet(settings, args, home)
         selector = Selector(labels={"fleet": "bench"})
-        try:
-            t0 = time.monotonic()
-            while await inventory_size(nc) < args.devices:
-                if time.monotonic() - t0 > 120:
-                    raise RuntimeError(f"only {await inventory_size(nc)} of {args.devices} devices in the inventory")
-                await asyncio.sleep(0.5)
-            console.print(f"inventory: {args.devices} devices after {time.monotonic() - t0:.1f} s")
-            rollouts: list[RolloutResult] = []
+        t0 = time.monotonic()
+        while await inventory_size(nc) < args.devices:
+            if time.monotonic() - t0 > 120:
+                raise RuntimeError(f"only {await inventory_size(nc)} of {args.devices} devices in the inventory")
+            await asyncio.sleep(0.5)
+        console.print(f"inventory: {args.devices} devices after {time.monotonic() - t0:.1f} s")
+        rollouts: list[RolloutResult] = []
 
-            setup = StartRollout(
-                rollout_id="bench-setup",
-                model=MODEL,
-                ref=v1.version.version,
-                selector=selector,
-                waves=[Wave(percent=100)],
-                soak_seconds=0,
-            )
-            record, line, started, _ = await run_rollout(nc, "setup (v1, one wave)", setup, timeout=args.timeout)
-            rollouts.append(_result("setup", record, line, started))
-            if record.state != "completed":
-                raise RuntimeError(f"the setup rollout ended {record.state}: {record.reason}")
-            await asyncio.sleep(args.window_seconds * 3)  # a baseline of v1 windows for the gates
+        setup = StartRollout(
+            rollout_id="bench-setup",
+            model=MODEL,
+            ref=v1.version.version,
+            selector=selector,
+            waves=[Wave(percent=100)],
+            soak_seconds=0,
+        )
+        record, line, started, _ = await run_rollout(nc, "setup (v1, one wave)", setup, timeout=args.timeout)
+        rollouts.append(_result("setup", record, line, started))
+        if record.state != "completed":
+            raise RuntimeError(f"the setup rollout ended {record.state}: {record.reason}")
+        await asyncio.sleep(args.window_seconds * 3)  # a baseline of v1 windows for the gates
 
-            gates: list[Gate] = [
-                parse_gate("error_rate<=0.05@20"),
-                parse_gate("latency_p95_ms<=+100%@20"),
-            ]
-            measured = StartRollout(
-                rollout_id="bench-waves",
-                model=MODEL,
-                ref=v2.version.version,
-                selector=selector,
-                waves=[Wave(percent=p) for p in (1, 10, 50, 100)],
-                gates=gates,
-                soak_seconds=0,
-            )
-            record, line, started, sent = await run_rollout(
-                nc, "measured (v2, 1/10/50/100)", measured, timeout=args.timeout
-            )
-            main = _result("measured", record, line, started)
-            rollouts.append(main)
-            if record.state != "completed":
-                gates_seen = [g.model_dump(mode="json") for w in record.waves for g in w.gates]
-                raise RuntimeError(f"the measured rollout ended {record.state}: {record.reason}; gates {gates_seen}")
-            await asyncio.sleep(args.window_seconds * 3)
+        gates: list[Gate] = [
+            parse_gate("error_rate<=0.05@20"),
+            parse_gate("latency_p95_ms<=+100%@20"),
+        ]
+        measured = StartRollout(
+            rollout_id="bench-waves",
+            model=MODEL,
+            ref=v2.version.version,
+            selector=selector,
+            waves=[Wave(percent=p) for p in (1, 10, 50, 100)],
+            gates=gates,
+            soak_seconds=0,
+        )
+        record, line, started, sent = await run_rollout(
+            nc, "measured (v2, 1/10/50/100)", measured, timeout=args.timeout
+        )
+        main = _result("measured", record, line, started)
+        rollouts.append(main)
+        if record.state != "completed":
+            gates_seen = [g.model_dump(mode="json") for w in record.waves for g in w.gates]
+            raise RuntimeError(f"the measured rollout ended {record.state}: {record.reason}; gates {gates_seen}")
+        await asyncio.sleep(args.window_seconds * 3)
 
-            revert_cmd = StartRollout(
-                rollout_id="bench-revert",
-                model=MODEL,
-                ref="3.0",
-                selector=selector,
-                waves=[Wave(percent=10), Wave(percent=100)],
-                gates=[Gate(metric="latency_p50_ms", comparator="<=", threshold=0.0001, min_samples=20)],
-                soak_seconds=0,
-            )
-            revert_record, revert_line, revert_started, _ = await run_rollout(
-                nc, "revert (v3, gate fails)", revert_cmd, timeout=args.timeout
-            )
-            rollouts.append(_result("revert", revert_record, revert_line, revert_started))
-            revert = _revert(revert_record, revert_line, v2)
-            simulator_rss = rss_mb(fleet.pid)
-        finally:
-            stop_process(fleet, timeout=20)
+        revert_cmd = StartRollout(
+            rollout_id="bench-revert",
+            model=MODEL,
+            ref="3.0",
+            selector=selector,
+            waves=[Wave(percent=10), Wave(percent=100)],
+            gates=[Gate(metric="latency_p50_ms", comparator="<=", threshold=0.0001, min_samples=20)],
+            soak_seconds=0,
+        )
+        revert_record, revert_line, revert_started, _ = await run_rollout(
+            nc, "revert (v3, gate fails)", revert_cmd, timeout=args.timeout
+        )
+        rollouts.append(_result("revert", revert_record, revert_line, revert_started))
+        revert = _revert(revert_record, revert_line, v2)
+        simulator_rss = rss_mb(fleet.pid)
     finally:
         await nc.close()
     completed = end_of(line, "rollout.completed")
@@ -550,9 +546,11 @@ def _f(value: float | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=10_000)
-    parser.add_argument("--window-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--window-seconds", type=float, default=30.0, help="telemetry window (a new model's first is 1 s)"
+    )
     parser.add_argument("--request-rate", type=float, default=20.0)
-    parser.add_argument("--heartbeat-seconds", type=float, default=30.0)
+    parser.add_argument("--heartbeat-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds each rollout may take")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rollout.json")
     args = parser.parse_args()
@@ -562,10 +560,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="slmops-bench-rollout-") as tmp:
         home = Path(tmp)
         stack = Stack(Settings(home=home, otel_exporter="none"), nats_port=0, s3_port=0, services=SERVICES)
-        stack.start(ready_timeout=120)
+        fleet: subprocess.Popen[bytes] | None = None
         try:
-            result = asyncio.run(run(stack, args, home))
+            stack.start(ready_timeout=120)
+            fleet = start_fleet(stack.admin_settings, args, home)
+            result = asyncio.run(run(stack, args, home, fleet))
         finally:
+            if fleet is not None:
+                stop_process(fleet, timeout=20)
             stack.stop()
     result["bench_seconds"] = time.monotonic() - started
     print_result(result)

@@ -449,7 +449,7 @@ def spans_ended(before: RolloutRecord, after: RolloutRecord, now: datetime) -> t
                         "slmops.devices": len(new.devices),
                         "slmops.verdict": new.verdict,
                     },
-                    error=None if new.verdict == "Successful" else f"wave {new.index} {new.verdict}",
+                    error=f"wave {new.index} Failed" if new.verdict == "Failed" else None,  # Inconclusive: no error
                 )
             )
     if before.state not in TERMINAL and after.state in TERMINAL:

@@ -20,10 +20,12 @@ from shared.messages.inventory import DeviceRecord, LastStatus
 # is 30 s, `SLMOPS_AGENT_HEARTBEAT_SECONDS`): one lost hello is not an outage.
 MISSED_HEARTBEATS = 3
 # How stale `last_seen` may be in the stored record: a heartbeat that only moves it by less is not
-# written (10,000 devices heartbeating every 30 s would otherwise be 333 writes a second).
-LAST_SEEN_RESOLUTION = timedelta(seconds=10)
-# The steps a rollout acts on; the ones between them (downloading ... smoke_testing) are written
-# only as the first word of an install, so an install is two writes, not eight.
+# written (10,000 devices heartbeating every 30 s would otherwise be 333 writes a second). Below two
+# heartbeat periods, so a device that keeps its heartbeat is never judged offline (is_online).
+LAST_SEEN_RESOLUTION = timedelta(seconds=45)
+# The steps a rollout acts on. The ones before them (received ... smoke_testing) are not written:
+# a rollout decides nothing on them, and an install is then one write, not eight (the device's
+# own `slmops device status` and the status stream still show every step).
 SETTLED_STEPS: frozenset[InstallStep] = frozenset({"active", "failed", "rolled_back"})
 
 
@@ -74,17 +76,16 @@ def with_status(record: DeviceRecord | None, status: DeviceStatus, *, at: dateti
 
 def worth_writing(current: DeviceRecord | None, folded: DeviceRecord) -> bool:
     """Whether `folded` says something `current` (the stored record) does not, that a reader needs:
-    new capabilities, labels or serving digest, an install's first step or its outcome, or a
-    last-seen time that moved by `LAST_SEEN_RESOLUTION` or more. The rest is dropped, not deferred:
+    new capabilities, labels or serving digest, an install's outcome, or a last-seen time that
+    moved by `LAST_SEEN_RESOLUTION` or more. The rest is dropped, not deferred:
     a later report carries it again."""
     if current is None:
         return True
     if folded == current:
         return False
     new, old = folded.last_status, current.last_status
-    if new != old and new is not None:
-        if new.step in SETTLED_STEPS or old is None or old.desired_revision != new.desired_revision:
-            return True
+    if new != old and new is not None and new.step in SETTLED_STEPS:
+        return True
     times = {"last_seen", "hello_at", "last_status"}
     if folded.model_dump(exclude=times) != current.model_dump(exclude=times):
         return True

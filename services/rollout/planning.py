@@ -22,6 +22,7 @@ the spec, the registry's records and the inventory, so `--dry-run` shows exactly
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import defaultdict
@@ -209,12 +210,14 @@ def unmet(needs: Requirements, device: DeviceRecord) -> list[str]:
     return missing
 
 
+@functools.lru_cache(maxsize=256)
 def release(version: str) -> tuple[int, int, int]:
     """`1.20.1` -> (1, 20, 1); a missing patch is 0."""
     major, minor, *patch = (int(p) for p in version.split("."))
     return major, minor, patch[0] if patch else 0
 
 
+@functools.lru_cache(maxsize=256)
 def max_opset(onnxruntime_version: str) -> int:
     """The newest ai.onnx opset a release implements (0 for one older than the table)."""
     major, minor, _ = release(onnxruntime_version)
