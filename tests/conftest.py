@@ -174,13 +174,18 @@ def running_intake(intake: ServiceRunner) -> ServiceRunner:
     return intake
 
 
-# Telemetry timings short enough for a test (drift: tests/integration/test_telemetry_fleet.py).
+# Telemetry timings short enough for a test (drift: tests/integration/test_telemetry_fleet.py;
+# rollups: tests/integration/test_telemetry.py): drift periods and rollups of one bucket.
 TELEMETRY_BUCKET_SECONDS = 5
-TELEMETRY_PERIOD_SECONDS = 10
+TELEMETRY_PERIOD_SECONDS = 5
 TELEMETRY_REFERENCE_PERIODS = 2
 TELEMETRY_DEBOUNCE = 2
 TELEMETRY_MIN_REQUESTS = 500
 TELEMETRY_GRACE_SECONDS = 2
+TELEMETRY_ROLLUP_SECONDS = 5
+# Longer than any test's data lives, short enough that what every tick scans (and drift scoring
+# redoes each period, for every digest the view holds) stays the last few tests' and not the session's.
+TELEMETRY_RETENTION_SECONDS = 300
 
 
 def telemetry_env() -> dict[str, str]:
@@ -197,6 +202,8 @@ def telemetry_env() -> dict[str, str]:
         "SLMOPS_TELEMETRY_DRIFT_DEBOUNCE": str(TELEMETRY_DEBOUNCE),
         "SLMOPS_TELEMETRY_DRIFT_MIN_REQUESTS": str(TELEMETRY_MIN_REQUESTS),
         "SLMOPS_TELEMETRY_ROLLUP_GRACE_SECONDS": str(TELEMETRY_GRACE_SECONDS),
+        "SLMOPS_TELEMETRY_ROLLUP_SECONDS": str(TELEMETRY_ROLLUP_SECONDS),
+        "SLMOPS_TELEMETRY_RETENTION_SECONDS": str(TELEMETRY_RETENTION_SECONDS),
     }
 
 

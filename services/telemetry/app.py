@@ -45,6 +45,7 @@ def declare(settings: TelemetrySettings | None = None) -> ServiceKit[TelemetrySe
             snapshots=KvSnapshots(runtime.js),
             announcer=JetStreamAnnouncer(runtime.js, runtime.publisher, source=SERVICE),
             metrics=metrics,
+            rollup_seconds=settings.telemetry_rollup_seconds,
             rollup_grace_seconds=settings.telemetry_rollup_grace_seconds,
             source=SERVICE,
             backlog=backlog,

@@ -78,7 +78,8 @@ class TelemetryService:
     catalog: the registry's records, for drift references from evaluation sets (None: none).
     backlog: how many windows wait in the stream, undelivered (for the lag metric).
     clock: now, as an aware datetime (a test's own clock).
-    rollup_grace_seconds: how long after a minute ends its rollup waits.
+    rollup_seconds: what one rollup covers (a minute; a multiple of the view's buckets).
+    rollup_grace_seconds: how long after its period ends a rollup waits.
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class TelemetryService:
         announcer: Announcer,
         metrics: TelemetryMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rollup_seconds: int = MINUTE,
         rollup_grace_seconds: float = 30.0,
         source: str = "telemetry",
         backlog: Callable[[], Awaitable[int]] | None = None,
@@ -102,6 +104,7 @@ class TelemetryService:
         self._announcer = announcer
         self.metrics = metrics or TelemetryMetrics()
         self._clock = clock
+        self._rollup_seconds = rollup_seconds
         self._grace = rollup_grace_seconds
         self._source = source
         self._backlog = backlog
@@ -124,7 +127,7 @@ class TelemetryService:
             await self._restore()
             await self._catch_up()
         if self.rollups_through is None:
-            self.rollups_through = bucket_of(self._clock(), MINUTE) - MINUTE
+            self.rollups_through = bucket_of(self._clock(), self._rollup_seconds) - self._rollup_seconds
         if self.drift_through is None:
             period = self.drift.period_seconds
             self.drift_through = bucket_of(self._clock(), period) - period
@@ -280,15 +283,17 @@ class TelemetryService:
     # --- rollups -------------------------------------------------------------------------------
 
     async def publish_rollups(self, now: datetime) -> int:
-        """Publish every cohort's rollup of each minute that ended over `grace` seconds ago."""
+        """Publish every cohort's rollup of each minute (`rollup_seconds`) that ended over `grace`
+        seconds ago."""
         if self.rollups_through is None:
             return 0
+        period = self._rollup_seconds
         # After a long stop, minutes beyond the retention hold nothing to roll up: start after them.
-        self.rollups_through = max(self.rollups_through, bucket_of(now, MINUTE) - self.view.retention_seconds)
+        self.rollups_through = max(self.rollups_through, bucket_of(now, period) - self.view.retention_seconds)
         published = 0
-        while self.rollups_through + 2 * MINUTE + self._grace <= now.timestamp():
-            minute = self.rollups_through + MINUTE
-            since, until = at(minute), at(minute + MINUTE)
+        while self.rollups_through + 2 * period + self._grace <= now.timestamp():
+            minute = self.rollups_through + period
+            since, until = at(minute), at(minute + period)
             for key, aggregate in self.view.select(lambda _: True, since=since, until=until).items():
                 stats = aggregate.stats(cohort_of(key), since, until)
                 digest, device_class, rollout_id, wave = key

@@ -22,8 +22,11 @@ class TelemetrySettings(Settings):
     telemetry_snapshot_seconds: float = Field(
         default=5.0, gt=0, description="how often changed aggregates are saved in KV telemetry"
     )
+    telemetry_rollup_seconds: int = Field(
+        default=60, ge=1, description="what one telemetry.rollup covers: a minute (a multiple of the bucket)"
+    )
     telemetry_rollup_grace_seconds: float = Field(
-        default=30.0, ge=0, description="how long after a minute ends its rollup waits for late windows"
+        default=30.0, ge=0, description="how long after a rollup's period ends it waits for late windows"
     )
     telemetry_drift_period_seconds: int = Field(
         default=60, ge=1, description="drift is scored per closed period of this length (a multiple of the bucket)"
@@ -50,9 +53,10 @@ class TelemetrySettings(Settings):
 
     @model_validator(mode="after")
     def _periods_of_whole_buckets(self) -> TelemetrySettings:
-        if self.telemetry_drift_period_seconds % self.telemetry_bucket_seconds:
-            raise ValueError(
-                f"telemetry_drift_period_seconds ({self.telemetry_drift_period_seconds}) must be a multiple of "
-                f"telemetry_bucket_seconds ({self.telemetry_bucket_seconds})"
-            )
+        for name in ("telemetry_drift_period_seconds", "telemetry_rollup_seconds"):
+            if getattr(self, name) % self.telemetry_bucket_seconds:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be a multiple of "
+                    f"telemetry_bucket_seconds ({self.telemetry_bucket_seconds})"
+                )
         return self

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,9 +25,11 @@ from shared.messages.envelope import deterministic_id, encode, wrap
 from shared.messages.rollout import Gate
 from shared.messages.telemetry import CohortStats, EvaluateGate, Summarize
 from shared.settings import Settings
-from tests.conftest import ServiceRunner, telemetry_env
+from tests.conftest import TELEMETRY_GRACE_SECONDS, TELEMETRY_ROLLUP_SECONDS, ServiceRunner, telemetry_env
 from tests.support import device_settings, dlq_entries, enroll, stream_messages
 from tests.unit.telemetry.windows import window
+
+ROLLUP_SECONDS = TELEMETRY_ROLLUP_SECONDS
 
 
 def digest() -> str:
@@ -85,6 +88,21 @@ async def test_a_device_feeds_the_service_and_bad_windows_reach_the_dlq_with_the
     assert any("must travel on slmops.telemetry.someone-else" in r for r in reasons), reasons
 
 
+async def verdicts_of(nc: Client, rollout_id: str, count: int, *, timeout: float = 10) -> list[dict]:
+    """The gate.verdict events of `rollout_id` on the event stream, once there are `count` (each
+    evaluation publishes its verdict before it answers, so they are there; read until they all are)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        verdicts = [
+            body["data"]
+            for body, _ in await stream_messages(nc, "slmops.evt.gate.verdict", timeout=0.3)
+            if body["data"]["rollout_id"] == rollout_id
+        ]
+        if len(verdicts) >= count or asyncio.get_running_loop().time() > deadline:
+            return verdicts
+        await asyncio.sleep(0.2)
+
+
 async def _dlq(nc: Client, marker: str) -> list[dict[str, str]]:
     for _ in range(50):
         found = await dlq_entries(nc, containing=marker)
@@ -131,9 +149,7 @@ async def test_the_gate_rpc_answers_all_three_verdicts_with_real_numbers_and_pub
     assert slower.low is not None and 1.3 < slower.low <= slower.observed <= slower.high < 1.5
     assert slower.baseline_samples == 1200 and slower.p_value is not None and slower.p_value < 0.001
     assert few.verdict == "Inconclusive" and "under min_samples" in few.reason
-    verdicts = [
-        b["data"] for b, _ in await stream_messages(nc, "slmops.evt.gate.verdict") if b["data"]["rollout_id"] == rollout
-    ]
+    verdicts = await verdicts_of(nc, rollout, 3)
     assert sorted(v["verdict"] for v in verdicts) == ["Failed", "Inconclusive", "Successful"]
     # The devices the rollout service would count as reporting: the wave's, not the baseline's.
     reporting = await client.reporters(rollout_id=rollout, wave=0, digests=[new])
@@ -144,20 +160,24 @@ async def test_rollups_and_metrics_are_published(
     running_telemetry: ServiceRunner, nc: Client, settings: Settings
 ) -> None:
     new = digest()
-    # In the current minute: its rollup is published once it has ended (the grace here is 0); a
-    # window for a minute already rolled up is late, counted but not re-published.
-    this_minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    # In the current rollup period (TELEMETRY_ROLLUP_SECONDS here, a minute by default): its rollup is
+    # published once it has ended and its grace passed (a window for a period already rolled up is
+    # late, counted but not re-published). So the windows go in with at least half the period left.
+    if ROLLUP_SECONDS - time.time() % ROLLUP_SECONDS < ROLLUP_SECONDS / 2:
+        await asyncio.sleep(ROLLUP_SECONDS - time.time() % ROLLUP_SECONDS)  # to the next period
+    this_period = datetime.fromtimestamp(time.time() // ROLLUP_SECONDS * ROLLUP_SECONDS, UTC)
     await publish(
         nc,
-        [window(f"roll-{i}", [4.0, 8.0], digest=new, rollout_id=None, wave=None, start=this_minute) for i in range(3)],
+        [window(f"roll-{i}", [4.0, 8.0], digest=new, rollout_id=None, wave=None, start=this_period) for i in range(3)],
     )
-    for _ in range(150):
-        rollups = await stream_messages(nc, f"slmops.rollup.{new}.>", timeout=0.3)
-        if rollups:
-            break
+    deadline = time.monotonic() + ROLLUP_SECONDS + TELEMETRY_GRACE_SECONDS + 30
+    while not (rollups := await stream_messages(nc, f"slmops.rollup.{new}.>", timeout=0.3)):
+        assert time.monotonic() < deadline, "no rollup"
         await asyncio.sleep(0.2)
     (body, headers), *_ = rollups
     assert body["type"] == "telemetry.rollup" and body["data"]["stats"]["windows"] == 3
+    stats = CohortStats.model_validate(body["data"]["stats"])
+    assert (stats.since, stats.until) == (this_period, this_period + timedelta(seconds=ROLLUP_SECONDS))
     assert headers["Nats-Msg-Id"] == body["id"]
     port = running_telemetry.env["SLMOPS_TELEMETRY_METRICS_PORT"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

@@ -5,7 +5,7 @@ simulated input shift while a stable fleet on another digest raises none, and ho
 against what the registry measured on the model's evaluation set.
 
 The session's telemetry instance (tests/conftest.py), with drift timings short enough for a test
-(5 s buckets, 10 s periods, a reference of 2 periods, debounce 2, grace 2 s).
+(5 s buckets, 5 s periods, a reference of 2 periods, debounce 2, grace 2 s).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from tests.conftest import (
 )
 from tests.integration.test_agent import desire, running_agent, wait_for
 from tests.integration.test_registry import register
+from tests.integration.test_telemetry import verdicts_of
 from tests.support import as_simulator, assign, sample_files, stream_messages, unique
 
 pytestmark = pytest.mark.usefixtures("running_registry")
@@ -106,6 +107,16 @@ def distinct(device_ids: Iterable[str]) -> int:
 
 async def converged(sim: FleetSimulator, digest: str, revisions: dict[str, int], *, timeout: float = 20) -> bool:
     return await sim.wait_until(lambda: len(sim.converged_on(digest, revisions)) == len(revisions), timeout=timeout)
+
+
+async def until_scored(nc: Client, period_start: datetime, *, timeout: float = 30.0) -> None:
+    """Once the service has scored the drift period starting at `period_start` for every digest: its
+    progress (`drift_through`, saved with each snapshot) is set once all of them have been."""
+    kv = await nc.jetstream().key_value(topology.KV_TELEMETRY)
+    deadline = time.monotonic() + timeout
+    while (json.loads((await kv.get("state")).value or b"{}").get("drift_through") or 0) < period_start.timestamp():
+        assert time.monotonic() < deadline, f"the period from {period_start} was not scored in {timeout} s"
+        await asyncio.sleep(0.2)
 
 
 async def drift_events(nc: Client, digests: set[str]) -> list[DriftDetected]:
@@ -181,7 +192,7 @@ async def test_a_simulated_fleet_feeds_cohorts_per_class_and_a_gate_judges_its_w
         mix={"rpi5": 2, "jetson": 1},
         real_inference=2,
         id_prefix=unique("telsim"),
-        window_seconds=1.0,
+        window_seconds=0.5,  # 120 windows in about 2 s
         request_rate=10.0,
         measure_requests=100,
     )
@@ -226,9 +237,7 @@ async def test_a_simulated_fleet_feeds_cohorts_per_class_and_a_gate_judges_its_w
     jetson = await client.evaluate_gate(ask("jetson"))
     assert (jetson.verdict, jetson.samples) == ("Successful", by_class["jetson"].requests)
     assert jetson.devices == by_class["jetson"].devices
-    verdicts = [
-        b["data"] for b, _ in await stream_messages(nc, "slmops.evt.gate.verdict") if b["data"]["rollout_id"] == rollout
-    ]
+    verdicts = await verdicts_of(nc, rollout, 2)
     assert sorted((v["device_class"] or "", v["samples"]) for v in verdicts) == sorted(
         [("", requests), ("jetson", jetson.samples)]
     )
@@ -236,7 +245,10 @@ async def test_a_simulated_fleet_feeds_cohorts_per_class_and_a_gate_judges_its_w
 
 # --- 3. drift on a simulated input shift --------------------------------------------------------------
 
-SHIFT_AFTER = 26.0  # seconds after the shifted fleet starts: after both references have closed
+CONVERGE_SECONDS = 10.0  # the most the shifted fleet may take from its start to its first window (~1 s)
+# Seconds after the shifted fleet starts (at the start of a period): its reference, the first two
+# periods from its first window, has closed by then if that window came within CONVERGE_SECONDS.
+SHIFT_AFTER = CONVERGE_SECONDS + (REFERENCE_PERIODS - 1) * PERIOD_SECONDS
 
 
 async def test_an_input_shift_is_detected_as_drift_and_a_stable_fleet_raises_none(
@@ -245,7 +257,7 @@ async def test_an_input_shift_is_detected_as_drift_and_a_stable_fleet_raises_non
     """Two simulated fleets of 20 jetsons, on two digests, run side by side. The shifted fleet's
     inputs all shift SHIFT_AFTER s in (real inference on a narrow band of the vocabulary, against
     the unshifted reference); the stable fleet's never do. The service builds each digest's
-    reference from its first two 10 s periods, scores every later one, and publishes drift.detected
+    reference from its first two 5 s periods, scores every later one, and publishes drift.detected
     on output.similarity for the shifted digest, with its onset after the shift, and nothing at all
     for the stable digest, whose every period over the same time held enough requests to be scored."""
     stable_model = await registered(nc, artifacts, tmp_path, seed=5103)
@@ -259,7 +271,7 @@ async def test_an_input_shift_is_detected_as_drift_and_a_stable_fleet_raises_non
             real_inference=0,
             id_prefix=unique(prefix),
             window_seconds=1.0,
-            request_rate=20.0,  # ~4,000 requests a period, over MIN_REQUESTS
+            request_rate=20.0,  # ~2,000 requests a period, over MIN_REQUESTS
             measure_requests=200,
             input_shift_after=SHIFT_AFTER if shift else None,
             input_shift_share=1.0,
@@ -267,9 +279,8 @@ async def test_an_input_shift_is_detected_as_drift_and_a_stable_fleet_raises_non
 
     calm, moved = fleet("calm", shift=False), fleet("moved", shift=True)
     async with FleetSimulator(as_simulator(settings), calm) as calm_sim:
-        # The shifted fleet starts 4 s into a period P, so its shift (SHIFT_AFTER = 26 s later) falls
-        # at the start of P + 3 and both fleets have 15 s to converge: a first window before P + 2
-        # means a reference that closes by P + 3.
+        # The shifted fleet starts SHIFT_AFTER s before a period starts, so its shift falls at the start
+        # of that period and both fleets have CONVERGE_SECONDS to converge.
         await asyncio.sleep((-SHIFT_AFTER - time.time()) % PERIOD_SECONDS)
         shift_at = datetime.now(UTC) + timedelta(seconds=SHIFT_AFTER)  # the shift is at or a little after this
         async with FleetSimulator(as_simulator(settings), moved) as moved_sim:
@@ -287,10 +298,12 @@ async def test_an_input_shift_is_detected_as_drift_and_a_stable_fleet_raises_non
             deadline = shift_at + timedelta(seconds=(DEBOUNCE + 2) * PERIOD_SECONDS + GRACE_SECONDS + 5)
             while datetime.now(UTC) < deadline:
                 seen = await drift_events(nc, {stable, shifted})
-                if any(e.model_digest == shifted and e.metric == "output.similarity" for e in seen):
+                found = [e for e in seen if e.model_digest == shifted and e.metric == "output.similarity"]
+                if found:
+                    # The stable digest's period too, the one that made the shifted one's event.
+                    await until_scored(nc, found[0].window_end - timedelta(seconds=PERIOD_SECONDS))
                     break
-                await asyncio.sleep(1.0)
-            await asyncio.sleep(1.0)  # the tick that scored the shifted digest's period scores the stable one's too
+                await asyncio.sleep(0.5)
             assert moved_sim.report().events["windows_on_shifted_inputs"] > 0
     events = await drift_events(nc, {stable, shifted})
 
@@ -385,10 +398,12 @@ async def test_outputs_unlike_the_evaluation_set_s_drift_from_the_first_period(
         assert await converged(skew_sim, skewed, skew_revisions)
         deadline = time.monotonic() + (DEBOUNCE + REFERENCE_PERIODS + 2) * PERIOD_SECONDS + GRACE_SECONDS + 10
         while time.monotonic() < deadline:
-            if {e.metric for e in await drift_events(nc, {skewed})} >= {"output.norm", "output.value"}:
+            found = await drift_events(nc, {skewed})
+            if {e.metric for e in found} >= {"output.norm", "output.value"}:
+                # The matching digest's period too, the one that made the skewed one's events.
+                await until_scored(nc, max(e.window_end for e in found) - timedelta(seconds=PERIOD_SECONDS))
                 break
-            await asyncio.sleep(1.0)
-        await asyncio.sleep(1.0)  # the tick that scored the skewed digest's period scored the matching one's
+            await asyncio.sleep(0.5)
         skew_prefix = skew_sim.config.id_prefix
     events = await drift_events(nc, {matching, skewed})
     first = min(w.window_start for w in await windows_of(nc, skew_prefix) if w.model_digest == skewed)
