@@ -65,7 +65,13 @@ agent_pid=$!
 rpi_variant="$(slmops model show all-minilm-l6-v2 1.0.0 --json | python3 -c '
 import json, sys
 print(next((v["variant"] for v in json.load(sys.stdin)["variants"] if v["recipe"].get("profile") == "rpi5"), ""))')"
-slmops device assign demo-rpi-1 all-minilm-l6-v2 1.0.0 ${rpi_variant:+--variant "$rpi_variant"}
+# An assignment is a one-device rollout: the device must have said hello (joined the inventory).
+for _ in $(seq 1 60); do
+  slmops device assign demo-rpi-1 all-minilm-l6-v2 1.0.0 ${rpi_variant:+--variant "$rpi_variant"} \
+    2> "$work/assign.err" && break
+  grep -q "in the inventory" "$work/assign.err" || { cat "$work/assign.err" >&2; exit 1; }
+  sleep 0.5
+done
 for _ in $(seq 1 120); do
   slmops device status demo-rpi-1 --json | grep -q '"step": "active"' && break
   sleep 0.5

@@ -279,64 +279,72 @@ def assign(
     device_id: str = typer.Argument(...),
     model: str = typer.Argument(...),
     ref: str = typer.Argument("latest", help="Version, alias or 'latest'."),
-    variant: str | None = typer.Option(None, help="A registered variant of that version (default: the base)."),
+    variant: str | None = typer.Option(
+        None, help="A registered variant of that version, or 'base' (default: the best one for the device)."
+    ),
     shadow: bool = typer.Option(False, help="Run the previous model in shadow and report agreement."),
     smoke: bool = typer.Option(True, help="Smoke-test on the version's evaluation set (when it has one)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Write DEVICE_ID's desired state: the device downloads, verifies and switches on its own."""
+    """Assign DEVICE_ID a model: a one-device rollout, with a rollout's checks and its revert.
+
+    The rollout service writes the device's desired state (it is the only writer); the device then
+    downloads, verifies and switches on its own. `slmops rollout rollback ID` puts back what it had."""
     result = run(_assign(device_id, model, ref, variant, shadow, smoke))
     if as_json:
         print_json(result)
     else:
         console.print(
             f"{device_id} → {result['model']} {result['version']}"
-            f"{' variant ' + result['variant'] if result['variant'] else ''} (revision {result['revision']})"
+            f"{' variant ' + result['variant'] if result['variant'] else ''} (rollout {result['rollout_id']})"
         )
 
 
 async def _assign(
     device_id: str, model: str, ref: str, variant: str | None, shadow: bool, smoke: bool
 ) -> dict[str, Any]:
-    from datetime import UTC, datetime
+    import secrets
 
     from shared import bus, topology
-    from shared.clients import RegistryClient
-    from shared.messages.device import DesiredState, SmokeInput
+    from shared.messages.rollout import Selector, StartRollout, Wave
+    from shared.messages.rollout_record import RolloutRecord
     from shared.settings import load_settings
 
+    try:
+        cmd = StartRollout(
+            rollout_id=f"assign-{secrets.token_hex(6)}",
+            model=model,
+            ref=ref,
+            selector=Selector(device_ids=[device_id]),
+            waves=[Wave(percent=100)],
+            soak_seconds=0,
+            variant=variant,
+            shadow=shadow,
+            smoke_test=smoke,
+        )
+    except ValueError as exc:
+        fail(f"invalid device id, model or variant: {exc}")
     nc = await bus.connect(load_settings(), name="slmops-cli")
     try:
-        detail = await RegistryClient(nc, source=CLI_SOURCE).get_model(model, ref)
-        artifact = detail.version.artifact
-        if variant is not None:
-            match = [v for v in detail.variants if v.variant == variant]
-            if not match:
-                known = ", ".join(v.variant for v in detail.variants) or "none"
-                fail(f"{model} {detail.version.version} has no variant {variant!r}; variants: {known}")
-            artifact = match[0].artifact
-        try:
-            state = DesiredState(
-                device_id=device_id,
-                model=model,
-                version=detail.version.version,
-                variant=variant,
-                digest=artifact.digest,
-                size_bytes=artifact.size_bytes,
-                signature=artifact.signature,
-                shadow=shadow,
-                issued_at=datetime.now(UTC),
-                smoke_input=SmokeInput(digest=eval_set.digest, size_bytes=eval_set.size_bytes)
-                if smoke and (eval_set := detail.version.eval_set)
-                else None,
-            )
-        except ValueError as exc:
-            fail(f"invalid device id or model: {exc}")
-        kv = await nc.jetstream().key_value(topology.KV_DESIRED)
-        revision = await kv.put(device_id, state.model_dump_json().encode())
+        _, outcome = await bus.send_command(nc, cmd, source=CLI_SOURCE, wait=30)
+        if outcome is None:
+            fail("the rollout service did not answer in 30 s (is it running? slmops status)")
+        if outcome.status not in ("applied", "unchanged"):
+            fail(outcome.reason or f"the assignment was {outcome.status}")
+        kv = await nc.jetstream().key_value(topology.KV_ROLLOUTS)
+        entry = await kv.get(cmd.rollout_id or "")
+        record = RolloutRecord.model_validate_json(entry.value or b"")
     finally:
         await nc.close()
-    return {**state.model_dump(mode="json"), "revision": revision}
+    (choice,) = record.artifacts
+    return {
+        "rollout_id": record.rollout_id,
+        "device_id": device_id,
+        "model": record.model,
+        "version": record.version,
+        "variant": choice.variant,
+        "digest": choice.digest,
+    }
 
 
 @device_app.command("status")

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -86,6 +87,10 @@ TRACER = "slmops.rollout"
 _tracer = trace.get_tracer(TRACER)
 
 MAX_ATTEMPTS = 20  # compare-and-set conflicts in a row before giving up for this pass
+# The baseline's windows are read from this long before the wave started: a window is placed by its
+# start, and the ones open when the wave started (10 s for the agent, 30 s for the simulator) count.
+BASELINE_LOOKBACK = timedelta(seconds=60)
+SLOW_PASS_SECONDS = 1.0  # a pass this long is logged with its parts
 IMMEDIATE_PASSES = 3  # reconciles of one rollout in a row while its decision asks for "now"
 
 
@@ -206,8 +211,14 @@ class RolloutService:
             pin=cmd.variant,
         )
         if not planned.targets:
+            ids = cmd.selector.device_ids
             why = (
-                "the selector selects no device"
+                (
+                    f"no device {', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''} in the inventory "
+                    "(a device joins it with its first hello)"
+                    if ids and not any(d.device_id in ids for d in fleet)
+                    else "the selector selects no device"
+                )
                 if not planned.excluded
                 else f"none of the {len(planned.excluded)} selected devices can run {cmd.model} "
                 f"{detail.version.version}: {planned.excluded[0].device_id}: {planned.excluded[0].reason}"
@@ -262,17 +273,23 @@ class RolloutService:
             record, revision = loaded
             if record.state in TERMINAL and command != "rollback":
                 return Decision(record=record)
+            timer = _PassTimer()
             obs = await self._observe(record, command=command, reason=reason)
+            timer.lap("observe")
             decision = decide(record, obs)
+            timer.lap("decide")
             try:
                 await self._apply(record, decision)
+                timer.lap("apply")
                 if decision.record != record:
                     await self._rollouts.update(decision.record, revision)
+                timer.lap("save")
             except RevisionConflict as exc:
                 log.info("reconcile raced; again", extra={"rollout_id": rollout_id, "key": exc.key})
                 continue
             for span in decision.spans:
                 record_finished(span, tracer_name=TRACER)
+            timer.report(record, decision)
             return decision
         log.warning("reconcile kept racing; next pass", extra={"rollout_id": rollout_id})
         return None
@@ -332,6 +349,7 @@ class RolloutService:
             return {}
         gates = wave_gates(record, wave.index)
         digests = _digests(record, wave)
+        since = wave.started_at or wave.installed_at  # every window of the wave on the new model
 
         async def evaluate(key: GateKey) -> GateEvaluation:
             _, index, device_class = key
@@ -341,8 +359,9 @@ class RolloutService:
                 device_class=device_class,
                 digests=digests,
                 baseline_digests=record.previous_digests,
-                since=wave.started_at or wave.installed_at,  # every window of the wave on the new model
+                since=since,
                 until=now,
+                baseline_since=since - BASELINE_LOOKBACK,
                 gate=gates[index],
             )
             parent = context_of(wave_traceparent(record, wave.index))
@@ -443,6 +462,34 @@ class RolloutService:
             self.statuses_ignored += ignored
             return
         raise Conflict(f"device {device_id}'s record kept changing")
+
+
+class _PassTimer:
+    """How long each part of a reconcile pass took: logged when the pass was slow (SLOW_PASS)."""
+
+    def __init__(self) -> None:
+        self._start = self._last = time.perf_counter()
+        self.parts: dict[str, float] = {}
+
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self.parts[part] = round((now - self._last) * 1000, 1)
+        self._last = now
+
+    def report(self, record: RolloutRecord, decision: Decision) -> None:
+        total = time.perf_counter() - self._start
+        if total >= SLOW_PASS_SECONDS:
+            log.info(
+                "slow reconcile pass",
+                extra={
+                    "rollout_id": record.rollout_id,
+                    "state": decision.record.state,
+                    "wave": decision.record.wave,
+                    "actions": len(decision.actions),
+                    "ms": self.parts,
+                    "total_ms": round(total * 1000, 1),
+                },
+            )
 
 
 def _trace_of(rollout_id: str, command: str | None) -> dict[str, str | None]:

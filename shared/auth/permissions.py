@@ -145,9 +145,6 @@ def for_operator(name: str) -> Permissions:
             # to read streams and list KV keys; flow control for those ordered consumers.
             f"{JS_API}.CONSUMER.CREATE.*",
             "$JS.FC.>",
-            # `slmops device assign` writes one device's desired state by hand, until the rollout
-            # service owns `desired` (issue 10).
-            _kv_subject(topology.KV_DESIRED, "*"),
         ),
         # Reading state includes watching it live: events, dead letters and device reports.
         subscribe=(

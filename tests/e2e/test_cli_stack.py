@@ -120,7 +120,14 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
         stderr=subprocess.DEVNULL,
     )
     try:
-        assigned = json.loads(slmops(stack_home, "device", "assign", "bench-1", "tiny", "stable", "--json").stdout)
+        for _ in range(60):  # a device is assignable once its first hello is in the inventory
+            attempt = slmops(stack_home, "device", "assign", "bench-1", "tiny", "stable", "--json", check=False)
+            if "in the inventory" not in attempt.stderr:
+                break
+            time.sleep(0.5)
+        assert attempt.returncode == 0, attempt.stderr
+        assigned = json.loads(attempt.stdout)
+        assert assigned["rollout_id"].startswith("assign-")
         for _ in range(60):
             state = json.loads(slmops(stack_home, "device", "status", "bench-1", "--json").stdout)
             if (state["last_status"] or {}).get("step") == "active":

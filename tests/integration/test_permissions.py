@@ -284,6 +284,7 @@ async def test_the_operator_cannot_delete_or_reconfigure_streams_buckets_or_cons
             f"$JS.API.CONSUMER.MSG.NEXT.{topology.CMDS_STREAM}.{durable}",  # taking a service's work
             f"$JS.ACK.{topology.CMDS_STREAM}.{durable}.1.1.1.1.0",  # acking (removing) a service's message
             "$KV.models.version.m.1",  # rewriting a registry record
+            "$KV.desired.some-device",  # the rollout service is the only writer of desired states
         ):
             assert await probe.publish_refused(subject), subject
 
