@@ -369,7 +369,7 @@ async def run(stack: Stack, args: argparse.Namespace, home: Path, fleet: subproc
         rollouts.append(_result("setup", record, line, started))
         if record.state != "completed":
             raise RuntimeError(f"the setup rollout ended {record.state}: {record.reason}")
-        await asyncio.sleep(args.window_seconds * 3)  # a baseline of v1 windows for the gates
+        await asyncio.sleep(10)  # a baseline of v1 windows for the gates (new models' first windows are 1 s)
 
         gates: list[Gate] = [
             parse_gate("error_rate<=0.05@20"),
@@ -392,7 +392,7 @@ async def run(stack: Stack, args: argparse.Namespace, home: Path, fleet: subproc
         if record.state != "completed":
             gates_seen = [g.model_dump(mode="json") for w in record.waves for g in w.gates]
             raise RuntimeError(f"the measured rollout ended {record.state}: {record.reason}; gates {gates_seen}")
-        await asyncio.sleep(args.window_seconds * 3)
+        await asyncio.sleep(10)
 
         revert_cmd = StartRollout(
             rollout_id="bench-revert",
@@ -556,7 +556,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the stack's processes on the way out
-    os.environ |= {"SLMOPS_OTEL_EXPORTER": "none", "SLMOPS_LOG_LEVEL": "WARNING"}  # the services' processes
+    os.environ |= {"SLMOPS_OTEL_EXPORTER": "none", "SLMOPS_LOG_LEVEL": "INFO"}  # the services' processes
     with tempfile.TemporaryDirectory(prefix="slmops-bench-rollout-") as tmp:
         home = Path(tmp)
         stack = Stack(Settings(home=home, otel_exporter="none"), nats_port=0, s3_port=0, services=SERVICES)

@@ -435,7 +435,9 @@ class TelemetryService:
             return digest in baseline_digests and device_class in classes and rollout_id != request.rollout_id
 
         baseline_cohorts = (
-            self.view.select(in_baseline, since=request.since, until=until) if baseline_digests and classes else {}
+            self.view.select(in_baseline, since=request.baseline_since or request.since, until=until)
+            if baseline_digests and classes
+            else {}
         )
         evaluation = judge(request.gate, merged(wave_cohorts), merged(baseline_cohorts) if baseline_cohorts else None)
         self.metrics.gate_evaluations.labels(evaluation.verdict).inc()

@@ -125,7 +125,9 @@ class EvaluateGate(Message):
     The wave's cohort is every window reporting `rollout_id` and `wave` (or any wave up to it, with
     `through_wave`), of `device_class` if given, on one of `digests` if given, that started in
     `[since, until)`. The baseline cohort is the windows of the same classes, on one of
-    `baseline_digests`, from devices not in this rollout, over the same range.
+    `baseline_digests`, from devices not in this rollout, that started in `[baseline_since, until)`:
+    windows are placed by their start, so a baseline window that was open when the wave started
+    (a device's window lasts 10-30 s) needs an earlier start to count.
     """
 
     TYPE = "telemetry.evaluate_gate"
@@ -142,6 +144,7 @@ class EvaluateGate(Message):
     )
     since: AwareDatetime
     until: AwareDatetime | None = Field(default=None, description="null = now")
+    baseline_since: AwareDatetime | None = Field(default=None, description="null = since")
     gate: Gate
     publish: bool = Field(default=True, description="also publish the gate.verdict event")
 
