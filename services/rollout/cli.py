@@ -196,7 +196,11 @@ async def _dry_run(cmd: StartRollout, *, as_json: bool) -> None:
 
     async with _bus() as nc:
         detail = await RegistryClient(nc, source=CLI_SOURCE).get_model(cmd.model, cmd.ref)
-        fleet = await KvDeviceStore(nc.jetstream()).all()
+        devices = KvDeviceStore(nc.jetstream())
+        try:
+            fleet = await devices.all()
+        finally:
+            await devices.close()
     plan = planning.plan(
         rollout_id=cmd.rollout_id or "dry-run",
         selector=cmd.selector,
@@ -204,6 +208,7 @@ async def _dry_run(cmd: StartRollout, *, as_json: bool) -> None:
         version=detail.version,
         variants=detail.variants,
         devices=fleet,
+        pin=cmd.variant,
     )
     if as_json:
         by_id = {t.device_id: t for t in plan.targets}
@@ -291,6 +296,6 @@ async def _watch(rollout_id: str) -> None:
                 found = await store.get(rollout_id)
                 if found is not None:
                     live.update(rollout_table(found[0]))
-                    if found[0].state in TERMINAL:
-                        return
+                    if found[0].state in TERMINAL or found[0].state == "paused":
+                        return  # over, or waiting for an operator (slmops rollout resume / rollback)
                 await asyncio.sleep(0.5)

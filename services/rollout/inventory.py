@@ -78,7 +78,8 @@ def worth_writing(current: DeviceRecord | None, folded: DeviceRecord) -> bool:
     """Whether `folded` says something `current` (the stored record) does not, that a reader needs:
     new capabilities, labels or serving digest, an install's outcome, or a last-seen time that
     moved by `LAST_SEEN_RESOLUTION` or more. The rest is dropped, not deferred:
-    a later report carries it again."""
+    a later report carries it again, so the stored times may lag by up to that much (and a late
+    report older than a dropped one is then judged against the stored, older time)."""
     if current is None:
         return True
     if folded == current:
@@ -86,7 +87,7 @@ def worth_writing(current: DeviceRecord | None, folded: DeviceRecord) -> bool:
     new, old = folded.last_status, current.last_status
     if new != old and new is not None and new.step in SETTLED_STEPS:
         return True
-    times = {"last_seen", "hello_at", "last_status"}
+    times = {"last_seen", "hello_at", "active_at", "last_status"}  # when, not what
     if folded.model_dump(exclude=times) != current.model_dump(exclude=times):
         return True
     return folded.last_seen - current.last_seen >= LAST_SEEN_RESOLUTION

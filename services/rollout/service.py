@@ -91,7 +91,8 @@ MAX_ATTEMPTS = 20  # compare-and-set conflicts in a row before giving up for thi
 # start, and the ones open when the wave started (10 s for the agent, 30 s for the simulator) count.
 BASELINE_LOOKBACK = timedelta(seconds=60)
 SLOW_PASS_SECONDS = 1.0  # a pass this long is logged with its parts
-IMMEDIATE_PASSES = 3  # reconciles of one rollout in a row while its decision asks for "now"
+IMMEDIATE_PASSES = 3
+MIN_PASS_GAP_SECONDS = 0.05  # reconciles of one rollout in a row while its decision asks for "now"
 
 
 class RolloutRefused(InvalidRequest):
@@ -127,8 +128,9 @@ class RolloutService:
         """Reconcile every active rollout every `every` seconds, and at once after a command."""
 
         async def loop() -> None:
+            clock = asyncio.get_running_loop().time
             while True:
-                wait = every
+                wait, started = every, clock()
                 try:
                     decisions = await self.reconcile_all()
                     wakes = [d.wake_at for d in decisions if d.wake_at is not None]
@@ -136,8 +138,12 @@ class RolloutService:
                         wait = min(every, max(0.0, (min(wakes) - self._clock()).total_seconds()))
                 except Exception:  # noqa: BLE001 - a failed pass (an outage) is logged; the next one retries
                     log.exception("reconcile pass failed")
+                # Statuses arrive in a stream of batches, each a wake-up: passes over a large wave
+                # take at most a third of the time, however fast the batches come.
+                gap = min(wait, max(MIN_PASS_GAP_SECONDS, 2 * (clock() - started)))
+                await asyncio.sleep(gap)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, wait - gap))
                 self._wake.clear()
 
         self._task = asyncio.create_task(loop(), name="rollout-reconcile")

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.rollout.inventory import is_online, with_hello, with_status
+from services.rollout.inventory import is_online, with_hello, with_status, worth_writing
 from shared.messages.device import DeviceHello, DeviceStatus
 from shared.messages.inventory import DeviceRecord
 
@@ -109,3 +109,23 @@ def test_the_record_is_the_same_whatever_order_and_repeats_the_reports_arrive_in
     shuffled = [*reports, *rng.sample(reports, len(reports) // 2)]
     rng.shuffle(shuffled)
     assert fold(shuffled) == fold(sorted(reports))
+
+
+def test_only_what_a_reader_needs_is_written() -> None:
+    """An install is one write (its outcome), a heartbeat is written when last_seen moved 45 s, and
+    anything new about the device at once."""
+    stored = with_hello(None, hello(active_digest=OLD), at=T0)
+    assert worth_writing(None, stored), "a new device"
+    soon = T0 + timedelta(seconds=5)
+    assert not worth_writing(stored, with_hello(stored, hello(active_digest=OLD), at=soon)), "a heartbeat, 5 s on"
+    later = T0 + timedelta(seconds=45)
+    assert worth_writing(stored, with_hello(stored, hello(active_digest=OLD), at=later)), "45 s on"
+    assert worth_writing(stored, with_hello(stored, hello(active_digest=OLD, ram_mb=4096), at=soon)), "new RAM"
+    for step in ("received", "downloading", "verified", "smoke_testing"):
+        assert not worth_writing(stored, with_status(stored, status(step), at=soon) or stored), step
+    active = with_status(stored, status("active", active=NEW), at=soon)
+    assert active is not None and worth_writing(stored, active), "the outcome, and what serves now"
+    failed = with_status(stored, status("failed", active=OLD), at=soon)
+    assert failed is not None and worth_writing(stored, failed)
+    # The hello a device sends after switching names what the active status already recorded.
+    assert not worth_writing(active, with_hello(active, hello(active_digest=NEW), at=soon + timedelta(seconds=1)))
