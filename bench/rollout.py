@@ -2,14 +2,16 @@
 
 Starts the embedded stack's processes in a temporary home (nats-server with authentication, the S3
 server, and the registry, intake, telemetry and rollout services, each its own process, as `slmops
-up` runs them), registers the tiny sample model in three versions, and starts the fleet simulator in
-this process: `--devices` devices over three classes (rpi5/jetson/gateway 60/30/10), which really
-download, verify and switch, and draw telemetry windows every `--window-seconds` from a real
-measurement of each artifact. Then three rollouts, each a plain `rollout.start` command:
+up` runs them), registers the tiny sample model in three versions, and starts the fleet simulator
+(`slmops fleet simulate`, a process of its own, as a fleet is): `--devices` devices over three
+classes (rpi5/jetson/gateway 60/30/10), which really download, verify and switch, and draw
+telemetry windows every `--window-seconds` (a new model's first after 1 s) from a real measurement
+of each artifact. Then three rollouts, each a plain `rollout.start` command:
 
 1. setup: v1 to every device in one wave (so the measured rollout is an update, with a baseline);
-2. measured: v2 in four waves (1/10/50/100 %), gates on (error rate <= 5 % absolute, and p95
-   latency at most twice the baseline's per class), no soak;
+2. measured: v2 in four waves (1/10/50/100 %), gates on (error rate <= 5 % absolute, and latency
+   not more than twice the baseline's at 95 % confidence (Mann-Whitney), per class and for the wave),
+   no soak;
 3. revert: v3 in waves 10/100 with a gate no model passes (p50 latency <= 0.0001 ms): the first
    wave's 1,000 devices install, the gate fails, and the rollout puts every one of them back.
 
@@ -318,8 +320,10 @@ def wave_results(record: RolloutRecord, line: Timeline, started: datetime) -> li
 
 
 async def run_rollout(
-    nc: Client, name: str, cmd: StartRollout, *, timeout: float
+    nc: Client, name: str, cmd: StartRollout, *, timeout: float, settle: float = 0.0
 ) -> tuple[RolloutRecord, Timeline, datetime, float]:
+    """Start `cmd`, follow it to its end, and read its timeline `settle` seconds later (a revert's
+    devices report back after the rollout has written every revert)."""
     marks = await Marks.now(nc)
     sent = time.monotonic()
     _, outcome = await bus.send_command(nc, cmd, source="bench", wait=60)
@@ -331,6 +335,7 @@ async def run_rollout(
         timeout=timeout,
         show=lambda r: console.print(f"  {name}: {r.state}, wave {r.wave} ({time.monotonic() - sent:.1f} s)"),
     )
+    await asyncio.sleep(settle)
     line = await timeline(nc, marks, record.rollout_id)
     started = next(e["_at"] for e in line.events if e["type"] == "rollout.started")
     return record, line, started, sent
@@ -373,7 +378,9 @@ async def run(stack: Stack, args: argparse.Namespace, home: Path, fleet: subproc
 
         gates: list[Gate] = [
             parse_gate("error_rate<=0.05@20"),
-            parse_gate("latency_p95_ms<=+100%@20"),
+            # Hodges-Lehmann over the whole latency distribution, robust to a noisy tail: each
+            # artifact's latencies come from one measurement on this (shared, busy) host.
+            parse_gate("latency_p95_ms<=x2@20"),
         ]
         measured = StartRollout(
             rollout_id="bench-waves",
@@ -404,7 +411,7 @@ async def run(stack: Stack, args: argparse.Namespace, home: Path, fleet: subproc
             soak_seconds=0,
         )
         revert_record, revert_line, revert_started, _ = await run_rollout(
-            nc, "revert (v3, gate fails)", revert_cmd, timeout=args.timeout
+            nc, "revert (v3, gate fails)", revert_cmd, timeout=args.timeout, settle=20.0
         )
         rollouts.append(_result("revert", revert_record, revert_line, revert_started))
         revert = _revert(revert_record, revert_line, v2)
