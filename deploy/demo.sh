@@ -4,7 +4,9 @@
 # the reference SLM (all-MiniLM-L6-v2) and let the optimizer find and register its best variant for
 # a Raspberry Pi 5 and for a small gateway; show the lineage; enrol a device (its own credentials),
 # install it on an edge agent and serve an inference; show its telemetry as the telemetry service
-# aggregated it; show what the device may not do; revoke it;
+# aggregated it; show what the device may not do; revoke it; simulate a fleet of 300 over three
+# classes, roll a model out to it in class-stratified, gated waves, then a measurably slower version
+# that its gates catch in the first wave and that reverts itself, and print that rollout's trace;
 # list the channels of the AsyncAPI documents other systems build against; stop. Authentication is
 # on throughout; the stack keeps its state in $SLMOPS_HOME across runs. It grows as services land.
 set -euo pipefail
@@ -128,6 +130,43 @@ asyncio.run(main())
 PY
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
 slmops device revoke demo-rpi-1
+
+step "a mixed fleet: 300 simulated devices (rpi5, jetson, gateway) that really download, verify and switch"
+# The Jetson gets its own variant of the tiny model (the optimizer, against the jetson profile).
+slmops optimize tiny-embedder 1.0.0 --profile jetson --watch > /dev/null
+slmops fleet simulate --devices 300 --mix rpi5=50,jetson=30,gateway=20 --duration 0 --window 5 --rate 20 \
+  --heartbeat 10 --real-inference 0 --id-prefix demo-fleet > "$work/fleet.log" 2>&1 &
+fleet_pid=$!
+for _ in $(seq 1 120); do
+  slmops rollout start tiny-embedder 1.0.0 --label fleet=demo-fleet --dry-run --json 2>/dev/null \
+    | python3 -c 'import json, sys; sys.exit(sum(len(w["devices"]) for w in json.load(sys.stdin)["waves"]) < 300)' \
+    2>/dev/null && break
+  sleep 0.5
+done
+
+step "the plan: per-device variants, waves stratified by class (every class has a canary in wave 0)"
+slmops rollout start tiny-embedder 1.0.0 --label fleet=demo-fleet --waves 10,50,100 --dry-run
+
+step "roll it out: waves of 10/50/100 %, each gated per class by the telemetry service"
+good="demo-good-$(date +%s)"
+slmops rollout start tiny-embedder 1.0.0 --label fleet=demo-fleet --waves 10,50,100 --soak 3s \
+  --gate 'error_rate<=0.05@50' --gate 'latency_p95_ms<=5@50' --id "$good" --watch
+
+step "a worse version: 1.1.0 has a 16x wider dense layer, genuinely slower (measured by the devices)"
+slmops model sample --dim 1024 "$work/wide" > /dev/null
+slmops model push "$work/wide/tiny-embedder.onnx" --name tiny-embedder --version 1.1.0 \
+  --eval-set "$work/wide/tiny-embedder-eval.npz" --label task=sentence-embedding > /dev/null
+bad="demo-bad-$(date +%s)"
+slmops rollout start tiny-embedder 1.1.0 --label fleet=demo-fleet --waves 10,50,100 --soak 3s \
+  --gate 'error_rate<=0.05@50' --gate 'latency_p95_ms<=+50%@50' --id "$bad" --watch
+
+step "caught in wave 0 and reverted: every touched device is back on exactly what it had"
+slmops rollout history "$bad"
+
+step "one trace per rollout: waves, gates (judged by the telemetry service), writes, each device's install"
+sleep 6  # the services and the fleet export their spans every 5 s
+slmops trace "$bad"
+kill "$fleet_pid"; wait "$fleet_pid" 2>/dev/null || true
 
 step "what other systems build against: each service's AsyncAPI document, generated from its declarations"
 slmops schema export "$work/schema" --asyncapi "$work/asyncapi"

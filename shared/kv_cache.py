@@ -133,14 +133,21 @@ class KvCache(Generic[T]):
 
     async def _watch(self) -> None:
         kv = await self._kv()
+        # The bucket's last sequence before watching: once the watcher has delivered it, every key
+        # has been read once. (nats-py's own "end of initial values" marker can come before the
+        # first entry when the watcher starts: nats-io/nats.py#842.)
+        until = int((await self._js.stream_info(f"KV_{self.bucket}")).state.last_seq)
+        if until <= self._applied:
+            self._ready.set()
         watcher = await kv.watchall()
         try:
             async for entry in watcher:
-                if entry is None:  # every existing key delivered once
-                    self._ready.set()
+                if entry is None:  # nats-py's marker: not trusted (above)
                     continue
                 revision = int(entry.revision or 0)
                 self._applied = max(self._applied, revision)
+                if self._applied >= until:
+                    self._ready.set()
                 current = self._raw.get(entry.key)
                 if current is not None and current[1] >= revision:
                     continue

@@ -89,3 +89,19 @@ async def test_the_cache_watches_again_after_the_server_restarts(server: ServerP
         assert cache.restarts >= 1, "the lost watcher was replaced"
     finally:
         await cache.stop()
+
+
+async def test_ready_means_every_key_has_been_read(nc: Client) -> None:
+    """nats-py's own end-of-initial-values marker may come before the entries; `ready` waits for
+    the bucket's last sequence instead, so a fresh copy never looks emptier than the bucket."""
+    kv = await nc.jetstream().key_value(BUCKET)
+    keys = [f"k{i}" for i in range(2000)]
+    for i in range(0, len(keys), 500):
+        await asyncio.gather(*(kv.put(k, b"v") for k in keys[i : i + 500]))
+    for _ in range(3):
+        cache = KvCache(nc.jetstream(), BUCKET, bytes.decode)
+        try:
+            await cache.ready()
+            assert len(cache.keys()) == len(keys)
+        finally:
+            await cache.stop()
