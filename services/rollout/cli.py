@@ -105,11 +105,11 @@ def show(rollout_id: str = typer.Argument(...), as_json: bool = JsonOption) -> N
     """One rollout: its waves, classes, verdicts and gate numbers."""
     from services.rollout.render import rollout_table
 
-    record = run(_record(rollout_id))
+    record, states = run(_record_and_states(rollout_id))
     if as_json:
-        print_json(record.model_dump(mode="json"))
+        print_json({**record.model_dump(mode="json"), "device_states": {str(k): v for k, v in states.items()}})
     else:
-        console.print(rollout_table(record))
+        console.print(rollout_table(record, states))
 
 
 @rollout_app.command("history")
@@ -273,14 +273,35 @@ async def _records() -> list[RolloutRecord]:
         return list(await KvRolloutStore(nc.jetstream()).list())
 
 
-async def _record(rollout_id: str) -> RolloutRecord:
-    from services.rollout.adapters.jetstream import KvRolloutStore
+async def _record_and_states(rollout_id: str) -> tuple[RolloutRecord, dict[int, dict[str, int]]]:
+    """The record, and its devices by state per wave (from `desired`, `devices` and the saved states)."""
+    from services.rollout.adapters.jetstream import KvDesiredStore, KvDeviceStore, KvRolloutStore
+    from services.rollout.decide import DeviceView, device_states
 
     async with _bus() as nc:
-        found = await KvRolloutStore(nc.jetstream()).get(rollout_id)
-    if found is None:
-        fail(f"no rollout {rollout_id!r}; `slmops rollout list` shows them")
-    return found[0]
+        js = nc.jetstream()
+        rollouts, desired, devices = KvRolloutStore(js), KvDesiredStore(js), KvDeviceStore(js)
+        try:
+            found = await rollouts.get(rollout_id)
+            if found is None:
+                fail(f"no rollout {rollout_id!r}; `slmops rollout list` shows them")
+            record = found[0]
+            ids = [d for w in record.waves[: record.wave + 1] for d in w.devices]
+            wanted, statuses = await desired.get_many(ids), await devices.get_many(ids)
+            previous = await rollouts.previous(rollout_id, ids)
+        finally:
+            for store in (rollouts, desired, devices):
+                await store.close()
+    views = {
+        d: DeviceView(
+            desired=wanted[d][0] if d in wanted else None,
+            revision=wanted[d][1] if d in wanted else None,
+            previous_saved=d in previous,
+            status=statuses[d].last_status if d in statuses else None,
+        )
+        for d in ids
+    }
+    return record, device_states(record, views)
 
 
 async def _watch(rollout_id: str) -> None:

@@ -527,6 +527,34 @@ def _written(record: RolloutRecord, wave: WaveRecord, view: DeviceView) -> bool:
     return view.desired is not None and view.desired.rollout_id == record.rollout_id and view.desired.wave == wave.index
 
 
+def device_states(record: RolloutRecord, devices: Mapping[str, DeviceView]) -> dict[int, dict[str, int]]:
+    """Per wave started so far, how many of its devices are in each state (for `rollout show`):
+    pending (not written yet), installing (written, no outcome), active (on its target for this
+    rollout's write), failed (failed or rolled back on it), reverted (put back on what it had)."""
+    out: dict[int, dict[str, int]] = {}
+    for wave in record.waves[: record.wave + 1]:
+        if wave.started_at is None:
+            continue
+        counts: dict[str, int] = {}
+        for device_id, artifact in wave.devices.items():
+            view = devices.get(device_id, DeviceView())
+            ours = view.desired is not None and view.desired.rollout_id == record.rollout_id
+            status = view.status if ours and view.status and view.status.desired_revision == view.revision else None
+            if not ours:
+                state = "reverted" if view.previous_saved else "pending"
+            elif status is None:
+                state = "installing"
+            elif status.step == "active" and status.digest == record.artifacts[artifact].digest:
+                state = "active"
+            elif status.step in ("failed", "rolled_back"):
+                state = "failed"
+            else:
+                state = "installing"
+            counts[state] = counts.get(state, 0) + 1
+        out[wave.index] = counts
+    return out
+
+
 def _write_budget(record: RolloutRecord, wave: WaveRecord, obs: Observations) -> int:
     """How many more desired states this wave may write now under the download rate limit."""
     rate = record.spec.max_download_starts_per_second

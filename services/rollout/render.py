@@ -61,13 +61,16 @@ def rollouts_table(records: Sequence[RolloutRecord]) -> Table:
     return table
 
 
-def rollout_table(record: RolloutRecord) -> Table:
-    """One rollout: its waves with their classes, verdicts and every gate's numbers."""
+def rollout_table(record: RolloutRecord, states: Mapping[int, Mapping[str, int]] | None = None) -> Table:
+    """One rollout: its waves with their classes, devices by state, verdicts and every gate's numbers."""
     title = f"{record.rollout_id}: {record.model} {record.version}, {record.state}"
     if record.reason:
         title += f" ({record.reason})"
     table = Table(title=title)
-    for column in ("wave", "share", "devices", "classes", "started", "installed", "verdict", "gates"):
+    columns = ["wave", "share", "devices", "classes", "started", "installed", "verdict", "gates"]
+    if states is not None:
+        columns.insert(4, "by state")
+    for column in columns:
         table.add_column(column)
     for w in record.waves:
         classes = ", ".join(f"{c} {n}" for c, n in sorted(w.by_class.items()))
@@ -75,11 +78,13 @@ def rollout_table(record: RolloutRecord) -> Table:
             f"{g.device_class or 'wave'}: {g.verdict} ({g.observed if g.observed is not None else '-'}, n={g.samples})"
             for g in w.gates
         )
+        by_state = [", ".join(f"{n} {k}" for k, n in sorted((states or {}).get(w.index, {}).items()))]
         table.add_row(
             str(w.index),
             f"{w.percent:g} %",
             str(len(w.devices)),
             classes,
+            *(by_state if states is not None else []),
             w.started_at.strftime("%H:%M:%S") if w.started_at else "",
             w.installed_at.strftime("%H:%M:%S") if w.installed_at else "",
             w.verdict or "",

@@ -133,7 +133,10 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
             if (state["last_status"] or {}).get("step") == "active":
                 break
             time.sleep(0.5)
-        assert state["last_status"]["digest"] == assigned["digest"] == pushed["result"]["digest"]
+        # A jetson gets the variant the optimizer built for its class (a rollout's resolution).
+        (jetson_variant,) = shown["variants"]
+        assert assigned["variant"] == jetson_variant["variant"]
+        assert state["last_status"]["digest"] == assigned["digest"] == jetson_variant["artifact"]["digest"]
         bad = slmops(stack_home, "device", "assign", "bench-1", "tiny", "1.0.0", "--variant", "nope", check=False)
         assert bad.returncode == 1 and "has no variant 'nope'" in bad.stderr
     finally:

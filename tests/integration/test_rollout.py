@@ -207,6 +207,7 @@ async def test_the_cli_plans_starts_shows_and_rolls_back(
         assert done.state == "completed", done.reason
         shown = json.loads(await asyncio.to_thread(cli, "show", rollout_id, "--json"))
         assert shown["state"] == "completed" and len(shown["waves"]) == 2
+        assert shown["device_states"] == {"0": {"active": 4}, "1": {"active": 2}}, "every device active on its write"
         assert rollout_id in {r["rollout_id"] for r in json.loads(await asyncio.to_thread(cli, "list", "--json"))}
         trail = [e["type"] for e in json.loads(await asyncio.to_thread(cli, "history", rollout_id, "--json"))]
         assert trail[0] == "rollout.started" and "rollout.completed" in trail and trail.count("wave.started") == 2

@@ -23,6 +23,7 @@ from services.rollout.decide import (
     SavePrevious,
     WriteDesired,
     decide,
+    device_states,
     gate_keys,
 )
 from shared.messages.device import DesiredState
@@ -427,3 +428,21 @@ def test_an_untraced_rollout_records_no_span_and_writes_no_traceparent() -> None
     world.now += timedelta(seconds=30)
     world.answer_gates(rec)
     assert decide(rec, world.observe()).spans == ()
+
+
+def test_rollout_show_counts_each_wave_s_devices_by_state() -> None:
+    world = World()
+    rec = step(world, record())  # wave 0 written: r0, r1, g0
+    world.install("r0")
+    world.install("g0", step="failed")
+
+    def states() -> dict[int, dict[str, int]]:
+        views = world.observe().devices
+        return device_states(rec, views)
+
+    assert states() == {0: {"active": 1, "failed": 1, "installing": 1}}, "wave 1 has not started"
+    world.now += timedelta(seconds=1)
+    rec = step(world, rec, command="rollback")
+    rec = settle(world, rec)
+    assert rec.state == "rolled_back"
+    assert states() == {0: {"reverted": 3}}
