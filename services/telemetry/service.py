@@ -392,7 +392,10 @@ class TelemetryService:
         first = self._first_period(digest)
         if first is None:
             return None
-        periods = [self._period(digest, s) for s in range(first, closed_until, period)]
+        # Only the first `reference_periods` make the reference: building every period since the
+        # first would rescan the view for each, every period, for as long as no reference forms.
+        until = min(closed_until, first + self.drift.reference_periods * period)
+        periods = [self._period(digest, s) for s in range(first, until, period)]
         ref = drift.reference_of(
             periods, reference_periods=self.drift.reference_periods, min_requests=self.drift.min_requests
         )
