@@ -201,15 +201,10 @@ async def _dry_run(cmd: StartRollout, *, as_json: bool) -> None:
             fleet = await devices.all()
         finally:
             await devices.close()
-    plan = planning.plan(
-        rollout_id=cmd.rollout_id or "dry-run",
-        selector=cmd.selector,
-        waves=cmd.waves,
-        version=detail.version,
-        variants=detail.variants,
-        devices=fleet,
-        pin=cmd.variant,
-    )
+    try:
+        plan = planning.plan_start(cmd, detail, fleet, rollout_id=cmd.rollout_id or "dry-run")
+    except planning.UnknownVariant as exc:
+        fail(str(exc))
     if as_json:
         by_id = {t.device_id: t for t in plan.targets}
         print_json(

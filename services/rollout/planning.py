@@ -29,9 +29,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from shared.errors import InvalidRequest
 from shared.messages.inventory import DeviceRecord
-from shared.messages.registry import Artifact, ModelVersionRecord, Requirements, VariantRecord
-from shared.messages.rollout import BASE_VARIANT, Selector, Wave, WavePlan
+from shared.messages.registry import Artifact, ModelDetail, ModelVersionRecord, Requirements, VariantRecord
+from shared.messages.rollout import BASE_VARIANT, Selector, StartRollout, Wave, WavePlan
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CONTRIB_DOMAIN = "com.microsoft"
@@ -54,6 +55,10 @@ MAX_OPSET: dict[tuple[int, int], int] = {
 # What loading a model costs beyond its file: the same estimate the optimizer records for variants
 # (`services/optimizer/domain.py`): weights plus a copy during session creation, plus the runtime.
 RUNTIME_OVERHEAD_MB = 64
+
+
+class UnknownVariant(InvalidRequest):
+    """A start pins a variant the version was not registered with."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +125,29 @@ def plan(
             excluded.append(resolved)
     return Plan(
         targets=tuple(targets), excluded=tuple(excluded), waves=tuple(stratify(waves, targets, seed=rollout_id))
+    )
+
+
+def plan_start(cmd: StartRollout, detail: ModelDetail, devices: Iterable[DeviceRecord], *, rollout_id: str) -> Plan:
+    """The plan of a `rollout.start` (what the service stores and `--dry-run` prints alike).
+
+    Raises:
+        UnknownVariant: the command pins a variant the version does not have.
+    """
+    known = [v.variant for v in detail.variants]
+    if cmd.variant is not None and cmd.variant != BASE_VARIANT and cmd.variant not in known:
+        raise UnknownVariant(
+            f"{cmd.model} {detail.version.version} has no variant {cmd.variant!r}; "
+            f"variants: {', '.join([BASE_VARIANT, *known])}"
+        )
+    return plan(
+        rollout_id=rollout_id,
+        selector=cmd.selector,
+        waves=cmd.waves,
+        version=detail.version,
+        variants=detail.variants,
+        devices=devices,
+        pin=cmd.variant,
     )
 
 

@@ -53,7 +53,6 @@ from shared.messages.device import DeviceHello, DeviceStatus, SmokeInput
 from shared.messages.envelope import Message, deterministic_id
 from shared.messages.registry import ModelDetail
 from shared.messages.rollout import (
-    BASE_VARIANT,
     AbortRollout,
     PauseRollout,
     ResumeRollout,
@@ -200,22 +199,11 @@ class RolloutService:
             record, _ = existing
             return Outcome(status="unchanged", events=[_started(record)], result={"rollout_id": rollout_id})
         detail = await self._registry.get_model(cmd.model, cmd.ref)
-        known = [v.variant for v in detail.variants]
-        if cmd.variant is not None and cmd.variant != BASE_VARIANT and cmd.variant not in known:
-            raise RolloutRefused(
-                f"{cmd.model} {detail.version.version} has no variant {cmd.variant!r}; "
-                f"variants: {', '.join([BASE_VARIANT, *known])}"
-            )
         fleet = await self._devices.all()
-        planned = planning.plan(
-            rollout_id=rollout_id,
-            selector=cmd.selector,
-            waves=cmd.waves,
-            version=detail.version,
-            variants=detail.variants,
-            devices=fleet,
-            pin=cmd.variant,
-        )
+        try:
+            planned = planning.plan_start(cmd, detail, fleet, rollout_id=rollout_id)
+        except planning.UnknownVariant as exc:
+            raise RolloutRefused(str(exc)) from None
         if not planned.targets:
             ids = cmd.selector.device_ids
             why = (
