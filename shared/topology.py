@@ -299,15 +299,6 @@ OPTIMIZER_AUTO = DurableConsumer(
     deliver_policy=DeliverPolicy.NEW,
     batch_size=10,
 )
-# The intake validates every device report until the rollout service consumes them:
-# a device whose message is invalid finds the reason in slmops.dlq.intake (docs/DEVICE_PROTOCOL.md).
-INTAKE_DEVICE_REPORTS = DurableConsumer(
-    stream=DEVICE_STREAM,
-    durable="intake-device",
-    filter_subject=f"{subjects.DEVICE}.>",
-    description="Every device hello and install status, validated by the intake.",
-    batch_size=50,
-)
 # Fleet rate (150,000 devices every 10 s is 15,000 windows a second): batches of 500 (shared/kit/batch.py),
 # two batches in flight while one is folded.
 TELEMETRY_WINDOWS = DurableConsumer(
@@ -325,12 +316,14 @@ ROLLOUT_COMMANDS = DurableConsumer(
     description="The rollout service's commands: start, pause, resume, abort, roll back.",
 )
 # The inventory: every hello (also the heartbeat) and status, folded into KV devices a batch at a
-# time (150,000 devices with a 30 s heartbeat are 5,000 hellos a second).
+# time (150,000 devices with a 30 s heartbeat are 5,000 hellos a second). The rollout service is
+# also the reports' validator: a device whose message is invalid finds the reason in
+# slmops.dlq.rollout (docs/DEVICE_PROTOCOL.md).
 ROLLOUT_DEVICE_REPORTS = DurableConsumer(
     stream=DEVICE_STREAM,
     durable="rollout-device",
     filter_subject=f"{subjects.DEVICE}.>",
-    description="Every device hello and install status, folded into the inventory (KV devices).",
+    description="Every device hello and install status, validated and folded into the inventory (KV devices).",
     batch_size=500,
     max_ack_pending=5000,
 )
@@ -338,7 +331,6 @@ DURABLE_CONSUMERS: tuple[DurableConsumer, ...] = (
     REGISTRY_COMMANDS,
     OPTIMIZER_COMMANDS,
     OPTIMIZER_AUTO,
-    INTAKE_DEVICE_REPORTS,
     TELEMETRY_WINDOWS,
     ROLLOUT_COMMANDS,
     ROLLOUT_DEVICE_REPORTS,

@@ -1,10 +1,10 @@
-"""The intake's wiring: the device reports it validates. Declarations only; see `shared.kit`.
+"""The intake's wiring: the sweep of the command stream. Declarations only; see `shared.kit`.
 
-Until the rollout and telemetry services consume them, nothing else reads what devices send: the
-kit decodes each hello, status and telemetry window against its contract and dead-letters one that
-fails with the validation message (`slmops.dlq.intake`), as docs/DEVICE_PROTOCOL.md promises; the
-valid ones are counted and acked. Start-up also starts the sweep of the command stream
-(`IntakeService.start_sweeping`), whose JetStream API calls are declared with `uses_api`.
+Start-up starts the sweep (`IntakeService.start_sweeping`), whose JetStream API calls are declared
+with `uses_api`. Device reports are validated by the services that read them: hellos and statuses
+by the rollout service (`slmops.dlq.rollout`), telemetry windows by the telemetry service; the
+intake once read every report too, only to validate it, which cost a core's worth of CPU at
+10,000 devices (docs/ARCHITECTURE.md, "Intake").
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from services.intake.service import IntakeService
 from services.intake.settings import IntakeSettings
 from shared import topology
 from shared.kit import Runtime, ServiceKit
-from shared.messages.device import DeviceHello, DeviceStatus
 from shared.settings import load_settings
 
 SERVICE = "intake"
@@ -38,13 +37,8 @@ def declare(settings: IntakeSettings | None = None) -> ServiceKit[IntakeService]
         settings,
         build=build,
         description=(
-            "Validates every device hello and install status (telemetry windows: the telemetry service) and "
-            "dead-letters invalid ones with the reason; "
-            "dead-letters commands on subjects no installed service reads."
+            "Dead-letters commands on subjects no installed service reads, and tells their waiting sender."
         ),
-    )
-    kit.follows(
-        topology.INTAKE_DEVICE_REPORTS, {DeviceHello: IntakeService.accepted, DeviceStatus: IntakeService.accepted}
     )
     kit.uses_api(*SWEEP_API)  # the sweep of commands no service reads (adapters/jetstream.py)
     return kit

@@ -1,8 +1,7 @@
-"""The intake's use cases: count the device reports that passed validation, sweep the command stream.
+"""The intake's use case: sweep the command stream of commands no service will read.
 
-Device reports (hello, status, telemetry) are validated by the kit's decoder before `accepted` is
-called: one that does not decode is dead-lettered with the validation message and never reaches
-this module. So what is left here is to count what was valid (logged every sweep).
+(It also validated every device report until the services that consume them did: the rollout
+service dead-letters an invalid hello or status, the telemetry service an invalid window.)
 
 The sweep (`domain` has the rules) runs every `SLMOPS_INTAKE_SWEEP_SECONDS` in the service's own
 task: a work queue cannot be consumed "for everything else", so the intake asks the stream which
@@ -16,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,8 +31,6 @@ from services.intake.domain import (
 from services.intake.errors import StreamUnavailable
 from services.intake.ports import CommandStream, StoredCommand
 from shared.messages.common import CommandOutcome
-from shared.messages.envelope import Message
-from shared.outcomes import Outcome
 from shared.topology import DurableConsumer
 
 log = logging.getLogger("slmops.intake")
@@ -50,7 +46,7 @@ class SweepReport:
 
 
 class IntakeService:
-    """Validates what devices send (through the kit) and keeps the command stream free of orphans.
+    """Keeps the command stream free of orphans.
 
     Args:
         commands: the command stream.
@@ -76,14 +72,7 @@ class IntakeService:
         self._limit = sweep_limit
         self._clock = clock
         self._unclaimed: dict[str, float] = {}
-        self._reported: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
-        self.tally: Counter[str] = Counter()  # valid device reports since start, by type
-
-    async def accepted(self, report: Message, *, event_id: str) -> Outcome:
-        """A device report that passed validation: count it. Nothing is stored, so nothing changed."""
-        self.tally[report.TYPE] += 1
-        return Outcome(status="unchanged")
 
     async def sweep(self) -> SweepReport:
         """Dead-letter the commands no service will read (see `domain`); leave everything else."""
@@ -133,7 +122,6 @@ class IntakeService:
             else:
                 if report.waiting:
                     log.info("commands wait for their service", extra={"waiting": report.waiting})
-            self._report_tally()
             await asyncio.sleep(every)
 
     async def _dead_letter(self, message: StoredCommand, orphaned: Orphaned) -> None:
@@ -148,9 +136,3 @@ class IntakeService:
             await self._commands.reply(
                 inbox, CommandOutcome(command_id=sender_id, status="rejected", reason=orphaned.reason)
             )
-
-    def _report_tally(self) -> None:
-        new = self.tally - self._reported
-        if new:
-            log.info("device reports validated", extra={"counts": dict(new)})
-            self._reported = self.tally.copy()

@@ -76,13 +76,11 @@ def declare(settings: RolloutSettings | None = None) -> ServiceKit[RolloutServic
             RollbackRollout: RolloutService.on_rollback,
         },
     )
-    # The intake is the device reports' validator of record (their DLQ is slmops.dlq.intake, as
-    # docs/DEVICE_PROTOCOL.md promises): invalid ones are skipped here, not dead-lettered twice.
+    # The only reader of device reports: an invalid one is dead-lettered here (slmops.dlq.rollout).
     kit.ingests(
         topology.ROLLOUT_DEVICE_REPORTS,
         (DeviceHello, DeviceStatus),
         lambda rollout, batch: rollout.reports([(d.envelope.data, d.envelope.time) for d in batch.messages]),
-        dead_letters=False,
     )
     kit.calls(GET_MODEL, EVALUATE_GATE, LIST_REPORTERS)
     kit.emits(RolloutStarted, RolloutStateChanged, WaveStarted, WaveCompleted, GateVerdict)

@@ -1,7 +1,6 @@
-"""The intake against a real nats-server of its own: invalid device hellos and statuses end in the
-DLQ with their reason and valid ones do not (telemetry windows: tests/integration/test_telemetry.py);
-a command on a subject no service reads ends in the DLQ with
-the reason, leaves the stream, and its waiting sender is told.
+"""The intake against a real nats-server of its own: a command on a subject no service reads ends in
+the DLQ with the reason, leaves the stream, and its waiting sender is told. (Invalid device reports:
+tests/integration/test_rollout_reports.py and tests/integration/test_telemetry.py.)
 
 The server is this module's own, so the sweep never touches the commands other tests leave in the
 session's stream, and no optimizer runs on it (its command family is "not installed" here).
@@ -9,12 +8,10 @@ session's stream, and no optimizer runs on it (its command family is "not instal
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -22,10 +19,8 @@ from nats.js import JetStreamContext
 
 from services.intake.app import declare
 from services.intake.settings import IntakeSettings
-from shared import bus, subjects, topology
+from shared import bus, topology
 from shared.messages.common import CommandOutcome
-from shared.messages.device import DeviceHello, DeviceStatus
-from shared.messages.envelope import Message, wrap
 from shared.stack.servers import ServerProcess, free_port, start_nats
 from tests.support import dlq_entries
 
@@ -60,76 +55,6 @@ async def nc(own_nats: ServerProcess, tmp_path: Path) -> AsyncIterator[Client]:
             yield client
     finally:
         await client.close()
-
-
-def hello(device_id: str, **changes: Any) -> DeviceHello:
-    fields: dict[str, Any] = {
-        "device_id": device_id,
-        "device_class": "rpi5",
-        "arch": "aarch64",
-        "ram_mb": 8064,
-        "cpu_count": 4,
-        "onnxruntime_version": "1.20.1",
-        "execution_providers": ["CPUExecutionProvider"],
-        "agent_version": "0.1.0",
-    }
-    return DeviceHello(**(fields | changes))
-
-
-def envelope_bytes(payload: Message, *, data: dict[str, Any] | None = None) -> bytes:
-    """The wire bytes of `payload`'s envelope, with `data` replaced (to send what no model would build)."""
-    doc = json.loads(wrap(payload, source=f"device:{getattr(payload, 'device_id', 'x')}").model_dump_json())
-    if data is not None:
-        doc["data"] = data
-    return json.dumps(doc).encode()
-
-
-async def reason_for(nc: Client, marker: str) -> str:
-    """The DLQ reason of the one entry whose body contains `marker`, once the intake has written it."""
-    for _ in range(100):
-        entries = await dlq_entries(nc, containing=marker)
-        if entries:
-            (entry,) = entries
-            assert entry["Slmops-Dlq-Service"] == "intake"
-            return entry["Slmops-Dlq-Reason"]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no DLQ entry for {marker}")
-
-
-async def settled(js: JetStreamContext, consumer: topology.DurableConsumer, sequence: int) -> None:
-    """Until the intake has acked (valid) or dead-lettered and acked (invalid) stream position `sequence`."""
-    for _ in range(100):
-        info = await js.consumer_info(consumer.stream, consumer.durable)
-        if info.ack_floor.stream_seq >= sequence:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{consumer.durable} never settled position {sequence}")
-
-
-def device() -> str:
-    return f"dev-{uuid.uuid4().hex[:10]}"
-
-
-async def test_an_invalid_hello_is_dead_lettered_with_its_reason_and_a_valid_one_is_not(nc: Client) -> None:
-    js = nc.jetstream()
-    good, bad = device(), device()
-    valid = await js.publish(subjects.device_hello(good), envelope_bytes(hello(good)))
-    data = hello(bad).model_dump(mode="json") | {"gpu": "yes"}
-    invalid = await js.publish(subjects.device_hello(bad), envelope_bytes(hello(bad), data=data))
-
-    assert "gpu" in await reason_for(nc, bad) and "invalid 'device.hello' data" in await reason_for(nc, bad)
-    await settled(js, topology.INTAKE_DEVICE_REPORTS, max(valid.seq, invalid.seq))
-    assert await dlq_entries(nc, containing=good) == []
-
-
-async def test_an_invalid_status_is_dead_lettered_with_its_reason(nc: Client) -> None:
-    js = nc.jetstream()
-    bad = device()
-    status = DeviceStatus(device_id=bad, desired_revision=3, digest=DIGEST, step="failed", reason="x")
-    data = status.model_dump(mode="json") | {"reason": None}
-    await js.publish(subjects.device_status(bad), envelope_bytes(status, data=data))
-
-    assert "step 'failed' needs a reason" in await reason_for(nc, bad)
 
 
 async def command_rejection(nc: Client, subject: str, body: bytes) -> CommandOutcome:

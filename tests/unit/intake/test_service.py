@@ -1,4 +1,4 @@
-"""The intake's use cases with the in-memory command stream: valid device reports are counted, and a
+"""The intake's use case with the in-memory command stream: a
 sweep dead-letters (then deletes, then tells the waiting sender) exactly the commands no service reads."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from services.intake.adapters.memory import MemoryCommandStream
 from services.intake.errors import StreamUnavailable
 from services.intake.service import IntakeService
 from shared import topology
-from shared.messages.device import DeviceHello
 
 DECLARED = (topology.REGISTRY_COMMANDS, topology.OPTIMIZER_COMMANDS)
 
@@ -35,24 +34,6 @@ def intake(
 
 def with_registry() -> MemoryCommandStream:
     return MemoryCommandStream(server_consumers={"registry-commands": ["slmops.cmd.model.>"]})
-
-
-async def test_a_valid_device_report_is_counted_and_changes_nothing() -> None:
-    service = intake(with_registry())
-    hello = DeviceHello(
-        device_id="rpi-1",
-        device_class="rpi5",
-        arch="aarch64",
-        ram_mb=8064,
-        cpu_count=4,
-        onnxruntime_version="1.20.1",
-        execution_providers=["CPUExecutionProvider"],
-        agent_version="0.1.0",
-    )
-    outcome = await service.accepted(hello, event_id="h1")
-    await service.accepted(hello, event_id="h2")
-    assert (outcome.status, list(outcome.events), list(outcome.commands)) == ("unchanged", [], [])
-    assert service.tally == {"device.hello": 2}
 
 
 async def test_a_command_on_an_unknown_subject_is_dead_lettered_deleted_and_its_sender_told() -> None:
