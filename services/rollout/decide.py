@@ -256,7 +256,10 @@ def _soaking(record: RolloutRecord, obs: Observations) -> Decision:
         return Decision(record=record, wake_at=until)
     keys = gate_keys(record)
     if any(key not in obs.gates for key in keys):
-        return Decision(record=record, wake_at=obs.now + GATE_RETRY)  # the observer evaluates what is due
+        # The observer evaluates the gates of a wave it saw soaking past its soak: none observed means
+        # the wave got here in this decision (installed, no soak left), so they are due on the next
+        # pass, at once; some observed but not all, an evaluation went missing: again shortly.
+        return Decision(record=record, wake_at=obs.now if not obs.gates else obs.now + GATE_RETRY)
     gates = wave_gates(record, wave.index)
     results = [
         GateResult(

@@ -92,6 +92,7 @@ BASELINE_LOOKBACK = timedelta(seconds=60)
 SLOW_PASS_SECONDS = 1.0  # a pass this long is logged with its parts
 IMMEDIATE_PASSES = 3
 MIN_PASS_GAP_SECONDS = 0.05  # reconciles of one rollout in a row while its decision asks for "now"
+WRITE_PIPELINE = 500  # devices whose previous states are saved, then desired states written, at a time
 
 
 class RolloutRefused(InvalidRequest):
@@ -375,17 +376,21 @@ class RolloutService:
         return dict(zip(keys, await asyncio.gather(*(evaluate(key) for key in keys)), strict=True))
 
     async def _apply(self, record: RolloutRecord, decision: Decision) -> None:
-        """The actions in order, each run of one kind at once: a wave's saves, then its writes, go
-        out concurrently (`decide` lists every save before the writes that need it)."""
+        """The actions in order, each run of one kind at once (`decide` lists every save before the
+        writes that need it); a run of saves followed by its writes goes out as `_save_and_write`."""
+        saves: list[SavePrevious] = []
         for kind, run in itertools.groupby(decision.actions, key=type):
             actions = list(run)
+            if kind is not WriteDesired and saves:
+                await self._save_and_write(record, saves, [])
+                saves = []
             if kind is SavePrevious:
-                saves = [(a.device_id, a.previous) for a in actions if isinstance(a, SavePrevious)]
-                await self._rollouts.save_previous_many(record.rollout_id, saves)
+                saves = [a for a in actions if isinstance(a, SavePrevious)]
             elif kind is WriteDesired:
                 writes = [a for a in actions if isinstance(a, WriteDesired)]
                 with self._span("rollout.write_desired", record, writes[0].desired.traceparent, len(writes)):
-                    await self._desired.put_many([(a.desired, a.expected_revision) for a in writes])
+                    await self._save_and_write(record, saves, writes)
+                saves = []
             elif kind is RevertDesired:
                 with self._span("rollout.revert_desired", record, record.traceparent, len(actions)):
                     await self._revert([a for a in actions if isinstance(a, RevertDesired)])
@@ -393,6 +398,38 @@ class RolloutService:
                 for action in actions:
                     assert isinstance(action, Publish)
                     await self._announcer.event(action.event, action.event_id)
+        if saves:
+            await self._save_and_write(record, saves, [])
+
+    async def _save_and_write(
+        self, record: RolloutRecord, saves: list[SavePrevious], writes: list[WriteDesired]
+    ) -> None:
+        """Save the devices' previous states, then write their desired states, `WRITE_PIPELINE` devices
+        at a time, the next chunk's save in flight while this chunk is written: each device's save is
+        durable before its write, and a wave's first write does not wait for all of its saves (for
+        5,000 devices, ten entries of 500 states each), which is a wave transition's time."""
+        rollout_id = record.rollout_id
+        previous = {a.device_id: a.previous for a in saves}
+        written = {a.device_id for a in writes}
+        alone = [(a.device_id, a.previous) for a in saves if a.device_id not in written]
+        if alone:
+            await self._rollouts.save_previous_many(rollout_id, alone)
+        chunks = [writes[i : i + WRITE_PIPELINE] for i in range(0, len(writes), WRITE_PIPELINE)]
+
+        def save(chunk: list[WriteDesired]) -> asyncio.Task[None]:
+            needed = [(a.device_id, previous[a.device_id]) for a in chunk if a.device_id in previous]
+            return asyncio.ensure_future(self._rollouts.save_previous_many(rollout_id, needed))
+
+        saving = save(chunks[0]) if chunks else None
+        try:
+            for i, chunk in enumerate(chunks):
+                assert saving is not None
+                await saving
+                saving = save(chunks[i + 1]) if i + 1 < len(chunks) else None
+                await self._desired.put_many([(a.desired, a.expected_revision) for a in chunk])
+        finally:
+            if saving is not None:  # a write raised: let the save in flight end (saves are create-only)
+                await asyncio.gather(saving, return_exceptions=True)
 
     @contextlib.contextmanager
     def _span(self, name: str, record: RolloutRecord, parent: str | None, devices: int) -> Iterator[None]:

@@ -364,6 +364,20 @@ def test_no_gates_means_the_wave_passes_once_soaked() -> None:
     assert step(world, rec).state == "completed"
 
 
+def test_a_wave_installed_with_no_soak_asks_for_its_gates_at_once_and_a_missing_one_shortly() -> None:
+    world = World()
+    rec = step(world, record(soak_seconds=0))
+    world.install("r0", "r1", "g0")
+    installed = decide(rec, world.observe())
+    assert installed.record.state == "soaking" and installed.wake_at == T0, "gates due on the next pass, now"
+    rec = step(world, rec)
+
+    world.answer_gates(rec)
+    del world.gates[gate_keys(rec)[-1]]  # one evaluation went missing
+    waiting = decide(rec, world.observe())
+    assert waiting.record.state == "soaking" and waiting.wake_at == T0 + timedelta(seconds=1)
+
+
 def test_an_active_status_about_an_earlier_write_does_not_count() -> None:
     world = World()
     rec = step(world, record())

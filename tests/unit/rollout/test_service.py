@@ -298,3 +298,51 @@ async def test_an_assignment_pins_one_variant_and_may_skip_the_smoke_test(fleet:
     assert {a.digest for a in record.artifacts} == {BASE}, "the base model, though rpi5 has its own variant"
     assert record.smoke_input is None
     assert await run(fleet, record.rollout_id) == "completed"
+
+
+class LoggedRollouts(MemoryRolloutStore):
+    def __init__(self, log: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.log = log
+
+    async def save_previous_many(self, rollout_id: str, saves: Any) -> None:
+        await super().save_previous_many(rollout_id, saves)
+        self.log.extend(("save", device_id) for device_id, _ in saves)
+
+
+class LoggedDesired(MemoryDesiredStore):
+    def __init__(self, log: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.log = log
+
+    async def put_many(self, writes: Any) -> None:
+        await super().put_many(writes)
+        self.log.extend(("write", desired.device_id) for desired, _ in writes)
+
+
+async def test_a_large_wave_saves_each_device_s_previous_state_before_its_write_and_starts_writing_early() -> None:
+    fleet = Fleet()
+    log: list[tuple[str, str]] = []
+    fleet.rollouts, fleet.desired = LoggedRollouts(log), LoggedDesired(log)
+    fleet.service = fleet.replica()
+    devices = [f"d{i:04d}" for i in range(1200)]
+    for device_id in devices:
+        hello = DeviceHello(
+            device_id=device_id,
+            device_class="rpi5",
+            arch="aarch64",
+            ram_mb=4096,
+            cpu_count=4,
+            onnxruntime_version="1.20.1",
+            execution_providers=["CPUExecutionProvider"],
+            agent_version="1",
+        )
+        await fleet.service.hello(hello, at=T0)
+    outcome = await fleet.service.start(start(waves=[Wave(percent=100)]), command_id="big")
+    await fleet.service.reconcile(outcome.result["rollout_id"])
+
+    position = {entry: i for i, entry in enumerate(log)}
+    assert all(position[("save", d)] < position[("write", d)] for d in devices), "saved before written"
+    assert {d for kind, d in log if kind == "write"} == set(devices)
+    first_write = min(position[("write", d)] for d in devices)
+    assert first_write < max(position[("save", d)] for d in devices), "writes start before the last save"
