@@ -74,6 +74,20 @@ def detail(*, base_bytes: int = 20 * 1024**2, variant_needs: Requirements | None
     return ModelDetail(version=version, variants=[int8], aliases=["candidate"])
 
 
+def hello(device_id: str, device_class: str, *, active_digest: str | None = None) -> DeviceHello:
+    return DeviceHello(
+        device_id=device_id,
+        device_class=device_class,
+        arch="aarch64",
+        ram_mb=4096,
+        cpu_count=4,
+        onnxruntime_version="1.20.1",
+        execution_providers=["CPUExecutionProvider"],
+        agent_version="1",
+        active_digest=active_digest,
+    )
+
+
 class Fleet:
     """The stores, a service on them, and devices that act on their desired states."""
 
@@ -100,18 +114,7 @@ class Fleet:
 
     async def enrol(self) -> None:
         for device_id, cls in FLEET.items():
-            hello = DeviceHello(
-                device_id=device_id,
-                device_class=cls,
-                arch="aarch64",
-                ram_mb=4096,
-                cpu_count=4,
-                onnxruntime_version="1.20.1",
-                execution_providers=["CPUExecutionProvider"],
-                agent_version="1",
-                active_digest=OLD,
-            )
-            await self.service.hello(hello, at=self.clock.now)
+            await self.service.hello(hello(device_id, cls, active_digest=OLD), at=self.clock.now)
             manual = DesiredState(
                 device_id=device_id,
                 model="minilm",
@@ -327,17 +330,7 @@ async def test_a_large_wave_saves_each_device_s_previous_state_before_its_write_
     fleet.service = fleet.replica()
     devices = [f"d{i:04d}" for i in range(1200)]
     for device_id in devices:
-        hello = DeviceHello(
-            device_id=device_id,
-            device_class="rpi5",
-            arch="aarch64",
-            ram_mb=4096,
-            cpu_count=4,
-            onnxruntime_version="1.20.1",
-            execution_providers=["CPUExecutionProvider"],
-            agent_version="1",
-        )
-        await fleet.service.hello(hello, at=T0)
+        await fleet.service.hello(hello(device_id, "rpi5"), at=T0)
     outcome = await fleet.service.start(start(waves=[Wave(percent=100)]), command_id="big")
     await fleet.service.reconcile(outcome.result["rollout_id"])
 
