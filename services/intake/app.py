@@ -36,9 +36,7 @@ def declare(settings: IntakeSettings | None = None) -> ServiceKit[IntakeService]
         SERVICE,
         settings,
         build=build,
-        description=(
-            "Dead-letters commands on subjects no installed service reads, and tells their waiting sender."
-        ),
+        description=("Dead-letters commands on subjects no installed service reads, and tells their waiting sender."),
     )
     kit.uses_api(*SWEEP_API)  # the sweep of commands no service reads (adapters/jetstream.py)
     return kit
