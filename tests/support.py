@@ -13,9 +13,24 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from samples.tiny import write_sample
 from shared import topology
-from shared.messages.device import DesiredState
+from shared.messages.device import DesiredState, DeviceHello
 from shared.messages.registry import ModelDetail
 from shared.settings import Settings
+
+
+def device_hello(device_id: str, device_class: str = "rpi5", *, active_digest: str | None = None) -> DeviceHello:
+    """A plain aarch64 device's hello (4 GiB, 4 cores, onnxruntime 1.20.1 on the CPU)."""
+    return DeviceHello(
+        device_id=device_id,
+        device_class=device_class,
+        arch="aarch64",
+        ram_mb=4096,
+        cpu_count=4,
+        onnxruntime_version="1.20.1",
+        execution_providers=["CPUExecutionProvider"],
+        agent_version="1",
+        active_digest=active_digest,
+    )
 
 
 def unique(prefix: str = "m") -> str:

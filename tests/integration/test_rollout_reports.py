@@ -13,26 +13,14 @@ import pytest
 from nats.aio.client import Client
 
 from shared import subjects, topology
-from shared.messages.device import DeviceHello, DeviceStatus
+from shared.messages.device import DeviceStatus
 from shared.messages.envelope import Message, wrap
+from tests.support import device_hello as hello
 from tests.support import dlq_entries
 
 pytestmark = pytest.mark.usefixtures("running_rollout")
 
 DIGEST = "ab" * 32
-
-
-def hello(device_id: str) -> DeviceHello:
-    return DeviceHello(
-        device_id=device_id,
-        device_class="rpi5",
-        arch="aarch64",
-        ram_mb=8064,
-        cpu_count=4,
-        onnxruntime_version="1.20.1",
-        execution_providers=["CPUExecutionProvider"],
-        agent_version="0.1.0",
-    )
 
 
 def envelope_bytes(payload: Message, *, data: dict[str, Any] | None = None) -> bytes:

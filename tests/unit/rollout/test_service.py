@@ -19,7 +19,7 @@ from services.rollout.adapters.memory import (
 )
 from services.rollout.service import RolloutRefused, RolloutService
 from shared.errors import NotFound
-from shared.messages.device import DesiredState, DeviceHello, DeviceStatus
+from shared.messages.device import DesiredState, DeviceStatus
 from shared.messages.registry import (
     Artifact,
     EvalSet,
@@ -30,6 +30,7 @@ from shared.messages.registry import (
     VariantRecord,
 )
 from shared.messages.rollout import Gate, Selector, StartRollout, Wave
+from tests.support import device_hello as hello
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OLD, BASE, INT8 = "a" * 64, "b" * 64, "c" * 64
@@ -72,20 +73,6 @@ def detail(*, base_bytes: int = 20 * 1024**2, variant_needs: Requirements | None
         command_id="c",
     )
     return ModelDetail(version=version, variants=[int8], aliases=["candidate"])
-
-
-def hello(device_id: str, device_class: str, *, active_digest: str | None = None) -> DeviceHello:
-    return DeviceHello(
-        device_id=device_id,
-        device_class=device_class,
-        arch="aarch64",
-        ram_mb=4096,
-        cpu_count=4,
-        onnxruntime_version="1.20.1",
-        execution_providers=["CPUExecutionProvider"],
-        agent_version="1",
-        active_digest=active_digest,
-    )
 
 
 class Fleet:
