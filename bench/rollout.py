@@ -64,7 +64,6 @@ from rich.table import Table  # noqa: E402
 
 from samples.tiny import write_sample  # noqa: E402
 from services.edge_agent.fleet.resources import rss_mb  # noqa: E402
-from services.rollout.options import parse_gate  # noqa: E402
 from shared import bus, subjects, topology  # noqa: E402
 from shared.artifacts import ArtifactStore  # noqa: E402
 from shared.clients import RegistryClient  # noqa: E402
@@ -72,6 +71,7 @@ from shared.messages.common import ObjectRef  # noqa: E402
 from shared.messages.registry import ModelDetail, RegisterModel  # noqa: E402
 from shared.messages.rollout import Gate, Selector, StartRollout, Wave  # noqa: E402
 from shared.messages.rollout_record import RolloutRecord  # noqa: E402
+from shared.notation import parse_gate  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.stack.servers import stop_process  # noqa: E402
 from shared.stack.supervisor import Stack  # noqa: E402

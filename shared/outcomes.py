@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from shared.messages.envelope import Message
 
@@ -30,3 +30,21 @@ class Outcome:
     events: Sequence[tuple[Message, str]] = ()
     commands: Sequence[tuple[Message, str]] = ()
     result: dict[str, Any] = field(default_factory=dict)
+
+
+class Outcomes(Protocol):
+    """Where a service's outcomes go: the kit's publisher, which checks each event is one the
+    service declared, publishes it with its id, and queues its commands."""
+
+    async def outcome(self, outcome: Outcome) -> None: ...
+
+
+class EventAnnouncer:
+    """Publishes one event at a time through `Outcomes`: for a service's background work (a reconcile
+    loop), which has no input message whose outcome could carry it."""
+
+    def __init__(self, outcomes: Outcomes) -> None:
+        self._outcomes = outcomes
+
+    async def event(self, event: Message, event_id: str) -> None:
+        await self._outcomes.outcome(Outcome(status="applied", events=[(event, event_id)]))

@@ -27,14 +27,13 @@ holds:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.blueprints.ownership import Owner, require_no_ties, resolve_owners
 from shared.messages.blueprint import Blueprint
+from shared.messages.common import config_digest
 from shared.messages.inventory import DeviceRecord
 from shared.messages.rollout import BASE_VARIANT
 
@@ -220,9 +219,8 @@ def _reason(
 
 
 def _digest(config: Mapping[str, object]) -> str:
-    """The settings' identity: sha256 of canonical JSON (sorted keys, no spaces), as a device would check it."""
-    canonical = json.dumps(config, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """The settings' identity: sha256 of canonical JSON (sorted keys, no spaces), as a device reports it."""
+    return config_digest(config)
 
 
 def _order(group: DiffGroup) -> tuple[str, str, str, str, tuple[str, ...]]:

@@ -27,8 +27,8 @@ import yaml
 from pydantic import ValidationError
 
 from services.blueprints.errors import InvalidBlueprint, Problem
-from services.rollout.options import OptionError, parse_gate
 from shared.messages.blueprint import Blueprint, RolloutPolicy
+from shared.notation import OptionError, parse_gate
 
 MAX_PROBLEMS = 20
 MAX_DOCUMENTS = 100

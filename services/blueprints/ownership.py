@@ -3,7 +3,7 @@
 Rules (pure functions of the blueprints and the inventory, so `diff`, `show` and the controller
 agree):
 
-- **Selection** is the rollout's own (`services.rollout.planning.selects`): a blueprint selects
+- **Selection** is the rollout's own (`shared.selection.selects`): a blueprint selects
   exactly the devices `slmops rollout start` with the same selector would.
 - **Priority**: of the blueprints selecting a device, the one with the highest `spec.priority`
   owns it; the others *lose* it, and `Ownership.lost` says to whom, for `blueprint show`.
@@ -25,9 +25,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.blueprints.errors import DuplicateBlueprint, PriorityTie, Tie
-from services.rollout.planning import selects
 from shared.messages.blueprint import Blueprint, Override
 from shared.messages.inventory import DeviceRecord
+from shared.selection import selects
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,9 @@ reported on the status subject; any failure stops the install with a reason and 
 previous model serving, because the active slot only changes in the last step. A newer desired
 revision cancels an install in progress; an agent restarted mid-install resumes its partial download.
 Each install is a `device.install` span continuing the trace in its desired state's `traceparent`
-(`install_trace.py`), with a child span per step (`local_install.py`).
+(`install_trace.py`), with a child span per step (`local_install.py`). The desired state's settings
+serve with its model (`app_config`, what `GET /v1/config` returns) and are named by digest in every
+hello and status.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from opentelemetry import trace
 
 from services.edge_agent.capabilities import Capabilities
-from services.edge_agent.desired import Desired
+from services.edge_agent.desired import AppConfig, Desired
 from services.edge_agent.errors import LoadFailed, NotReady
 from services.edge_agent.install import RetryPolicy, converge
 from services.edge_agent.install_trace import end_install_span, start_install_span
@@ -67,7 +69,9 @@ class AgentConfig:
     threads: int = 1
 
 
-def hello(config: AgentConfig, capabilities: Capabilities, *, active_digest: str | None) -> DeviceHello:
+def hello(
+    config: AgentConfig, capabilities: Capabilities, *, active_digest: str | None, config_digest: str | None = None
+) -> DeviceHello:
     """The hello (and heartbeat) this device sends.
 
     Raises:
@@ -87,6 +91,7 @@ def hello(config: AgentConfig, capabilities: Capabilities, *, active_digest: str
         labels=config.labels,
         agent_version=AGENT_VERSION,
         active_digest=active_digest,
+        config_digest=config_digest,
     )
 
 
@@ -159,6 +164,11 @@ class Agent:
         content = self.store.load().active_content
         return content.digest if content else None
 
+    @property
+    def app_config(self) -> AppConfig:
+        """The application settings serving with the active model (`values` None: none)."""
+        return self.runtime.app_config()
+
     # --- inference (thread-safe; called from the HTTP server's threads or the application) -----
 
     def infer(self, inputs: dict[str, np.ndarray]) -> tuple[str, list[np.ndarray]]:
@@ -196,7 +206,14 @@ class Agent:
                 await self._hello()
 
     async def _hello(self) -> None:
-        await self.link.hello(hello(self.config, self.capabilities, active_digest=self.active_digest))
+        await self.link.hello(
+            hello(
+                self.config,
+                self.capabilities,
+                active_digest=self.active_digest,
+                config_digest=self.runtime.app_config().digest,
+            )
+        )
 
     async def _follow_desired(self) -> None:
         async for desired in self.link.watch_desired():
@@ -267,11 +284,12 @@ class Agent:
 
     # --- installing -----------------------------------------------------------------------------
 
-    async def _serve(self, loaded: LoadedModel, shadow: LoadedModel | None) -> None:
-        """After a durable switch: close the old model's window, swap the sessions, say hello."""
+    async def _serve(self, loaded: LoadedModel, shadow: LoadedModel | None, config: AppConfig) -> None:
+        """After a durable switch: close the old model's window, swap the sessions (and the settings
+        with them), say hello."""
         with contextlib.suppress(bus.BusError):  # the switch is durable: a lost window must not undo it
             await self._flush_window()  # close the old model's window before the new one serves
-        self.runtime.swap(loaded, shadow=shadow)
+        self.runtime.swap(loaded, shadow=shadow, config=config)
         opening = self._open_window(loaded.digest, datetime.now(UTC))
         with self._recorder_lock:
             self._recorder = opening
@@ -298,6 +316,9 @@ class Agent:
         content = state.active_content
         if content is None or state.active is None:
             return
+        # The active slot's settings, even if its model fails to load below: they are what the
+        # device reports, and the next install or keep replaces them.
+        self.runtime.configure(self.store.config(state.active))
         try:
             loaded = LoadedModel(
                 self.store.model_path(state.active), digest=content.digest, threads=self.config.threads

@@ -5,8 +5,18 @@ out keeps it usable from any language; every call is counted in the agent's tele
 (aggregates only: the inputs and outputs themselves are never kept).
 
     POST /v1/infer   {"inputs": {"input_ids": [[101, 2023, 102]], "attention_mask": [[1, 1, 1]]}}
-                     -> {"digest": "<sha256 of the serving model>", "outputs": [[[0.01, ...]]]}
-    GET  /v1/health  -> {"device_id": "...", "active_digest": "..." | null}
+                     -> {"digest": "<sha256 of the serving model>", "config_digest": "..." | null,
+                         "outputs": [[[0.01, ...]]]}
+    GET  /v1/health  -> {"device_id": "...", "active_digest": "..." | null, "config_digest": "..." | null}
+    GET  /v1/config  -> the application settings serving with the active model: the JSON object of
+                        the desired state's `config`, `{}` when it has none (or no model is
+                        installed yet); header `ETag: "<config_digest>"` when there are settings,
+                        and `If-None-Match` with it answers 304, so an application can poll cheaply.
+
+`config_digest` is the sha256 of the settings' canonical JSON (sorted keys, no spaces, UTF-8), null
+when there are none: `{}` from `/v1/config` with a null digest is "no settings", with a digest it is
+settings that are an empty object. Applications read settings from here, never from the slots on
+disk: which slot serves is the agent's to say, and it changes the settings with the model.
 
 **Limits** (`HttpLimits`, from `SLMOPS_AGENT_HTTP_*`): a device has little memory, and JSON costs
 far more once parsed than on the wire (each number becomes a Python object of ~30 bytes, from as
@@ -93,9 +103,32 @@ def serve(
             return
 
         def do_GET(self) -> None:
+            if self.path == "/v1/config":
+                return self._config()
             if self.path != "/v1/health":
-                return self._send(404, {"error": f"no route {self.path}; try POST /v1/infer or GET /v1/health"})
-            self._send(200, {"device_id": agent.config.device_id, "active_digest": agent.active_digest})
+                return self._send(
+                    404, {"error": f"no route {self.path}; try POST /v1/infer, GET /v1/health or GET /v1/config"}
+                )
+            self._send(
+                200,
+                {
+                    "device_id": agent.config.device_id,
+                    "active_digest": agent.active_digest,
+                    "config_digest": agent.app_config.digest,
+                },
+            )
+
+        def _config(self) -> None:
+            config = agent.app_config
+            if config.digest is None:
+                return self._send(200, {})
+            etag = f'"{config.digest}"'
+            if etag in (t.strip() for t in self.headers.get("If-None-Match", "").split(",")):
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return None
+            self._send(200, dict(config.values or {}), {"ETag": etag})
 
         def do_POST(self) -> None:
             if self.path != "/v1/infer":
@@ -131,6 +164,7 @@ def serve(
             active, _ = agent.runtime.current()
             if active is None:
                 raise _Refused(503, "no model is installed yet")
+            config = agent.app_config  # the settings serving as the request arrives
             try:
                 arrays = _arrays(inputs, active.session.get_inputs())
                 digest, outputs = agent.infer(arrays)
@@ -140,7 +174,7 @@ def serve(
                 raise _Refused(400, f"bad inputs: {exc}") from None
             except Exception as exc:  # the model failed on these inputs: the caller's data or the model
                 raise _Refused(422, f"inference failed: {exc}") from None
-            return {"digest": digest, "outputs": [o.tolist() for o in outputs]}
+            return {"digest": digest, "config_digest": config.digest, "outputs": [o.tolist() for o in outputs]}
 
         def _send(self, code: int, doc: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = json.dumps(doc).encode()

@@ -6,6 +6,10 @@
              ▶ loading ▶ smoke_testing ▶ (switch) ▶ active
     any step ──▶ failed (reason); the previous model keeps serving
 
+A desired state's settings (`config`) travel with its model: the switch stores them with the slot
+it makes active, a keep of the serving digest adopts them (a change of settings alone downloads
+nothing), and every status names the settings serving after its step (`config_digest`).
+
 What to do for a desired state is a pure decision over the local slots (`plan`); doing it is
 `converge`, a plain sequence of awaits over the device's seams (`InstallIO`). The agent implements
 the seams with its slot store on disk, HTTP downloads and onnxruntime (`local_install.py`); a
@@ -47,10 +51,12 @@ Action = Literal["keep", "switch", "install"]
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Slots:
-    """What a device's two slots hold (a digest or nothing) and which one serves."""
+    """What a device's two slots hold (a digest or nothing), which one serves, and the digest of the
+    settings that serve with it (None: none)."""
 
     active: Slot | None
     contents: Mapping[Slot, str | None]
+    config_digest: str | None = None
 
     @property
     def active_digest(self) -> str | None:
@@ -230,12 +236,14 @@ class InstallIO(ByteSource, Protocol[LoadedT]):
         """
         ...
 
-    async def switch(self, slot: Slot, loaded: LoadedT, desired: DesiredState) -> None:
-        """Make `slot` the active one in one durable write; only then let `loaded` serve."""
+    async def switch(self, slot: Slot, loaded: LoadedT, desired: DesiredState, *, config_digest: str | None) -> None:
+        """Make `slot` the active one, with the desired state's settings (`config`, whose digest is
+        `config_digest`), in one durable write; only then let `loaded` serve."""
         ...
 
-    async def keep(self, slot: Slot, desired: DesiredState) -> None:
-        """The digest already serves from `slot`: adopt the rest of the desired state (shadow mode)."""
+    async def keep(self, slot: Slot, desired: DesiredState, *, config_digest: str | None) -> None:
+        """The digest already serves from `slot`: adopt the rest of the desired state (shadow mode,
+        and its settings, durably, when `config_digest` is not what serves)."""
         ...
 
 
@@ -310,15 +318,15 @@ async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPol
     slots = await io.slots()
     decided = plan(slots, state.digest)
     action, slot = decided.action, decided.slot
-    report = _Reporter(desired, io, active_digest=slots.active_digest)
+    report = _Reporter(desired, io, active_digest=slots.active_digest, config_digest=slots.config_digest)
     del slots, decided  # not needed past the decision: ten thousand waiting installs would hold them
     try:
         if action == "keep":
-            await io.keep(slot, state)
+            await io.keep(slot, state, config_digest=desired.config_digest)
         elif action == "switch":  # back to the kept slot: no download
             loaded = await io.load(slot, state)
             await io.smoke(loaded, state, may_download=False)
-            await io.switch(slot, loaded, state)
+            await io.switch(slot, loaded, state, config_digest=desired.config_digest)
             report.active_digest = state.digest
         else:
             await report("received")
@@ -339,8 +347,9 @@ async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPol
             loaded = await io.load(slot, state)
             await report("smoke_testing", slot=slot)
             await io.smoke(loaded, state, may_download=True)
-            await io.switch(slot, loaded, state)  # the one step that changes what serves
+            await io.switch(slot, loaded, state, config_digest=desired.config_digest)  # what serves changes here
             report.active_digest = state.digest
+        report.config_digest = desired.config_digest
         return await report("active", slot=slot)
     except AgentError as exc:
         return await report("failed", reason=str(exc))
@@ -353,14 +362,18 @@ async def converge(desired: Desired, io: InstallIO[LoadedT], *, policy: RetryPol
 
 
 class _Reporter:
-    """The statuses of one install: its revision, what serves now, and the attempt they carry."""
+    """The statuses of one install: its revision, what serves now (model and settings), and the
+    attempt they carry."""
 
-    __slots__ = ("desired", "io", "active_digest", "attempt")
+    __slots__ = ("desired", "io", "active_digest", "config_digest", "attempt")
 
-    def __init__(self, desired: Desired, io: InstallIO[Any], *, active_digest: str | None) -> None:
+    def __init__(
+        self, desired: Desired, io: InstallIO[Any], *, active_digest: str | None, config_digest: str | None
+    ) -> None:
         self.desired = desired
         self.io = io
         self.active_digest = active_digest
+        self.config_digest = config_digest
         self.attempt = 1
 
     async def downloading(self, attempt: int, progress: ProgressBytes) -> None:
@@ -384,6 +397,7 @@ class _Reporter:
             step=step,
             slot=slot,
             active_digest=self.active_digest,
+            config_digest=self.config_digest,
             reason=reason,
             attempt=self.attempt,
             progress=progress,

@@ -5,7 +5,8 @@
   thread (HTTP Range resume), hopping back to the event loop only when a progress status is due;
 * verification: `verify.verify_artifact` with the registry's public key (asked once, then cached);
 * slots: `SlotStore.commit` (temp file, fsync, rename) to clear a slot and to switch, `SlotStore.place`
-  to move verified bytes in;
+  to move verified bytes in, `SlotStore.write_config` to store the desired state's settings beside
+  the model before the switch names its slot (or, on a keep, as soon as they change);
 * runtime: `LoadedModel` and its smoke run; after the switch is durable, the agent's `serve`
   callback swaps the sessions.
 
@@ -29,6 +30,7 @@ import numpy as np
 from opentelemetry import trace
 
 from services.edge_agent import transfer as http
+from services.edge_agent.desired import AppConfig
 from services.edge_agent.errors import LoadFailed, VerificationFailed
 from services.edge_agent.install import Progress, RetryPolicy, Slots, download
 from services.edge_agent.install_trace import DOWNLOAD_SPAN, LOAD_SPAN, SMOKE_SPAN, SWITCH_SPAN, VERIFY_SPAN
@@ -44,8 +46,8 @@ from shared.messages.registry import DownloadUrl
 PROGRESS_HOP_TIMEOUT = 30.0
 log = logging.getLogger("slmops.agent")
 
-# Make `active` serve, with `shadow` (or nothing) alongside it: the agent's runtime swap.
-Serve = Callable[[LoadedModel, LoadedModel | None], Awaitable[None]]
+# Make `active` serve, with `shadow` (or nothing) alongside it and the settings: the agent's runtime swap.
+Serve = Callable[[LoadedModel, LoadedModel | None, AppConfig], Awaitable[None]]
 # The serving model now serves for another desired state (its slot's rollout and wave changed).
 Relabel = Callable[[], Awaitable[None]]
 
@@ -104,7 +106,12 @@ class LocalInstall:
             await self._link.status(status)
 
     async def slots(self) -> Slots:
-        return (await asyncio.to_thread(self._store.load)).view()
+        return await asyncio.to_thread(self._slots)
+
+    def _slots(self) -> Slots:
+        state = self._store.load()
+        view = state.view()
+        return replace(view, config_digest=self._store.config(state.active).digest) if state.active else view
 
     # --- bytes ------------------------------------------------------------------------------------
 
@@ -165,13 +172,16 @@ class LocalInstall:
     async def place(self, slot: Slot, desired: DesiredState) -> None:
         await asyncio.to_thread(self._store.place, slot, self._store.partial_download(desired.digest))
 
-    async def switch(self, slot: Slot, loaded: LoadedModel, desired: DesiredState) -> None:
+    async def switch(
+        self, slot: Slot, loaded: LoadedModel, desired: DesiredState, *, config_digest: str | None
+    ) -> None:
         """One step, never half done: a newer revision's cancel that lands in the durable write or in
         `serve` (its awaits: the old window's publish, the hello) waits for both before it ends the
         install. Otherwise the state would name `slot` (and its labels) while the runtime kept
         serving the previous model, whose windows the next keep of this digest would never fix."""
         with self._tracer.start_as_current_span(SWITCH_SPAN, attributes={"slmops.slot": slot}):
-            step = asyncio.ensure_future(self._switch(slot, loaded, desired))
+            config = AppConfig(values=desired.config, digest=config_digest)
+            step = asyncio.ensure_future(self._switch(slot, loaded, desired, config))
             try:
                 await asyncio.shield(step)
             except asyncio.CancelledError:
@@ -179,12 +189,15 @@ class LocalInstall:
                     await asyncio.wait({step})
                 raise
 
-    async def _switch(self, slot: Slot, loaded: LoadedModel, desired: DesiredState) -> None:
+    async def _switch(self, slot: Slot, loaded: LoadedModel, desired: DesiredState, config: AppConfig) -> None:
         previous, _ = self._runtime.current()
         await asyncio.to_thread(self._commit_active, slot, desired)
-        await self._serve(loaded, previous if desired.shadow else None)
+        await self._serve(loaded, previous if desired.shadow else None, config)
 
-    async def keep(self, slot: Slot, desired: DesiredState) -> None:
+    async def keep(self, slot: Slot, desired: DesiredState, *, config_digest: str | None) -> None:
+        if await asyncio.to_thread(self._commit_config, slot, desired, config_digest):
+            log.info("settings changed", extra={"digest": desired.digest, "config_digest": config_digest})
+        self._runtime.configure(AppConfig(values=desired.config, digest=config_digest))
         if await asyncio.to_thread(self._commit_provenance, slot, desired) and self._relabel is not None:
             await self._relabel()  # after the commit: the window it opens reads the new labels
         active, shadow = self._runtime.current()
@@ -210,14 +223,26 @@ class LocalInstall:
     def _commit_cleared(self, slot: Slot) -> None:
         state = self._store.load()
         self._store.commit(LocalState(active=state.active, slots={**state.slots, slot: None}))
+        self._store.write_config(slot, None)  # the settings of the model that was there go with it
 
     def _commit_active(self, slot: Slot, desired: DesiredState) -> None:
+        # The settings first: until the state names the slot, they serve nothing (a crash between the
+        # two leaves the previous model serving with its own settings).
+        self._store.write_config(slot, desired.config)
         state = self._store.load()
         content = state.slots[slot]
         if content is None or content.digest != desired.digest:
             content = installed(desired.digest, model=desired.model, version=desired.version, variant=desired.variant)
         content = replace(content, rollout_id=desired.rollout_id, wave=desired.wave)
         self._store.commit(LocalState(active=slot, slots={**state.slots, slot: content}))
+
+    def _commit_config(self, slot: Slot, desired: DesiredState, config_digest: str | None) -> bool:
+        """The serving digest is desired again, maybe with other settings: store those (only if they
+        differ from the slot's, and say whether they did). One atomic replace of the slot's file."""
+        if self._store.config(slot).digest == config_digest:
+            return False
+        self._store.write_config(slot, desired.config)
+        return True
 
     def _commit_provenance(self, slot: Slot, desired: DesiredState) -> bool:
         """The serving digest is desired again, maybe by another rollout or wave (or by hand now):

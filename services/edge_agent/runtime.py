@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from services.edge_agent.desired import NO_CONFIG, AppConfig
 from services.edge_agent.errors import LoadFailed
 
 # onnxruntime's input type names -> numpy dtypes (for building and converting inputs).
@@ -80,17 +81,33 @@ class LoadedModel:
 
 
 class ModelRuntime:
-    """The serving model and, in shadow mode, the previous one; swapped atomically under a lock."""
+    """The serving model and, in shadow mode, the previous one, and the application settings that
+    serve with the model; swapped atomically under a lock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.active: LoadedModel | None = None
         self.shadow: LoadedModel | None = None
+        self._config = NO_CONFIG
 
-    def swap(self, active: LoadedModel, *, shadow: LoadedModel | None) -> None:
+    def swap(self, active: LoadedModel, *, shadow: LoadedModel | None, config: AppConfig | None = None) -> None:
+        """Serve `active` (with `shadow`) and, when given, `config` with it in the same step (None:
+        the settings serving now stay, as when only shadow mode changes)."""
         with self._lock:
             self.active, self.shadow = active, shadow
+            if config is not None:
+                self._config = config
+
+    def configure(self, config: AppConfig) -> None:
+        """Serve `config` with the model serving now (a desired state that changed only the settings)."""
+        with self._lock:
+            self._config = config
 
     def current(self) -> tuple[LoadedModel | None, LoadedModel | None]:
         with self._lock:
             return self.active, self.shadow
+
+    def app_config(self) -> AppConfig:
+        """The settings serving now, for the device's applications (NO_CONFIG: none)."""
+        with self._lock:
+            return self._config

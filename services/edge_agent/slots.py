@@ -5,21 +5,32 @@ slot (temp file, fsync, rename), and only then does `state.json` — replaced at
 name it active. Power loss at any moment leaves either the old state (previous model serving) or
 the new one; never a half-written model in the active slot. The previous slot is kept, so going
 back is a switch, not a download.
+
+A slot's model has its application settings beside it (`slots/<slot>/config.json`, the desired
+state's `config`; no file: none), written the same way before the switch names the slot active, so
+the settings switch with the model, a rollback's included. A local application reads the active
+ones from the agent (`GET /v1/config`), not from here: which slot is active is the state's to say.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from services.edge_agent.desired import NO_CONFIG, AppConfig
 from services.edge_agent.install import Slots
 from shared.messages.device import Slot
 
 SLOTS: tuple[Slot, Slot] = ("a", "b")
 STATE_FILE = "state.json"
+CONFIG_FILE = "config.json"
+log = logging.getLogger("slmops.agent")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +62,7 @@ class LocalState:
 
 
 class SlotStore:
-    """Slots and state under `<root>`: `state.json`, `slots/<a|b>/model.onnx`, `downloads/`."""
+    """Slots and state under `<root>`: `state.json`, `slots/<a|b>/model.onnx` (and `config.json`), `downloads/`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -68,6 +79,40 @@ class SlotStore:
 
     def partial_download(self, digest: str) -> Path:
         return self.downloads / f"{digest}.part"
+
+    def config_path(self, slot: Slot) -> Path:
+        return self.root / "slots" / slot / CONFIG_FILE
+
+    def config(self, slot: Slot) -> AppConfig:
+        """The settings stored with `slot`'s model: NO_CONFIG when there are none, or when the file is
+        not a JSON object (disk trouble, a hand edit): the next install or keep writes it again."""
+        path = self.config_path(slot)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return NO_CONFIG
+        except (OSError, ValueError, RecursionError) as exc:
+            log.warning("unreadable settings: serving none", extra={"path": str(path), "reason": str(exc)})
+            return NO_CONFIG
+        if not isinstance(values, dict):
+            log.warning("settings that are not a JSON object: serving none", extra={"path": str(path)})
+            return NO_CONFIG
+        return AppConfig.of(values)
+
+    def write_config(self, slot: Slot, values: Mapping[str, Any] | None) -> None:
+        """Store `values` as `slot`'s settings (None: remove them) so that a crash leaves the old
+        settings or the new ones, never a mix: temp file, fsync, rename."""
+        path = self.config_path(slot)
+        if values is None:
+            path.unlink(missing_ok=True)
+        else:
+            tmp = path.with_suffix(".tmp")
+            with tmp.open("w", encoding="utf-8") as f:
+                json.dump(values, f, ensure_ascii=False, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        _fsync(path.parent)
 
     def load(self) -> LocalState:
         path = self.root / STATE_FILE

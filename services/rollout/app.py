@@ -3,7 +3,7 @@ calls and emits. Declarations only; see `shared.kit`."""
 
 from __future__ import annotations
 
-from services.rollout.adapters.jetstream import KitAnnouncer, KvDesiredStore, KvDeviceStore, KvRolloutStore
+from services.rollout.adapters.jetstream import KvDesiredStore, KvDeviceStore, KvRolloutStore
 from services.rollout.service import RolloutService
 from services.rollout.settings import RolloutSettings
 from shared import topology
@@ -27,6 +27,7 @@ from shared.messages.rollout import (
     WaveStarted,
 )
 from shared.messages.telemetry import EVALUATE_GATE, LIST_REPORTERS
+from shared.outcomes import EventAnnouncer
 from shared.settings import load_settings
 
 SERVICE = "rollout"
@@ -46,7 +47,7 @@ def declare(settings: RolloutSettings | None = None) -> ServiceKit[RolloutServic
             devices=devices,
             registry=RegistryClient(runtime.nc, source=SERVICE),
             telemetry=TelemetryClient(runtime.nc, source=SERVICE),
-            announcer=KitAnnouncer(runtime.publisher),
+            announcer=EventAnnouncer(runtime.publisher),
         )
         rollout.run_in_background(settings.rollout_tick_seconds)
         return rollout

@@ -9,17 +9,15 @@ nothing; `list` and `show` read KV rollouts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from shared.cli.common import CLI_SOURCE, JsonOption, console, fail, parse_labels, print_json, run
+from shared.cli.common import CLI_SOURCE, JsonOption, console, fail, operator_connection, parse_labels, print_json, run
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client
-
     from shared.messages.common import CommandOutcome
     from shared.messages.envelope import Message
     from shared.messages.rollout import StartRollout
@@ -44,6 +42,11 @@ def start(
     gate: list[str] = typer.Option([], "--gate", "-g", help="e.g. 'error_rate<=0.05', 'latency_p95_ms<=+10%'."),
     max_download_rate: float | None = typer.Option(None, help="Desired-state writes per second (downloads)."),
     shadow: bool = typer.Option(False, help="Devices also run the previous model and report agreement."),
+    config_file: Path | None = typer.Option(
+        None,
+        "--config",
+        help="A JSON object: application settings delivered with the model to every device (default: none).",
+    ),
     rollout_id: str | None = typer.Option(None, "--id", help="The rollout's id (default: from the command)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
     watch: bool = typer.Option(False, "--watch", help="Follow the rollout until it ends."),
@@ -53,8 +56,8 @@ def start(
     """Roll MODEL REF out to the selected devices in gated waves (every class gets a canary)."""
     from pydantic import ValidationError
 
-    from services.rollout.options import OptionError, parse_duration, parse_gate, parse_waves
     from shared.messages.rollout import Selector, StartRollout
+    from shared.notation import OptionError, parse_duration, parse_gate, parse_waves
 
     try:
         cmd = StartRollout(
@@ -74,6 +77,7 @@ def start(
             soak_seconds=parse_duration(soak),
             max_download_starts_per_second=max_download_rate,
             shadow=shadow,
+            config=_settings(config_file) if config_file is not None else None,
         )
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
@@ -86,6 +90,19 @@ def start(
     _report(outcome, as_json=as_json)
     if watch and outcome.status != "rejected":
         run(_watch(str(outcome.result["rollout_id"])))
+
+
+def _settings(path: Path) -> dict[str, Any]:
+    """The `--config` file's JSON object (the contract checks its size and values)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"--config {path}: {exc.strerror or exc}")
+    except (ValueError, RecursionError) as exc:
+        fail(f"--config {path}: not JSON: {str(exc) or type(exc).__name__}")
+    if not isinstance(value, dict):
+        fail(f"--config {path}: the settings must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 @rollout_app.command("list")
@@ -156,19 +173,6 @@ for _verb in ("pause", "resume", "abort", "rollback"):
     rollout_app.command(_verb)(_steer(_verb))
 
 
-@contextlib.asynccontextmanager
-async def _bus() -> AsyncIterator[Client]:
-    """A connection with the operator's settings, closed on the way out."""
-    from shared import bus
-    from shared.settings import load_settings
-
-    nc = await bus.connect(load_settings(), name="slmops-cli")
-    try:
-        yield nc
-    finally:
-        await nc.close()
-
-
 def _report(outcome: CommandOutcome, *, as_json: bool) -> None:
     if as_json:
         print_json(outcome.model_dump(mode="json"))
@@ -181,7 +185,7 @@ def _report(outcome: CommandOutcome, *, as_json: bool) -> None:
 async def _send(cmd: Message, wait: float) -> CommandOutcome:
     from shared import bus
 
-    async with _bus() as nc:
+    async with operator_connection() as nc:
         command_id, outcome = await bus.send_command(nc, cmd, source=CLI_SOURCE, wait=wait)
     if outcome is None:
         fail(f"the command {command_id} is queued, but the rollout service gave no verdict within {wait:.0f} s")
@@ -194,7 +198,7 @@ async def _dry_run(cmd: StartRollout, *, as_json: bool) -> None:
     from services.rollout.render import plan_tables
     from shared.clients import RegistryClient
 
-    async with _bus() as nc:
+    async with operator_connection() as nc:
         detail = await RegistryClient(nc, source=CLI_SOURCE).get_model(cmd.model, cmd.ref)
         devices = KvDeviceStore(nc.jetstream())
         try:
@@ -240,7 +244,7 @@ async def _history(rollout_id: str) -> list[dict[str, Any]]:
 
     from shared import subjects, topology
 
-    async with _bus() as nc:
+    async with operator_connection() as nc:
         js = nc.jetstream()
         info = await js.stream_info(topology.EVENTS_STREAM)
         if not info.state.messages:
@@ -264,7 +268,7 @@ async def _history(rollout_id: str) -> list[dict[str, Any]]:
 async def _records() -> list[RolloutRecord]:
     from services.rollout.adapters.jetstream import KvRolloutStore
 
-    async with _bus() as nc:
+    async with operator_connection() as nc:
         return list(await KvRolloutStore(nc.jetstream()).list())
 
 
@@ -273,7 +277,7 @@ async def _record_and_states(rollout_id: str) -> tuple[RolloutRecord, dict[int, 
     from services.rollout.adapters.jetstream import KvDesiredStore, KvDeviceStore, KvRolloutStore
     from services.rollout.decide import DeviceView, device_states
 
-    async with _bus() as nc:
+    async with operator_connection() as nc:
         js = nc.jetstream()
         rollouts, desired, devices = KvRolloutStore(js), KvDesiredStore(js), KvDeviceStore(js)
         try:
@@ -305,7 +309,7 @@ async def _watch(rollout_id: str) -> None:
     from services.rollout.adapters.jetstream import KvRolloutStore
     from services.rollout.render import rollout_table
 
-    async with _bus() as nc:
+    async with operator_connection() as nc:
         store = KvRolloutStore(nc.jetstream())
         with Live(console=console, refresh_per_second=4) as live:
             while True:

@@ -404,6 +404,7 @@ def desired_state(record: RolloutRecord, wave: WaveRecord, device_id: str, artif
         signature=choice.signature,
         smoke_input=record.smoke_input,
         shadow=record.spec.shadow,
+        config=record.spec.config,
         traceparent=wave_traceparent(record, wave.index),
         issued_at=wave.started_at,
     )
@@ -525,8 +526,9 @@ def _health(record: RolloutRecord, wave: WaveRecord, obs: Observations) -> tuple
 
 def _written(record: RolloutRecord, wave: WaveRecord, view: DeviceView) -> bool:
     """The device's desired state is this wave's: only this rollout writes its id into a desired
-    state, and what it writes for a wave is a function of the record (`desired_state`), so no
-    field needs comparing (which, over 10,000 devices a pass, is what a pass would cost)."""
+    state, and what it writes for a wave is a function of the record (`desired_state`: its settings
+    are the spec's too), so no field needs comparing (which, over 10,000 devices a pass, is what a
+    pass would cost, a `config` of up to 16 KiB each)."""
     return view.desired is not None and view.desired.rollout_id == record.rollout_id and view.desired.wave == wave.index
 
 

@@ -47,6 +47,7 @@ def with_hello(record: DeviceRecord | None, hello: DeviceHello, *, at: datetime)
         agent_version=hello.agent_version,
         # What serves: the newest report's word (a status after this hello has the newer one).
         active_digest=hello.active_digest if names_newest or record is None else record.active_digest,
+        active_config_digest=hello.config_digest if names_newest or record is None else record.active_config_digest,
         active_at=at if names_newest or record is None else record.active_at,
         first_seen=min(record.first_seen, at) if record is not None else at,
         hello_at=at,
@@ -66,11 +67,12 @@ def with_status(record: DeviceRecord | None, status: DeviceStatus, *, at: dateti
             digest=status.digest,
             step=status.step,
             active_digest=status.active_digest,
+            config_digest=status.config_digest,
             reason=status.reason,
             at=at,
         )
     if status.active_digest is not None and at >= record.active_at:
-        update |= {"active_digest": status.active_digest, "active_at": at}
+        update |= {"active_digest": status.active_digest, "active_config_digest": status.config_digest, "active_at": at}
     return record.model_copy(update=update)
 
 

@@ -4,6 +4,9 @@ the spec, the registry's records and the inventory, so `--dry-run` shows exactly
 1. **Selection** (`selects`): every condition of the selector holds (labels by equality, any of the
    classes and architectures, all of the accelerators, at least the RAM, one of the ids).
 2. **Variant resolution** (`resolve`), per device, in this order:
+   - when the rollout names an optimization profile for the device's class (`StartRollout.profiles`,
+     a blueprint's `profiles`), the variant built with that profile (its recipe's `profile`), if the
+     device meets its requirements: what the fleet's owner chose for the class;
    - the variant the optimizer built for the device's class (its recipe names the profile and
      class), if the device meets its requirements: it was measured against that class's budget;
    - the base model, if the device meets what it needs: it is what every variant is measured against;
@@ -33,6 +36,7 @@ from shared.errors import InvalidRequest
 from shared.messages.inventory import DeviceRecord
 from shared.messages.registry import Artifact, ModelDetail, ModelVersionRecord, Requirements, VariantRecord
 from shared.messages.rollout import BASE_VARIANT, Selector, StartRollout, Wave, WavePlan
+from shared.selection import selects
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CONTRIB_DOMAIN = "com.microsoft"
@@ -112,13 +116,15 @@ def plan(
     variants: Sequence[VariantRecord],
     devices: Iterable[DeviceRecord],
     pin: str | None = None,
+    profiles: Mapping[str, str] | None = None,
 ) -> Plan:
     """The whole plan: selected devices resolved to artifacts (to `pin`, a variant's name or
-    `BASE_VARIANT`, when given) or excluded, then cut into waves."""
+    `BASE_VARIANT`, when given; preferring the variant of the class's profile in `profiles`) or
+    excluded, then cut into waves."""
     targets: list[Target] = []
     excluded: list[Exclusion] = []
     for device in sorted((d for d in devices if selects(selector, d)), key=lambda d: d.device_id):
-        resolved = resolve(device, version, variants, pin=pin)
+        resolved = resolve(device, version, variants, pin=pin, profiles=profiles)
         if isinstance(resolved, Target):
             targets.append(resolved)
         else:
@@ -148,29 +154,30 @@ def plan_start(cmd: StartRollout, detail: ModelDetail, devices: Iterable[DeviceR
         variants=detail.variants,
         devices=devices,
         pin=cmd.variant,
-    )
-
-
-def selects(selector: Selector, device: DeviceRecord) -> bool:
-    """Whether the device meets every condition of the selector (an empty one selects all)."""
-    return (
-        all(device.labels.get(key) == value for key, value in selector.labels.items())
-        and (not selector.device_classes or device.device_class in selector.device_classes)
-        and (not selector.device_ids or device.device_id in selector.device_ids)
-        and (not selector.arch or device.arch in selector.arch)
-        and (selector.min_ram_mb is None or device.ram_mb >= selector.min_ram_mb)
-        and set(selector.accelerators) <= set(device.accelerators)
+        profiles=cmd.profiles,
     )
 
 
 def resolve(
-    device: DeviceRecord, version: ModelVersionRecord, variants: Sequence[VariantRecord], *, pin: str | None = None
+    device: DeviceRecord,
+    version: ModelVersionRecord,
+    variants: Sequence[VariantRecord],
+    *,
+    pin: str | None = None,
+    profiles: Mapping[str, str] | None = None,
 ) -> Target | Exclusion:
     """The artifact `device` gets (see the module docstring for the order, or only `pin`), or why it
-    gets none."""
-    own = [v for v in variants if built_for(v) == device.device_class]
-    others = sorted((v for v in variants if built_for(v) != device.device_class), key=lambda v: v.artifact.size_bytes)
+    gets none. `profiles` maps a device class to the optimization profile its variant is preferred from."""
+    profile = (profiles or {}).get(device.device_class)
+    chosen: list[VariantRecord] = []
+    rest: list[VariantRecord] = []
+    for v in variants:
+        (chosen if profile is not None and v.recipe.get("profile") == profile else rest).append(v)
+    chosen.sort(key=lambda v: (built_for(v) != device.device_class, v.artifact.size_bytes))
+    own = [v for v in rest if built_for(v) == device.device_class]
+    others = sorted((v for v in rest if built_for(v) != device.device_class), key=lambda v: v.artifact.size_bytes)
     candidates: list[tuple[str, VariantRecord | None, Requirements]] = [
+        *((f"{_described(v)} with profile {profile}", v, v.requirements) for v in chosen),
         *((_described(v), v, v.requirements) for v in own),
         ("the base model", None, base_requirements(version)),
         *((_described(v), v, v.requirements) for v in others),

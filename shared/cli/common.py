@@ -6,8 +6,9 @@ module, so heavy imports (NATS, S3, onnx, the services) happen inside the comman
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -18,6 +19,8 @@ from rich.markup import escape
 from shared.errors import SlmopsError
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from shared.auth.authority import Authority
 
 T = TypeVar("T")
@@ -34,14 +37,28 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; the platform's errors become a one-line message and exit 1."""
+def run(coro: Coroutine[Any, Any, T], *, error_code: int = 1) -> T:
+    """Run a command's coroutine; the platform's errors become a one-line message and exit `error_code`
+    (a command whose exit 1 means something else, like `slmops diff --exit-code`, fails with 2)."""
     import asyncio
 
     try:
         return asyncio.run(coro)
     except SlmopsError as exc:
-        fail(f"{exc} ({exc.remote_code})" if exc.remote_code else str(exc))
+        fail(f"{exc} ({exc.remote_code})" if exc.remote_code else str(exc), error_code)
+
+
+@contextlib.asynccontextmanager
+async def operator_connection() -> AsyncIterator[Client]:
+    """A NATS connection with the operator's settings (SLMOPS_*, or the running stack's), closed on the way out."""
+    from shared import bus
+    from shared.settings import load_settings
+
+    nc = await bus.connect(load_settings(), name="slmops-cli")
+    try:
+        yield nc
+    finally:
+        await nc.close()
 
 
 def authority_at(directory: Path) -> Authority:

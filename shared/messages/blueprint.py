@@ -31,14 +31,11 @@ and stored records is `blueprint_json_schema()`.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -50,7 +47,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.messages.common import NAME_PATTERN, Frozen
+from shared.messages.common import MAX_CONFIG_BYTES, NAME_PATTERN, Config, Frozen
 from shared.messages.device import Labels
 from shared.messages.registry import Alias, Version
 from shared.messages.rollout import MAX_GATES, MAX_SELECTOR_VALUES, MAX_WAVES, Gate, Selector
@@ -62,8 +59,6 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 # Caps, so a stored blueprint stays a small KV value and reconciling one stays cheap.
 MAX_OVERRIDES = 64
-MAX_CONFIG_BYTES = 16 * 1024  # an override's `config` as compact UTF-8 JSON: settings, not data
-MAX_CONFIG_DEPTH = 16
 MAX_PRIORITY = 1_000_000
 MAX_DESCRIPTION_CHARS = 2000
 DEFAULT_WAVES = (1.0, 10.0, 50.0, 100.0)
@@ -125,44 +120,6 @@ Duration = Annotated[
 ]
 Clock = Annotated[str, _not_a_yaml_number("time", '"10:30"'), StringConstraints(pattern=_CLOCK)]
 PinnedVersion = Annotated[Version, _not_a_yaml_number("version", '"1.0"')]
-
-
-def _json_problem(value: object, loc: tuple[str | int, ...], depth: int) -> tuple[tuple[str | int, ...], str] | None:
-    """The first thing in `value` that is not plain, finite, shallow JSON, with where it is."""
-    if depth > MAX_CONFIG_DEPTH:
-        return loc, f"nested deeper than {MAX_CONFIG_DEPTH} levels"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return loc, f"keys must be strings, got {key!r}"
-            found = _json_problem(item, (*loc, key), depth + 1)
-            if found:
-                return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _json_problem(item, (*loc, i), depth + 1)
-            if found:
-                return found
-    elif isinstance(value, float) and not math.isfinite(value):
-        return loc, f"numbers must be finite, got {value}"
-    elif not (value is None or isinstance(value, str | int | float | bool)):
-        return loc, f"not a JSON value ({type(value).__name__}); quote it to make it a string"
-    return None
-
-
-def _config(value: dict[str, Any]) -> dict[str, Any]:
-    found = _json_problem(value, (), 1)
-    if found:
-        raise _fail(*found)
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
-    if size > MAX_CONFIG_BYTES:
-        raise PydanticCustomError(
-            "config_size", f"{size} bytes as JSON; the limit is {MAX_CONFIG_BYTES} (settings, not data)"
-        )
-    return value
-
-
-Config = Annotated[dict[str, Any], AfterValidator(_config)]
 
 
 def _gates_in_files(schema: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, FiniteFloat, StringConstraints, model_validator
 
 from shared.histogram import ExponentialHistogram
-from shared.messages.common import NAME_PATTERN, SHA256_HEX, VERSION_PATTERN, Frozen
+from shared.messages.common import MAX_CONFIG_BYTES, NAME_PATTERN, SHA256_HEX, VERSION_PATTERN, Config, Frozen
 from shared.messages.envelope import Message, register_message
 
 # One NATS subject token and one KV key token: a value can never add a level or a wildcard.
@@ -94,6 +94,9 @@ class DeviceHello(Message):
     labels: Labels = Field(default_factory=dict)
     agent_version: str = Field(min_length=1, max_length=64)
     active_digest: Digest | None = Field(default=None, description="model serving now; null = none installed")
+    config_digest: Digest | None = Field(
+        default=None, description="sha256 of the settings served with that model (DesiredState.config); null = none"
+    )
 
 
 class ProgressBytes(Frozen):
@@ -127,6 +130,11 @@ class DeviceStatus(Message):
         default=None, description="slot being written during install; the serving slot once active or rolled back"
     )
     active_digest: Digest | None = Field(default=None, description="model serving after this step")
+    config_digest: Digest | None = Field(
+        default=None,
+        description="sha256 of the settings served with that model after this step (canonical JSON of "
+        "DesiredState.config); null = none",
+    )
     reason: str | None = Field(default=None, max_length=2000, description="why, for failed and rolled_back")
     attempt: int = Field(default=1, ge=1, description="download attempt number, 1-based")
     progress: ProgressBytes | None = None
@@ -169,6 +177,11 @@ class DesiredState(Frozen):
         default=None, description="null = one synthetic input built from the graph's input specs"
     )
     shadow: bool = Field(default=False, description="also run the previous model on live inputs and report agreement")
+    config: Config | None = Field(
+        default=None,
+        description=f"application settings served with the model to the device's own applications, at most "
+        f"{MAX_CONFIG_BYTES} bytes as JSON; null = none",
+    )
     traceparent: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN, description="W3C trace context")
     issued_at: AwareDatetime
 

@@ -31,6 +31,7 @@ class LastStatus(Frozen):
     digest: Digest
     step: InstallStep
     active_digest: Digest | None = None
+    config_digest: Digest | None = Field(default=None, description="the settings served with active_digest")
     reason: str | None = Field(default=None, max_length=2000)
     at: AwareDatetime = Field(description="the status envelope's time")
 
@@ -50,7 +51,12 @@ class DeviceRecord(Frozen):
     labels: Labels = Field(default_factory=dict)
     agent_version: str = Field(min_length=1, max_length=64)
     active_digest: Digest | None = Field(default=None, description="serving now, as last reported")
-    active_at: AwareDatetime = Field(description="the report `active_digest` comes from (the newest that names it)")
+    active_config_digest: Digest | None = Field(
+        default=None, description="the settings served with it (sha256 of DesiredState.config); null = none"
+    )
+    active_at: AwareDatetime = Field(
+        description="the report `active_digest` and `active_config_digest` come from (the newest that names a model)"
+    )
     first_seen: AwareDatetime
     hello_at: AwareDatetime = Field(description="the hello the capabilities and labels come from")
     last_seen: AwareDatetime = Field(description="the latest hello or status")

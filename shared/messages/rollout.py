@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from shared.messages.common import NAME_PATTERN, VERSION_PATTERN, Frozen
+from shared.messages.common import MAX_CONFIG_BYTES, NAME_PATTERN, VERSION_PATTERN, Config, Frozen
 from shared.messages.device import TOKEN_PATTERN, DeviceId, Labels
 from shared.messages.envelope import Message, register_message
 
@@ -33,6 +33,7 @@ MAX_NAME_CHARS = 64  # one device class, architecture or accelerator in a select
 
 RolloutId = Annotated[str, StringConstraints(pattern=ROLLOUT_ID_PATTERN)]
 SelectorValue = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS)]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]  # a device class, an optimization profile
 Verdict = Literal["Successful", "Failed", "Inconclusive"]
 Comparator = Literal["<", "<=", ">", ">="]
 Baseline = Literal["difference", "ratio", "mann_whitney"]
@@ -152,6 +153,17 @@ class StartRollout(Message):
         "if it cannot run it; null = the best one per device",
     )
     smoke_test: bool = Field(default=True, description="devices run the version's evaluation set before switching")
+    profiles: dict[Name, Name] = Field(
+        default_factory=dict,
+        max_length=MAX_SELECTOR_VALUES,
+        description="device class -> optimization profile: a device of the class gets the variant built with that "
+        "profile when it can run it, before any other; a pinned variant still is the only candidate",
+    )
+    config: Config | None = Field(
+        default=None,
+        description=f"application settings delivered with the model to every device of the rollout, at most "
+        f"{MAX_CONFIG_BYTES} bytes as JSON; null = none",
+    )
     on_failure: Literal["rollback", "pause"] = "rollback"
     on_inconclusive: Literal["pause", "rollback"] = "pause"
 

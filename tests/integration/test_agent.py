@@ -26,6 +26,7 @@ from services.edge_agent.link import DeviceLink
 from shared import bus, signing
 from shared.artifacts import ArtifactStore
 from shared.clients import RegistryClient
+from shared.messages.common import config_digest
 from shared.messages.device import DesiredState
 from shared.messages.registry import ModelDetail
 from shared.settings import Settings
@@ -183,6 +184,30 @@ async def test_rollback_to_the_previous_slot_needs_no_download(
         seen = await wait_for(nc, device, back, "active")
         assert [s["step"] for s in seen] == ["active"], "rolling back is a slot switch, not an install"
         assert seen[-1]["slot"] == "a" and agent.active_digest == v1.version.artifact.digest
+
+
+async def test_settings_arrive_with_the_model_and_change_alone_without_a_download(
+    settings: Settings, nc: Client, artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    v1 = await registered(nc, artifacts, tmp_path, seed=40)
+    device = unique("rpi")
+    first, then = {"lang": "de", "thresholds": {"match": 0.8}}, {"lang": "fr"}
+    async with running_agent(settings, tmp_path / "state", device) as agent:
+        installed = await wait_for(nc, device, await desire(nc, device, v1, config=first), "active")
+        assert installed[-1]["config_digest"] == config_digest(first)
+        server = serve(agent, port=0)
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/v1/config"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert json.loads(resp.read()) == first and resp.headers["ETag"] == f'"{config_digest(first)}"'
+            changed = await wait_for(nc, device, await desire(nc, device, v1, config=then), "active")
+            assert [s["step"] for s in changed] == ["active"], "new settings alone: no download, no install"
+            assert changed[-1]["config_digest"] == config_digest(then)
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert json.loads(resp.read()) == then
+        finally:
+            server.shutdown()
+        assert json.loads((tmp_path / "state" / device / "slots" / "a" / "config.json").read_text()) == then
 
 
 async def test_an_offline_device_converges_when_it_returns(

@@ -21,7 +21,9 @@ from services.rollout.cli import rollout_app
 from shared import bus, topology
 from shared.artifacts import ArtifactStore
 from shared.clients import RegistryClient
+from shared.messages.common import config_digest
 from shared.messages.device import DesiredState
+from shared.messages.inventory import DeviceRecord
 from shared.messages.rollout import Gate, Selector, StartRollout, Wave
 from shared.messages.rollout_record import RolloutRecord
 from shared.settings import Settings
@@ -113,6 +115,7 @@ async def test_a_rollout_completes_in_waves_and_a_bad_one_is_reverted(
             waves=[Wave(percent=25), Wave(percent=100)],
             gates=[gate],
             soak_seconds=3,
+            config={"lang": "de", "limits": {"max_tokens": 64}},
         )
         _, outcome = await bus.send_command(nc, good, source="tests", wait=30)
         assert outcome is not None and outcome.status == "applied", outcome
@@ -123,13 +126,17 @@ async def test_a_rollout_completes_in_waves_and_a_bad_one_is_reverted(
         assert {g.device_class for w in done.waves for g in w.gates} == {None, "rpi5", "jetson"}
         assert await sim.wait_until(lambda: len(sim.converged_on(v1.version.artifact.digest)) == 12, timeout=20)
         before = await desired_of(nc, ids)
-        assert all(s.rollout_id == good.rollout_id for s in before.values())
+        assert all(s.rollout_id == good.rollout_id and s.config == good.config for s in before.values())
+        settings_digest = config_digest(good.config or {})
+        assert {d.config_digest for d in sim.devices} == {settings_digest}, "the settings serve with the model"
+        assert sim.config_digests.computed == 1, "hashed once for the whole fleet"
 
         bad = good.model_copy(
             update={
                 "rollout_id": unique("bad"),
                 "ref": "2.0",
                 "gates": [Gate(metric="latency_p50_ms", comparator="<=", threshold=0.0001, min_samples=20)],
+                "config": {"lang": "xx"},
             }
         )
         _, outcome = await bus.send_command(nc, bad, source="tests", wait=30)
@@ -140,6 +147,7 @@ async def test_a_rollout_completes_in_waves_and_a_bad_one_is_reverted(
         assert await desired_of(nc, ids) == before, "every device back on exactly the desired state it had"
         assert await sim.wait_until(lambda: len(sim.converged_on(v1.version.artifact.digest)) == 12, timeout=20)
         assert v2.version.artifact.digest not in {d.active_digest for d in sim.devices}
+        assert {d.config_digest for d in sim.devices} == {settings_digest}, "the old settings are back too"
 
     # The audit trail, on the events stream.
     trail = [
@@ -184,6 +192,8 @@ async def test_the_cli_plans_starts_shows_and_rolls_back(
         assert [r for r in await KvRolloutStore(nc.jetstream()).list() if r.model == name] == [], "nothing stored"
 
         rollout_id = unique("rocli")
+        settings_file = tmp_path / "settings.json"
+        settings_file.write_text(json.dumps({"site": "lab", "threshold": 0.8}))
         started = json.loads(
             await asyncio.to_thread(
                 cli,
@@ -199,6 +209,8 @@ async def test_the_cli_plans_starts_shows_and_rolls_back(
                 "error_rate<=0.05@10",
                 "--id",
                 rollout_id,
+                "--config",
+                str(settings_file),
                 "--json",
             )
         )
@@ -208,6 +220,10 @@ async def test_the_cli_plans_starts_shows_and_rolls_back(
         shown = json.loads(await asyncio.to_thread(cli, "show", rollout_id, "--json"))
         assert shown["state"] == "completed" and len(shown["waves"]) == 2
         assert shown["device_states"] == {"0": {"active": 4}, "1": {"active": 2}}, "every device active on its write"
+        assert {d.config_digest for d in sim.devices} == {config_digest({"site": "lab", "threshold": 0.8})}
+        devices = await nc.jetstream().key_value(topology.KV_DEVICES)
+        records = [DeviceRecord.model_validate_json((await devices.get(d)).value or b"") for d in ids]
+        assert {r.active_config_digest for r in records} == {config_digest({"site": "lab", "threshold": 0.8})}
         assert rollout_id in {r["rollout_id"] for r in json.loads(await asyncio.to_thread(cli, "list", "--json"))}
         trail = [e["type"] for e in json.loads(await asyncio.to_thread(cli, "history", rollout_id, "--json"))]
         assert trail[0] == "rollout.started" and "rollout.completed" in trail and trail.count("wave.started") == 2

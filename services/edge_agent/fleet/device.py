@@ -120,6 +120,7 @@ class SimDevice:
         "slots",
         "active",
         "shadow",
+        "config_digest",
         "rollout",
         "reference_served",
         "revision",
@@ -160,6 +161,7 @@ class SimDevice:
         self.slots: dict[Slot, str | None] = {"a": None, "b": None}
         self.active: Slot | None = None
         self.shadow = False
+        self.config_digest: str | None = None  # the settings serving with the active model (survive a crash)
         # (rollout_id, wave) of the desired state the active model serves for; like the agent's slot
         # state, it survives a crash. Requests served per digest, for the reference centroid rule.
         self.rollout: tuple[str | None, int | None] = (None, None)
@@ -204,7 +206,7 @@ class SimDevice:
 
     def view(self) -> Slots:
         """The slots as the install state machine decides on them."""
-        return Slots(active=self.active, contents=self.slots)
+        return Slots(active=self.active, contents=self.slots, config_digest=self.config_digest)
 
     def converge(self, desired: Desired, env: InstallEnv) -> Coroutine[Any, Any, DeviceStatus]:
         """Make `desired` the serving model, reporting each step; failures end as `failed`.
@@ -300,16 +302,18 @@ class SimInstall:
     async def smoke(self, loaded: LoadTiming, desired: DesiredState, *, may_download: bool) -> None:
         await self._env.sleep(self.device.device_seconds(loaded.smoke_ms))
 
-    async def switch(self, slot: Slot, loaded: LoadTiming, desired: DesiredState) -> None:
+    async def switch(self, slot: Slot, loaded: LoadTiming, desired: DesiredState, *, config_digest: str | None) -> None:
         dev = self.device
         dev.slots[slot] = desired.digest
-        dev.active, dev.shadow = slot, desired.shadow  # the atomic switch, labels included
+        dev.active, dev.shadow = slot, desired.shadow  # the atomic switch, labels and settings included
+        dev.config_digest = config_digest
         dev.rollout = (desired.rollout_id, desired.wave)
         dev.window_start = None  # the next drawn window is about the new model only, from now on
         dev.switched = True
 
-    async def keep(self, slot: Slot, desired: DesiredState) -> None:
+    async def keep(self, slot: Slot, desired: DesiredState, *, config_digest: str | None) -> None:
         dev = self.device
+        dev.config_digest = config_digest  # new settings alone: nothing to download, nothing to reload
         serves_for = (desired.shadow, (desired.rollout_id, desired.wave))
         if (dev.shadow, dev.rollout) != serves_for:
             dev.shadow, dev.rollout = serves_for

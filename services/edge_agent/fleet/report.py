@@ -58,6 +58,7 @@ class SharedWork(_Frozen):
     real_inference_devices: int
     real_inference_requests: int
     corrupted_copies_verified: int = Field(description="per-device corrupted copies run through verify_artifact")
+    settings_digests: int = Field(default=0, description="distinct application settings hashed (once each)")
 
 
 class Resources(_Frozen):

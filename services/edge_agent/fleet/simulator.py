@@ -9,8 +9,10 @@ Per process, not per device, and why:
   inference worker (see `inference.py`).
 
 Everything a device says is its own, on its own subjects: hello, statuses with the KV revision of
-the desired state they are about, and telemetry windows (schema 2: the device's class, and the
-rollout and wave of the desired state its model serves for).
+the desired state they are about (and the digest of the settings serving with its model), and
+telemetry windows (schema 2: the device's class, and the rollout and wave of the desired state its
+model serves for). A rollout gives its devices equal settings, so their digest is computed once per
+distinct settings, not once per device (`ConfigDigests`).
 
 Simulated input shift (`SimulationConfig.input_shift_after`): from that moment, a share of the
 devices draw their windows from a second real measurement of the artifact over shifted inputs
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import marshal
 import random
 import re
 import shutil
@@ -68,6 +71,7 @@ from services.edge_agent.install_trace import record_install_span
 from services.edge_agent.link import status_message_id, telemetry_message_id
 from services.edge_agent.telemetry import FIRST_WINDOW_SECONDS, REFERENCE_REQUESTS, ReferenceCentroid, WindowRecorder
 from shared import subjects, topology
+from shared.messages.common import config_digest
 from shared.messages.device import DesiredState, DeviceHello, DeviceStatus, InstallStep, TelemetryWindow
 from shared.messages.envelope import new_id
 from shared.messages.registry import DownloadUrl
@@ -133,6 +137,7 @@ class FleetSimulator:
         self.messages: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self._ort_version = _ort_release()
+        self.config_digests = ConfigDigests()
         self._labels = {"fleet": config.id_prefix, "simulated": "true", **config.labels}
         self._started = 0.0
         self._shift_at: float | None = None  # loop time from which shifted devices' inputs shift
@@ -337,6 +342,7 @@ class FleetSimulator:
                 real_inference_devices=sum(1 for d in self.devices if d.real_inference),
                 real_inference_requests=self.worker.real_requests,
                 corrupted_copies_verified=cache.corrupted_copies if cache else 0,
+                settings_digests=self.config_digests.computed,
             ),
             resources=Resources(
                 cpu_seconds=cpu,
@@ -370,7 +376,7 @@ class FleetSimulator:
             if dev is None or entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                 continue
             try:
-                desired = Desired.from_entry(entry.value, revision=entry.revision)
+                desired = Desired.from_entry(entry.value, revision=entry.revision, digest_of=self.config_digests)
             except ValidationError:
                 self.events["invalid_desired_state"] += 1
                 continue
@@ -481,6 +487,7 @@ class FleetSimulator:
             labels=self._labels,
             agent_version=AGENT_VERSION,
             active_digest=dev.active_digest,
+            config_digest=dev.config_digest,
         )
         conn = self.connections[dev.connection]
         if await conn.publish(
@@ -653,6 +660,33 @@ class FleetSimulator:
 
     def _sample_rss(self) -> None:
         self._rss_peak = max(self._rss_peak, resources.rss_mb())
+
+
+class ConfigDigests:
+    """`config_digest` of the settings the fleet is told to serve, hashed once per distinct settings:
+    a rollout gives ten thousand devices the same ones, each parsed from its own desired state.
+
+    Keyed by the settings' `marshal` bytes (format 2: no back-references, so equal values in the
+    same order give equal bytes, while 1, 1.0 and true, equal in Python, differ as in JSON), which
+    cost about a seventh of the canonical JSON and its sha256. The last `size` distinct ones are kept.
+    """
+
+    __slots__ = ("_known", "_size", "computed")
+
+    def __init__(self, size: int = 64) -> None:
+        self._known: dict[bytes, str] = {}
+        self._size = size
+        self.computed = 0
+
+    def __call__(self, config: dict[str, Any]) -> str:
+        key = marshal.dumps(config, 2)
+        digest = self._known.get(key)
+        if digest is None:
+            if len(self._known) >= self._size:
+                del self._known[next(iter(self._known))]
+            digest = self._known[key] = config_digest(config)
+            self.computed += 1
+        return digest
 
 
 def _served_on(dev: SimDevice, digest: str) -> int:

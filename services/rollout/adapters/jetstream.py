@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -25,10 +25,8 @@ from services.rollout.ports import RevisionConflict
 from shared import topology
 from shared.kv_cache import KvCache
 from shared.messages.device import DesiredState
-from shared.messages.envelope import Message
 from shared.messages.inventory import DeviceRecord
 from shared.messages.rollout_record import RolloutRecord
-from shared.outcomes import Outcome
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -274,20 +272,6 @@ async def _conflict_of(write: Awaitable[object]) -> RevisionConflict | None:
     except RevisionConflict as conflict:
         return conflict
     return None
-
-
-class Outcomes(Protocol):
-    """The kit's publisher, which checks the event is one the service declared."""
-
-    async def outcome(self, outcome: Outcome) -> None: ...
-
-
-class KitAnnouncer:
-    def __init__(self, outcomes: Outcomes) -> None:
-        self._outcomes = outcomes
-
-    async def event(self, event: Message, event_id: str) -> None:
-        await self._outcomes.outcome(Outcome(status="applied", events=[(event, event_id)]))
 
 
 async def _chunked(keys: list[K], read: Callable[[K], Awaitable[T]], *, chunk: int = CHUNK) -> dict[K, T]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -18,7 +17,7 @@ from shared import bus, subjects, topology
 from shared.messages.device import OutputMoments
 from shared.messages.envelope import Message, wrap
 from shared.messages.registry import ModelVersionRecord, VariantRecord
-from shared.outcomes import Outcome
+from shared.outcomes import Outcome, Outcomes
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +97,6 @@ class KvSnapshots:
             await kv.purge(key)
         except KeyNotFoundError:
             pass
-
-
-class Outcomes(Protocol):
-    """The kit's publisher, which checks the event is one the service declared."""
-
-    async def outcome(self, outcome: Outcome) -> None: ...
 
 
 class JetStreamAnnouncer:

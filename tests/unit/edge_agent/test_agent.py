@@ -17,6 +17,7 @@ from services.edge_agent.agent import Agent, AgentConfig
 from services.edge_agent.capabilities import detect
 from services.edge_agent.telemetry import LATENCY_SCALE, REFERENCE_REQUESTS
 from shared.errors import NotFound
+from shared.messages.common import config_digest
 from shared.messages.device import DeviceStatus, TelemetryWindow
 from tests.unit.edge_agent.conftest import DEVICE, want
 
@@ -97,6 +98,27 @@ async def test_the_same_digest_again_is_active_without_a_download(agent: Agent, 
     again = link.desire(want(v1))
     await link.wait_for(settled(again))
     assert steps_of(link, again) == ["active"] and link.url_requests == [v1.digest]
+
+
+async def test_new_settings_alone_apply_without_a_download_and_survive_a_restart(
+    link: MemoryLink, tmp_path: Path, v1: Offer
+) -> None:
+    async with running(link, tmp_path) as agent:
+        await link.wait_for(settled(link.desire(want(v1, config={"lang": "en"}))))
+        again = link.desire(want(v1, config={"lang": "de"}))
+        await link.wait_for(settled(again))
+        assert steps_of(link, again) == ["active"] and link.url_requests == [v1.digest]
+        assert agent.app_config.values == {"lang": "de"}
+        assert [s.config_digest for s in link.statuses if s.desired_revision == again] == [
+            config_digest({"lang": "de"})
+        ]
+    hellos = len(link.hellos)
+    async with running(link, tmp_path) as restarted:
+        async with asyncio.timeout(10):
+            while len(link.hellos) == hellos:  # the first hello follows loading the active slot
+                await asyncio.sleep(0.01)
+        assert restarted.app_config.values == {"lang": "de"}
+        assert link.hellos[-1].config_digest == config_digest({"lang": "de"}), "the hello names them too"
 
 
 @pytest.fixture

@@ -23,10 +23,12 @@ from samples.tiny import write_sample
 from services.edge_agent.adapters.memory import MemoryLink
 from services.edge_agent.agent import Agent, AgentConfig
 from services.edge_agent.capabilities import detect
+from services.edge_agent.desired import AppConfig
 from services.edge_agent.http_api import HttpLimits, serve
 from services.edge_agent.runtime import LoadedModel
 from services.edge_agent.settings import AgentSettings
 from shared.digests import sha256_file
+from shared.messages.common import config_digest
 from tests.unit.edge_agent.conftest import DEVICE
 
 LIMITS = HttpLimits(max_body_bytes=4096, max_batch=4, max_concurrency=1)
@@ -83,6 +85,43 @@ def test_a_request_within_the_limits_is_answered(server: ThreadingHTTPServer, ag
     serving, _ = agent.runtime.current()
     assert status == 200 and serving is not None and doc["digest"] == serving.digest
     assert np.asarray(doc["outputs"][0]).shape == (LIMITS.max_batch, 64)
+
+
+def get(
+    server: ThreadingHTTPServer, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, Any, http.client.HTTPResponse]:
+    conn = connect(server)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, json.loads(body) if body else None, response
+    finally:
+        conn.close()
+
+
+def test_the_settings_are_an_empty_object_with_no_digest_when_there_are_none(server: ThreadingHTTPServer) -> None:
+    status, doc, response = get(server, "/v1/config")
+    assert (status, doc, response.getheader("ETag")) == (200, {}, None)
+    assert get(server, "/v1/health")[1]["config_digest"] is None
+
+
+def test_the_settings_serving_are_served_with_their_digest(server: ThreadingHTTPServer, agent: Agent) -> None:
+    settings = {"lang": "de", "labels": ["ja", "nein"], "city": "Köln"}
+    agent.runtime.configure(AppConfig.of(settings))
+    status, doc, response = get(server, "/v1/config")
+    assert (status, doc, response.getheader("ETag")) == (200, settings, f'"{config_digest(settings)}"')
+    assert get(server, "/v1/health")[1]["config_digest"] == config_digest(settings)
+    assert post(server, rows(1))[1]["config_digest"] == config_digest(settings)
+
+
+def test_settings_unchanged_since_the_last_read_are_304(server: ThreadingHTTPServer, agent: Agent) -> None:
+    agent.runtime.configure(AppConfig.of({"lang": "de"}))
+    etag = f'"{config_digest({"lang": "de"})}"'
+    assert get(server, "/v1/config", {"If-None-Match": etag})[0] == 304
+    agent.runtime.configure(AppConfig.of({"lang": "en"}))
+    status, doc, _ = get(server, "/v1/config", {"If-None-Match": etag})
+    assert (status, doc) == (200, {"lang": "en"})
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(server: ThreadingHTTPServer) -> None:

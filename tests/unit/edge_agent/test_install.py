@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from services.edge_agent.desired import Desired
 from services.edge_agent.errors import DownloadFailed, LoadFailed, VerificationFailed
 from services.edge_agent.install import Plan, Progress, RetryPolicy, Slots, converge, download, plan
 from shared.bus import BusError
 from shared.errors import NotFound, SlmopsError
+from shared.messages.common import config_digest
 from shared.messages.device import DesiredState, DeviceStatus, InstallStep, ProgressBytes, Slot
 from shared.messages.registry import DownloadUrl
-from tests.unit.edge_agent.conftest import DEVICE, INSTALL, desired
+from tests.unit.edge_agent.conftest import DEVICE, INSTALL, desired, desired_state
 
 X, Y, Z = "1" * 64, "2" * 64, "3" * 64
 SIZE = 1000
@@ -33,6 +35,7 @@ class RecordingDevice:
     transfers: list[int | Exception] = field(default_factory=list)  # per attempt; default: all bytes
     verify_error: Exception | None = None
     load_error: Exception | None = None
+    configs: list[str | None] = field(default_factory=list)  # the settings' digest each switch or keep got
 
     async def report(self, status: DeviceStatus) -> None:
         self.statuses.append(status)
@@ -84,11 +87,13 @@ class RecordingDevice:
     async def smoke(self, loaded: str, desired: DesiredState, *, may_download: bool) -> None:
         self.calls.append("smoke" if may_download else "smoke:no-download")
 
-    async def switch(self, slot: Slot, loaded: str, desired: DesiredState) -> None:
+    async def switch(self, slot: Slot, loaded: str, desired: DesiredState, *, config_digest: str | None) -> None:
         self.calls.append(f"switch:{slot}")
+        self.configs.append(config_digest)
 
-    async def keep(self, slot: Slot, desired: DesiredState) -> None:
+    async def keep(self, slot: Slot, desired: DesiredState, *, config_digest: str | None) -> None:
         self.calls.append(f"keep:{slot}")
+        self.configs.append(config_digest)
 
     def steps(self) -> list[InstallStep]:
         return [s.step for s in self.statuses]
@@ -248,3 +253,50 @@ async def test_a_registry_that_fails_during_the_install_ends_it_as_failed() -> N
     await converge(desired(X, 3), dev, policy=POLICY)
     assert dev.steps()[-1] == "failed"
     assert dev.statuses[-1].reason == "the registry failed: registry failed on public_key: RuntimeError"
+
+
+OLD_SETTINGS, NEW_SETTINGS = {"lang": "en"}, {"lang": "de", "limits": {"max_tokens": 64}}
+
+
+def with_settings(digest: str, revision: int, config: dict[str, object] | None) -> Desired:
+    return Desired(state=desired_state(digest, config=config), revision=revision)
+
+
+async def test_every_status_names_the_settings_serving_after_its_step() -> None:
+    dev = RecordingDevice(
+        slots_now=Slots(active="a", contents={"a": X, "b": None}, config_digest=config_digest(OLD_SETTINGS))
+    )
+    await converge(with_settings(Z, 5, NEW_SETTINGS), dev, policy=POLICY)
+    assert dev.steps()[-1] == "active" and dev.configs == [config_digest(NEW_SETTINGS)]
+    assert {s.config_digest for s in dev.statuses[:-1]} == {config_digest(OLD_SETTINGS)}, "until the switch"
+    assert dev.statuses[-1].config_digest == config_digest(NEW_SETTINGS)
+
+
+async def test_new_settings_for_the_serving_digest_are_kept_in_place_without_a_download() -> None:
+    dev = RecordingDevice(
+        slots_now=Slots(active="b", contents={"a": X, "b": Z}, config_digest=config_digest(OLD_SETTINGS))
+    )
+    await converge(with_settings(Z, 6, NEW_SETTINGS), dev, policy=POLICY)
+    assert dev.steps() == ["active"] and dev.calls == ["keep:b"] and dev.configs == [config_digest(NEW_SETTINGS)]
+    assert dev.statuses[0].config_digest == config_digest(NEW_SETTINGS)
+
+
+async def test_settings_dropped_are_reported_as_none_and_a_failed_install_reports_the_old_ones() -> None:
+    dev = RecordingDevice(
+        slots_now=Slots(active="b", contents={"a": X, "b": Z}, config_digest=config_digest(OLD_SETTINGS))
+    )
+    await converge(with_settings(Z, 6, None), dev, policy=POLICY)
+    assert dev.configs == [None] and dev.statuses[-1].config_digest is None
+    failing = RecordingDevice(
+        slots_now=Slots(active="a", contents={"a": X, "b": None}, config_digest=config_digest(OLD_SETTINGS)),
+        load_error=LoadFailed("onnxruntime cannot load the model"),
+    )
+    await converge(with_settings(Z, 7, NEW_SETTINGS), failing, policy=POLICY)
+    assert failing.steps()[-1] == "failed" and failing.statuses[-1].config_digest == config_digest(OLD_SETTINGS)
+
+
+def test_a_desired_state_s_settings_digest_is_computed_once_unless_given() -> None:
+    assert with_settings(Z, 1, NEW_SETTINGS).config_digest == config_digest(NEW_SETTINGS)
+    assert with_settings(Z, 1, None).config_digest is None
+    given = Desired(state=desired_state(Z, config=NEW_SETTINGS), revision=1, config_digest="f" * 64)
+    assert given.config_digest == "f" * 64

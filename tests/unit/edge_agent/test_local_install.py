@@ -10,14 +10,15 @@ import pytest
 
 from samples.tiny import write_sample
 from services.edge_agent.adapters.memory import MemoryLink, Offer
-from services.edge_agent.desired import Desired
+from services.edge_agent.desired import AppConfig, Desired
 from services.edge_agent.install import RetryPolicy, converge, download
 from services.edge_agent.local_install import LocalInstall
 from services.edge_agent.runtime import LoadedModel, ModelRuntime
 from services.edge_agent.slots import SlotStore
 from shared import signing
 from shared.bus import BusError
-from shared.messages.device import InstallStep, SmokeInput
+from shared.messages.common import config_digest
+from shared.messages.device import InstallStep, Slot, SmokeInput
 from tests.unit.edge_agent.conftest import INSTALL, want
 
 POLICY = RetryPolicy(attempts=3, backoff=0.0)
@@ -41,8 +42,8 @@ class Device:
         )
         self._revision = 0
 
-    async def serve(self, loaded: LoadedModel, shadow: LoadedModel | None) -> None:
-        self.runtime.swap(loaded, shadow=shadow)
+    async def serve(self, loaded: LoadedModel, shadow: LoadedModel | None, config: AppConfig) -> None:
+        self.runtime.swap(loaded, shadow=shadow, config=config)
         self.served.append((loaded.digest, shadow.digest if shadow else None))
 
     async def converge(self, offer: Offer, **overrides: object) -> list[InstallStep]:
@@ -196,10 +197,10 @@ async def test_a_cancel_during_the_switch_waits_for_the_runtime_to_serve_what_th
     publishing, release = asyncio.Event(), asyncio.Event()
     plain = device.serve
 
-    async def slow_serve(loaded: LoadedModel, shadow: LoadedModel | None) -> None:
+    async def slow_serve(loaded: LoadedModel, shadow: LoadedModel | None, config: AppConfig) -> None:
         publishing.set()
         await release.wait()  # the old model's window on its way to the bus
-        await plain(loaded, shadow)
+        await plain(loaded, shadow, config)
 
     device.installer._serve = slow_serve
     install = asyncio.create_task(
@@ -217,3 +218,65 @@ async def test_a_cancel_during_the_switch_waits_for_the_runtime_to_serve_what_th
     assert active is not None and state.active_content is not None
     assert active.digest == state.active_content.digest == v2.digest
     assert not any(s.desired_revision == 9 and s.step == "active" for s in device.link.statuses)
+
+
+SETTINGS_EN, SETTINGS_DE = {"lang": "en"}, {"lang": "de", "limits": {"max_tokens": 64}}
+
+
+def settings_in(device: Device, slot: Slot) -> object:
+    path = device.store.config_path(slot)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+async def test_the_settings_are_stored_beside_the_model_and_serve_with_it(device: Device, v1: Offer) -> None:
+    assert (await device.converge(v1, config=SETTINGS_EN))[-1] == "active"
+    assert settings_in(device, "a") == SETTINGS_EN and not device.store.config_path("a").with_suffix(".tmp").exists()
+    assert device.runtime.app_config() == AppConfig(values=SETTINGS_EN, digest=config_digest(SETTINGS_EN))
+    assert device.link.statuses[-1].config_digest == config_digest(SETTINGS_EN)
+    assert {s.config_digest for s in device.link.statuses[:-1]} == {None}, "none served before the switch"
+
+
+async def test_new_settings_for_the_serving_model_apply_without_a_download(device: Device, v1: Offer) -> None:
+    await device.converge(v1, config=SETTINGS_EN)
+    requests, served = len(device.link.url_requests), list(device.served)
+    assert await device.converge(v1, config=SETTINGS_DE) == ["active"]
+    assert len(device.link.url_requests) == requests and device.served == served, "no download, no reload"
+    assert settings_in(device, "a") == SETTINGS_DE and device.runtime.app_config().values == SETTINGS_DE
+    assert device.link.statuses[-1].config_digest == config_digest(SETTINGS_DE)
+    assert await device.converge(v1) == ["active"]
+    assert settings_in(device, "a") is None and device.runtime.app_config() == AppConfig()
+    assert device.link.statuses[-1].config_digest is None
+
+
+async def test_a_rollback_switches_the_settings_back_with_the_model(device: Device, v1: Offer, v2: Offer) -> None:
+    await device.converge(v1, config=SETTINGS_EN)
+    await device.converge(v2, config=SETTINGS_DE)
+    assert (settings_in(device, "a"), settings_in(device, "b")) == (SETTINGS_EN, SETTINGS_DE)
+    assert device.runtime.app_config().values == SETTINGS_DE
+    requests = len(device.link.url_requests)
+    assert await device.converge(v1, config=SETTINGS_EN) == ["active"]
+    assert len(device.link.url_requests) == requests
+    assert device.runtime.app_config().values == SETTINGS_EN and device.link.statuses[-1].config_digest == (
+        config_digest(SETTINGS_EN)
+    )
+    status = (await device.installer.slots()).config_digest
+    assert status == config_digest(SETTINGS_EN), "what the next install starts from, read from disk"
+
+
+async def test_a_slot_cleared_for_a_new_model_loses_the_old_model_s_settings(
+    device: Device, v1: Offer, v2: Offer, tmp_path: Path
+) -> None:
+    await device.converge(v1, config=SETTINGS_EN)
+    await device.converge(v2, config=SETTINGS_DE)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model at all")
+    assert (await device.converge(device.link.offer(junk), config={"x": 1}))[-1] == "failed"
+    assert settings_in(device, "a") is None, "slot a was cleared for the junk: v1's settings went with v1"
+    assert settings_in(device, "b") == SETTINGS_DE and device.runtime.app_config().values == SETTINGS_DE
+
+
+def test_unreadable_settings_serve_as_none(device: Device) -> None:
+    device.store.config_path("a").write_text("{not json", encoding="utf-8")
+    assert device.store.config("a") == AppConfig()
+    device.store.config_path("a").write_text("[1, 2]", encoding="utf-8")
+    assert device.store.config("a") == AppConfig()

@@ -269,6 +269,21 @@ def test_a_revert_restores_exactly_what_each_touched_device_had_and_nothing_else
     assert rolled.devices == 3 and rolled.trigger == "gate"  # type: ignore[attr-defined]
 
 
+def test_every_desired_state_carries_the_rollout_s_settings_and_a_revert_puts_back_the_old_ones() -> None:
+    world = World()
+    old = by_hand("r0").model_copy(update={"config": {"lang": "en"}})
+    world.desired["r0"] = (old, 1)
+    rec = run_to_soak(world, record(config={"lang": "de", "limits": {"max_tokens": 64}}), ("r0", "r1", "g0"))
+    assert {world.desired[d][0].config["lang"] for d in ("r0", "r1", "g0")} == {"de"}  # type: ignore[index]
+    rec = step(world, rec)
+    assert sorted(world.writes) == ["g0", "r0", "r1"], "on its wave's desired state, settings included: not again"
+    world.now += timedelta(seconds=30)
+    world.answer_gates(rec, lambda cls: "Failed")
+    rec = settle(world, rec)
+    assert rec.state == "rolled_back"
+    assert world.desired["r0"][0] == old and world.desired["g0"][0].config is None, "exactly what they had"
+
+
 def test_an_install_that_cannot_reach_its_threshold_fails_early_and_a_slow_one_at_its_timeout() -> None:
     world = World()
     rec = step(world, record(install_threshold=0.6))

@@ -63,6 +63,21 @@ def test_statuses_record_the_last_step_and_what_serves_after_it() -> None:
     assert late == active, "a late step does not overwrite a newer one"
 
 
+def test_the_settings_served_are_recorded_with_the_model_from_the_newest_report_that_names_it() -> None:
+    settings = "c" * 64
+    record = with_hello(None, hello(active_digest=OLD, config_digest=settings), at=T0)
+    assert record.active_config_digest == settings
+    active = status("active", active=NEW).model_copy(update={"config_digest": None})
+    after = with_status(record, active, at=T0 + timedelta(seconds=5))
+    assert after is not None and after.last_status is not None
+    assert (after.active_digest, after.active_config_digest, after.last_status.config_digest) == (NEW, None, None)
+    resettled = status("active", active=NEW).model_copy(update={"config_digest": settings})
+    again = with_status(after, resettled, at=T0 + timedelta(seconds=9))
+    assert again is not None and again.active_config_digest == settings and worth_writing(after, again)
+    late = with_hello(again, hello(active_digest=OLD), at=T0 + timedelta(seconds=7))
+    assert (late.active_digest, late.active_config_digest) == (NEW, settings), "an older hello names neither"
+
+
 def test_a_status_before_any_hello_makes_no_record() -> None:
     assert with_status(None, status("active", active=NEW), at=T0) is None
 

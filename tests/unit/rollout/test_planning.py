@@ -19,13 +19,13 @@ from services.rollout.planning import (
     max_opset,
     plan,
     resolve,
-    selects,
     stratify,
     unmet,
 )
 from shared.messages.inventory import DeviceRecord
 from shared.messages.registry import Artifact, ModelVersionRecord, OnnxInfo, Requirements, VariantRecord
 from shared.messages.rollout import Selector, Wave
+from shared.selection import selects
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MIB = 1024**2
@@ -272,3 +272,61 @@ def test_a_variant_from_before_the_class_was_recorded_is_matched_by_its_profile_
     older = INT8_RPI5.model_copy(update={"recipe": {"recipe": {}, "profile": "rpi5"}})
     resolved = resolve(device(device_class="rpi5"), version(), [older])
     assert isinstance(resolved, Target) and resolved.variant == "int8"
+
+
+# Two profiles for rpi5 (the class's own variant is int8, built with rpi5-profile) and one for jetson.
+INT4_RPI5_SMALL = variant("int4-small", "e", size_bytes=12 * MIB, built_for="rpi5", min_ram_mb=80)
+INT4_RPI5_SMALL = INT4_RPI5_SMALL.model_copy(update={"recipe": {**INT4_RPI5_SMALL.recipe, "profile": "rpi5-small"}})
+FP16_BIG = variant("fp16-big", "f", size_bytes=60 * MIB, built_for="rpi5", min_ram_mb=9000)
+FP16_BIG = FP16_BIG.model_copy(update={"recipe": {**FP16_BIG.recipe, "profile": "rpi5-big"}})
+PROFILED = [*VARIANTS, INT4_RPI5_SMALL, FP16_BIG]
+
+
+@pytest.mark.parametrize(
+    ("profiles", "fields", "pin", "expected"),
+    [
+        ({}, {"device_class": "rpi5"}, None, "int8"),  # no profile named: the class's variant, as before
+        ({"rpi5": "rpi5-small"}, {"device_class": "rpi5"}, None, "int4-small"),  # the profile's, before the class's
+        ({"rpi5": "rpi5-profile"}, {"device_class": "rpi5"}, None, "int8"),
+        ({"rpi5": "rpi5-big"}, {"device_class": "rpi5"}, None, "int8"),  # needs 9000 MB: today's order then
+        ({"rpi5": "no-such-profile"}, {"device_class": "rpi5"}, None, "int8"),  # no variant built with it
+        ({"jetson": "rpi5-small"}, {"device_class": "rpi5"}, None, "int8"),  # another class's profile
+        # a class may be given another class's profile: its variant comes first, before the base
+        ({"phone": "gateway-profile"}, {"device_class": "phone"}, None, "int4"),
+        ({"rpi5": "rpi5-small"}, {"device_class": "rpi5"}, "int8", "int8"),  # a pin is still the only candidate
+        ({"rpi5": "rpi5-small"}, {"device_class": "rpi5"}, "base", None),
+    ],
+)
+def test_the_class_s_profile_picks_its_variant_first(
+    profiles: dict[str, str], fields: dict[str, Any], pin: str | None, expected: str | None
+) -> None:
+    resolved = resolve(device(**fields), version(), PROFILED, pin=pin, profiles=profiles)
+    assert isinstance(resolved, Target) and resolved.variant == expected
+
+
+def test_a_profile_s_variant_the_device_cannot_run_is_named_in_the_exclusion() -> None:
+    resolved = resolve(device(device_class="rpi5", ram_mb=64), version(), [FP16_BIG], profiles={"rpi5": "rpi5-big"})
+    assert isinstance(resolved, Exclusion)
+    assert resolved.reason == (
+        "variant fp16-big (built for rpi5) with profile rpi5-big needs 9000 MB RAM (has 64); "
+        "the base model needs 244 MB RAM (has 64)"
+    )
+
+
+def test_a_plan_passes_the_profiles_to_every_device() -> None:
+    fleet = [device(f"r{i}", device_class="rpi5") for i in range(3)] + [device("p0", device_class="phone")]
+    planned = plan(
+        rollout_id="r-1",
+        selector=Selector(),
+        waves=[Wave(percent=100)],
+        version=version(),
+        variants=PROFILED,
+        devices=fleet,
+        profiles={"rpi5": "rpi5-small"},
+    )
+    assert {t.device_id: t.variant for t in planned.targets} == {
+        "p0": None,
+        "r0": "int4-small",
+        "r1": "int4-small",
+        "r2": "int4-small",
+    }

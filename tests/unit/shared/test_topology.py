@@ -4,10 +4,13 @@ from the declaration (what an operator set that is not declared survives)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 from nats.js.api import DiscardPolicy, StreamConfig
 
 from shared import topology
+from shared.messages.common import MAX_CONFIG_BYTES
+from shared.messages.device import DesiredState, SmokeInput
 from shared.messages.envelope import MAX_ENVELOPE_BYTES, MAX_HEADER_BYTES
 
 
@@ -52,3 +55,26 @@ def test_enum_values_read_back_as_strings_are_no_change() -> None:
     fields = {name: getattr(declared, name) for name in topology._STREAM_FIELDS}
     read_back = replace(declared, discard="new", retention="workqueue", storage="file")  # type: ignore[arg-type]
     assert topology.stream_changes(read_back, fields) == {}
+
+
+def test_a_desired_state_with_the_largest_settings_and_every_field_at_its_longest_fits_its_bucket() -> None:
+    padding = MAX_CONFIG_BYTES - len('{"blob":""}')
+    longest = DesiredState(
+        device_id="d" * 64,
+        rollout_id="r" * 64,
+        wave=2**63,
+        model="m" * 63,
+        version="v" * 63,
+        variant="x" * 63,
+        digest="a" * 64,
+        size_bytes=2**63,
+        signature="s" * 88,  # an Ed25519 signature in base64
+        smoke_input=SmokeInput(digest="b" * 64, size_bytes=2**63),
+        shadow=True,
+        config={"blob": "é" * (padding // 2)},  # two bytes each: the limit is on UTF-8 bytes
+        traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+        issued_at=datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    )
+    (desired,) = [b for b in topology.KV_BUCKETS if b.bucket == topology.KV_DESIRED]
+    assert desired.max_value_size == topology.DESIRED_MAX_BYTES
+    assert len(longest.model_dump_json().encode()) + 1024 <= topology.DESIRED_MAX_BYTES, "with room to spare"

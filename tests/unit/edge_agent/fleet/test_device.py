@@ -16,6 +16,7 @@ from services.edge_agent.fleet.device import DeviceCrashed, InstallPolicy, LoadT
 from services.edge_agent.fleet.faults import Fault
 from shared.bus import BusError
 from shared.errors import NotFound
+from shared.messages.common import config_digest
 from shared.messages.device import DesiredState, DeviceStatus, InstallStep, ProgressBytes, Slot
 from shared.messages.registry import DownloadUrl
 from tests.unit.edge_agent.conftest import DEVICE, INSTALL, desired, desired_state
@@ -32,6 +33,7 @@ class Reported:
     reason: str | None
     attempt: int
     progress: ProgressBytes | None
+    config_digest: str | None = None
 
 
 @dataclass
@@ -50,7 +52,9 @@ class World:
     async def publish(self, device: SimDevice, status: DeviceStatus) -> None:
         s = status
         self.reported.append(
-            Reported(s.step, s.desired_revision, s.slot, s.active_digest, s.reason, s.attempt, s.progress)
+            Reported(
+                s.step, s.desired_revision, s.slot, s.active_digest, s.reason, s.attempt, s.progress, s.config_digest
+            )
         )
 
     async def download_url(self, device: SimDevice, digest: str) -> DownloadUrl:
@@ -130,6 +134,21 @@ async def test_the_device_remembers_the_rollout_wave_its_model_serves_for() -> N
     await dev.converge(desired(V1, 3), world)  # the serving digest, now set by hand
     served_for.append(dev.rollout)
     assert served_for == [("r1", 1), ("r1", 1), (None, None)]
+
+
+async def test_the_device_serves_the_settings_of_its_desired_state_and_reports_their_digest() -> None:
+    dev, world = device(), World(bad_digests={V2})
+    en, de = {"lang": "en"}, {"lang": "de"}
+    await dev.converge(Desired(state=desired_state(V1, config=en), revision=1), world)
+    assert dev.config_digest == config_digest(en) and world.reported[-1].config_digest == config_digest(en)
+    assert {r.config_digest for r in world.reported[:-1]} == {None}
+    world.reported.clear()
+    await dev.converge(Desired(state=desired_state(V1, config=de), revision=2), world)  # settings alone
+    assert world.steps() == ["active"] and world.url_requests == 1 and dev.config_digest == config_digest(de)
+    assert world.reported[0].config_digest == config_digest(de)
+    await dev.converge(Desired(state=desired_state(V2, config=en), revision=3), world)  # fails verification
+    assert world.reported[-1].step == "failed" and world.reported[-1].config_digest == config_digest(de)
+    assert dev.view().config_digest == config_digest(de)
 
 
 async def test_failed_verification_never_becomes_active_and_keeps_the_previous_model() -> None:

@@ -27,7 +27,8 @@ from services.edge_agent.fleet.config import SimulationConfig
 from services.edge_agent.fleet.device import LoadTiming, SimDevice, SimInstall
 from services.edge_agent.fleet.faults import Fault
 from services.edge_agent.fleet.inference import InferenceResult
-from services.edge_agent.fleet.simulator import FleetSimulator
+from services.edge_agent.fleet.simulator import ConfigDigests, FleetSimulator
+from shared.messages.common import config_digest
 from shared.messages.device import DesiredState, DeviceStatus, TelemetryWindow
 from shared.settings import Settings
 from tests.unit.edge_agent.conftest import DEVICE, desired_state
@@ -113,7 +114,7 @@ async def test_a_real_window_opened_across_a_switch_names_the_digest_it_serves()
 
     async def switch_during_first_publish(n: int) -> None:
         if n == 1:
-            await SimInstall(dev, World()).switch("b", TIMING, ROLLOUT)
+            await SimInstall(dev, World()).switch("b", TIMING, ROLLOUT, config_digest=None)
 
     windows = await run_real(sim, dev, switch_during_first_publish, windows=4)
     assert labels(windows) == {(V1, None, None), (V2, "r1", 0)}
@@ -124,11 +125,11 @@ async def test_a_real_window_opened_across_a_switch_names_the_digest_it_serves()
 async def test_a_real_window_opened_across_a_rollback_names_nothing() -> None:
     sim, dev = simulator(window_seconds=0.02, request_rate=2000.0), on_v1(real_inference=True)
     dev.slots["b"] = V2
-    await SimInstall(dev, World()).switch("b", TIMING, ROLLOUT)
+    await SimInstall(dev, World()).switch("b", TIMING, ROLLOUT, config_digest=None)
 
     async def roll_back_during_first_publish(n: int) -> None:
         if n == 1:
-            await SimInstall(dev, World()).switch("a", TIMING, BY_HAND)
+            await SimInstall(dev, World()).switch("a", TIMING, BY_HAND, config_digest=None)
 
     windows = await run_real(sim, dev, roll_back_during_first_publish, windows=4)
     assert labels(windows) == {(V2, "r1", 0), (V1, None, None)}
@@ -139,7 +140,7 @@ async def test_a_keep_for_another_desired_state_closes_the_real_window() -> None
     due, so no window holds requests served for wave 1 under wave 0's labels."""
     sim, dev = simulator(window_seconds=1.0, request_rate=2000.0), on_v1(real_inference=True)
     dev.slots["b"] = V2
-    await SimInstall(dev, World()).switch("b", TIMING, ROLLOUT)
+    await SimInstall(dev, World()).switch("b", TIMING, ROLLOUT, config_digest=None)
     kept_at: list[datetime] = []
 
     async def keep_during_first_window() -> None:
@@ -242,3 +243,52 @@ async def test_a_failed_simulated_install_is_an_error_span() -> None:
 
 def test_tracing_off_in_the_settings_is_the_no_op_tracer() -> None:
     assert isinstance(simulator(settings=Settings(otel_exporter="none")).tracer, NoOpTracer)
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+def test_the_fleet_hashes_each_distinct_settings_once_however_many_devices_get_them() -> None:
+    digests = ConfigDigests(size=2)
+    entries = [
+        desired_state(V2, device_id=f"sim-{i:05d}", config={"lang": "de", "limits": {"max_tokens": 64}})
+        for i in range(100)
+    ]
+    parsed = [Desired.from_entry(e.model_dump_json().encode(), revision=7, digest_of=digests) for e in entries]
+    assert {d.config_digest for d in parsed} == {config_digest({"lang": "de", "limits": {"max_tokens": 64}})}
+    assert digests.computed == 1
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [({"a": 1}, {"a": 1.0}), ({"a": 1}, {"a": True}), ({"a": 0.0}, {"a": -0.0}), ({"a": [1, 2]}, {"a": [2, 1]})],
+)
+def test_settings_equal_in_python_but_not_in_json_keep_their_own_digest(
+    left: dict[str, Any], right: dict[str, Any]
+) -> None:
+    digests = ConfigDigests()
+    assert (digests(left), digests(right)) == (config_digest(left), config_digest(right))
+    assert digests(left) != digests(right) and digests.computed == 2
+
+
+def test_the_remembered_settings_are_bounded() -> None:
+    digests = ConfigDigests(size=2)
+    for i in range(5):
+        assert digests({"i": i}) == config_digest({"i": i})
+    assert len(digests._known) == 2 and digests({"i": 4}) == config_digest({"i": 4}) and digests.computed == 5
+
+
+async def test_a_simulated_device_says_in_its_hello_which_settings_serve() -> None:
+    sim = simulator()
+    dev = on_v1(real_inference=False)
+    await dev.converge(Desired(state=desired_state(V1, config={"lang": "de"}), revision=2), World())
+    sent: list[Any] = []
+
+    class Connection:
+        async def publish(self, subject: str, payload: Any, *, msg_id: str, source: str) -> bool:
+            sent.append(payload)
+            return True
+
+    sim.connections = [cast(Any, Connection())]
+    await sim._hello(dev)
+    assert sent[0].active_digest == V1 and sent[0].config_digest == config_digest({"lang": "de"})

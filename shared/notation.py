@@ -1,4 +1,5 @@
-"""The rollout CLI's compact notations, parsed into the contract's types (pure, table-tested).
+"""The compact notations of `slmops rollout start` and of blueprint files, parsed into the
+contract's types (pure, table-tested), so both accept exactly the same gates.
 
 Gates, as `METRIC OP VALUE[@MIN_SAMPLES]`:
 
@@ -65,7 +66,8 @@ def parse_gate(text: str) -> Gate:
     try:
         return Gate.model_validate(fields)
     except ValidationError as exc:
-        raise OptionError(f"gate {text!r}: {exc.errors()[0]['msg']}") from None
+        # pydantic prefixes a validator's ValueError with "Value error, ": noise for the reader.
+        raise OptionError(f"gate {text!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
 def parse_waves(text: str) -> list[Wave]:

@@ -1,10 +1,10 @@
-"""The rollout CLI's notations (services/rollout/options.py) as tables."""
+"""The CLI notations of gates, waves and durations (shared/notation.py) as tables."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.rollout.options import OptionError, parse_duration, parse_gate, parse_waves
+from shared.notation import OptionError, parse_duration, parse_gate, parse_waves
 
 
 @pytest.mark.parametrize(
