@@ -17,6 +17,7 @@ from shared.artifacts import ArtifactStore
 from shared.clients import RegistryClient
 from shared.kit import Runtime, ServiceKit
 from shared.messages.optimizer import (
+    LIST_PROFILES,
     OptimizationCompleted,
     OptimizationFailed,
     OptimizationProgress,
@@ -62,5 +63,6 @@ def declare(settings: OptimizerSettings | None = None) -> ServiceKit[OptimizerSe
     )
     kit.emits(OptimizationProgress, OptimizationCompleted, OptimizationFailed)
     kit.sends(OptimizeModel, RegisterVariant)
+    kit.rpc(LIST_PROFILES, OptimizerService.list_profiles)
     kit.calls(GET_MODEL)
     return kit

@@ -36,6 +36,7 @@ from shared.messages.optimizer import (
     Candidate,
     CandidateMetrics,
     DeviceProfile,
+    ListProfiles,
     OptimizationCompleted,
     OptimizationFailed,
     OptimizationProgress,
@@ -89,6 +90,10 @@ class OptimizerService:
             log.info("nothing to optimize automatically", extra={"model": event.record.name})
             return Outcome(status="unchanged")
         return Outcome(status="applied", commands=commands)
+
+    async def list_profiles(self, request: ListProfiles) -> list[DeviceProfile]:
+        """The profiles this optimizer knows, by name (what a blueprint's `profiles` may name)."""
+        return [self._profiles[name] for name in sorted(self._profiles)]
 
     async def search(self, cmd: OptimizeModel, *, optimization_id: str) -> OptimizationCompleted | OptimizationFailed:
         """Run one optimization request to its final event (never raises for the caller's mistakes)."""

@@ -39,12 +39,19 @@ def push(
     ),
     label: list[str] = typer.Option([], "--label", "-l", help="key=value, repeatable."),
     description: str = typer.Option("", help="Free text stored with the version."),
+    alias_name: list[str] = typer.Option(
+        [],
+        "--alias",
+        "-a",
+        help="Once registered, point this alias at the version (repeatable): e.g. candidate, which a "
+        "blueprint tracking it rolls out.",
+    ),
     wait: float = typer.Option(120.0, help="Seconds to wait for the registry's verdict."),
     as_json: bool = JsonOption,
 ) -> None:
     """Upload FILE and register it as NAME VERSION; prints the registry's verdict."""
     from shared.messages.common import ObjectRef
-    from shared.messages.registry import RegisterModel
+    from shared.messages.registry import RegisterModel, SetAlias
     from shared.settings import load_settings
 
     try:
@@ -55,16 +62,23 @@ def push(
             labels=parse_labels(label, option="--label"),
             description=description,
         )
+        aliases = [SetAlias(name=name, alias=a, version=version) for a in alias_name]
     except ValueError as exc:
-        fail(f"invalid model name, version, labels or description: {exc}")
+        fail(f"invalid model name, version, labels, description or alias: {exc}")
     outcome = run(_push(load_settings(), cmd, file, eval_set, wait))
+    moved = [run(_set_alias(a, wait)) for a in aliases] if outcome.status != "rejected" else []
     if as_json:
-        print_json(outcome.model_dump(mode="json"))
+        print_json(outcome.model_dump(mode="json") | {"aliases": [m.model_dump(mode="json") for m in moved]})
     elif outcome.status != "rejected":
         verb = "registered" if outcome.status == "applied" else "already registered (same bytes)"
         console.print(f"[green]{name} {version} {verb}[/] sha256 {outcome.result.get('digest', '')}")
     if outcome.status == "rejected":
         fail(f"registry rejected {name} {version}: {outcome.reason}")
+    for alias_cmd, alias_outcome in zip(aliases, moved, strict=True):
+        if alias_outcome.status == "rejected":
+            fail(f"registry rejected the alias {alias_cmd.alias}: {alias_outcome.reason}")
+        if not as_json:
+            console.print(f"[green]{name}:{alias_cmd.alias} → {version}[/] ({alias_outcome.status})")
 
 
 async def _push(
@@ -180,6 +194,9 @@ def sample(
     dim: int = typer.Option(
         64, "--dim", min=8, max=2048, help="The tiny model's width: larger is slower (dim² per token)."
     ),
+    seed: int = typer.Option(
+        0, "--seed", min=0, help="The tiny model's weights: another seed is a retrained version, as fast."
+    ),
 ) -> None:
     """Write a model and its evaluation set to try things with: the tiny built-in one, or MiniLM."""
     if minilm:
@@ -192,7 +209,7 @@ def sample(
     else:
         from samples.tiny import write_sample
 
-        model_path, eval_path = write_sample(directory, dim=dim)
+        model_path, eval_path = write_sample(directory, dim=dim, seed=seed)
     console.print(f"wrote {model_path} and {eval_path}")
 
 

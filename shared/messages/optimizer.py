@@ -14,6 +14,7 @@ from pydantic import Field, FiniteFloat, StringConstraints, model_validator
 
 from shared.messages.common import NAME_PATTERN, SHA256_HEX, VERSION_PATTERN, Frozen
 from shared.messages.envelope import ID_PATTERN, Message, register_message
+from shared.messages.rpc import Rpc
 
 PASS_TYPE_PATTERN = r"^[A-Z][A-Za-z0-9]{0,63}$"
 # Caps on a search, so a command stays small and the work it asks for is bounded: every recipe is
@@ -210,3 +211,17 @@ class OptimizationFailed(_Outcome):
     profile: DeviceProfile | None = Field(default=None, description="null when the profile could not be resolved")
     candidates: list[Candidate] = Field(default_factory=list, max_length=MAX_RECIPES)
     misses: list[BudgetMiss] = Field(default_factory=list, max_length=MAX_METRICS)
+
+
+# --- requests (request/reply on slmops.rpc.optimizer.*) -------------------------------------
+
+
+@register_message
+class ListProfiles(Message):
+    """The device profiles the optimizer knows (`deploy/profiles`, or its SLMOPS_PROFILES_DIR): what a
+    blueprint's `profiles` may name, and the class each is measured for."""
+
+    TYPE = "optimizer.profiles"
+
+
+LIST_PROFILES = Rpc(ListProfiles, list[DeviceProfile])
