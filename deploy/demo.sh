@@ -5,9 +5,11 @@
 # a Raspberry Pi 5 and for a small gateway; show the lineage; enrol a device (its own credentials),
 # install it on an edge agent and serve an inference; show its telemetry as the telemetry service
 # aggregated it; show what the device may not do; revoke it; simulate a fleet of 300 over three
-# classes, roll a model out to it in class-stratified, gated waves, then a measurably slower version
-# that its gates catch in the first wave and that reverts itself, and print that rollout's trace;
-# list the channels of the AsyncAPI documents other systems build against; stop. Authentication is
+# classes; apply the fleet's blueprint (deploy/examples/blueprint.yaml) and let it deliver a model
+# hands-off (each class's variant built, class-stratified gated waves); release a measurably slower
+# version the way a CI job would (deploy/examples/release.sh), which the gates catch in the first
+# wave and revert; release a good one, delivered and promoted to stable; print the bad rollout's
+# trace; list the channels of the AsyncAPI documents other systems build against; stop. Authentication is
 # on throughout; the stack keeps its state in $SLMOPS_HOME across runs. It grows as services land.
 set -euo pipefail
 
@@ -132,8 +134,6 @@ kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
 slmops device revoke demo-rpi-1
 
 step "a mixed fleet: 300 simulated devices (rpi5, jetson, gateway) that really download, verify and switch"
-# The Jetson gets its own variant of the tiny model (the optimizer, against the jetson profile).
-slmops optimize tiny-embedder 1.0.0 --profile jetson --watch > /dev/null
 slmops fleet simulate --devices 300 --mix rpi5=50,jetson=30,gateway=20 --duration 0 --window 5 --rate 20 \
   --heartbeat 10 --real-inference 0 --id-prefix demo-fleet > "$work/fleet.log" 2>&1 &
 fleet_pid=$!
@@ -144,24 +144,39 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 
-step "the plan: per-device variants, waves stratified by class (every class has a canary in wave 0)"
+step "the plan a rollout follows: per-device variants, waves stratified by class (every class has a canary in wave 0)"
 slmops rollout start tiny-embedder 1.0.0 --label fleet=demo-fleet --waves 10,50,100 --dry-run
 
-step "roll it out: waves of 10/50/100 %, each gated per class by the telemetry service"
-good="demo-good-$(date +%s)"
-slmops rollout start tiny-embedder 1.0.0 --label fleet=demo-fleet --waves 10,50,100 --soak 3s \
-  --gate 'error_rate<=0.05@50' --gate 'latency_p95_ms<=5@50' --id "$good" --watch
+step "the fleet's intended state, as a file (deploy/examples/blueprint.yaml), and what applying it would change"
+sed -n '/^apiVersion/,$p' deploy/examples/blueprint.yaml
+slmops diff -f deploy/examples/blueprint.yaml
 
-step "a worse version: 1.1.0 has a 16x wider dense layer, genuinely slower (measured by the devices)"
+step "apply it: from now on the blueprints service reconciles the fleet to it, hands-off"
+slmops apply -f deploy/examples/blueprint.yaml
+slmops apply -f deploy/examples/blueprint.yaml > "$work/again.txt"  # the same file twice changes nothing:
+head -n 1 "$work/again.txt"
+
+step "point its tracked alias (candidate) at 1.0.0: it builds each class's variant and rolls it out in gated waves"
+slmops model alias tiny-embedder candidate 1.0.0
+slmops blueprint wait demo-fleet --version 1.0.0 --timeout 300
+slmops rollout list
+
+step "a CI job releases a worse version (deploy/examples/release.sh): 1.1.0's dense layer is 16x wider, genuinely slower"
 slmops model sample --dim 1024 "$work/wide" > /dev/null
-slmops model push "$work/wide/tiny-embedder.onnx" --name tiny-embedder --version 1.1.0 \
-  --eval-set "$work/wide/tiny-embedder-eval.npz" --label task=sentence-embedding > /dev/null
-bad="demo-bad-$(date +%s)"
-slmops rollout start tiny-embedder 1.1.0 --label fleet=demo-fleet --waves 10,50,100 --soak 3s \
-  --gate 'error_rate<=0.05@50' --gate 'latency_p95_ms<=+50%@50' --id "$bad" --watch
+deploy/examples/release.sh "$work/wide/tiny-embedder.onnx" "$work/wide/tiny-embedder-eval.npz" 1.1.0 \
+  || echo "(not delivered, as it should be: the job fails with the reason)"
 
 step "caught in wave 0 and reverted: every touched device is back on exactly what it had"
+bad="$(slmops blueprint show demo-fleet --json | python3 -c '
+import json, sys
+print(next(r["rollout_id"] for r in json.load(sys.stdin)["status"]["rollouts"] if r["version"] == "1.1.0"))')"
 slmops rollout history "$bad"
+
+step "and a good one: 1.2.0, retrained (as fast), reaches every class and is promoted to stable, hands-off"
+slmops model sample --seed 1 "$work/retrained" > /dev/null
+deploy/examples/release.sh "$work/retrained/tiny-embedder.onnx" "$work/retrained/tiny-embedder-eval.npz" 1.2.0
+slmops blueprint list
+slmops model alias tiny-embedder
 
 step "one trace per rollout: waves, gates (judged by the telemetry service), writes, each device's install"
 sleep 6  # the services and the fleet export their spans every 5 s

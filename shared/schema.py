@@ -2,17 +2,22 @@
 
 Other systems (and devices written in other languages) validate against these files instead of
 reading our code. Each file describes the whole envelope with `type` and `schema_version` pinned
-and `data` = that payload, so one file is enough to check a message off the wire. The output is
-deterministic (sorted keys, sorted files) so it can be committed and diffed in review.
+and `data` = that payload, so one file is enough to check a message off the wire. Beside them:
+`kv.*` for the KV values third parties read, and `resource.*` for the files operators write
+(a blueprint), which an editor can validate a file against. The output is deterministic (sorted
+keys, sorted files) so it can be committed and diffed in review.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import shared.messages  # noqa: F401  (importing the package registers every payload type)
+from shared.messages.blueprint import blueprint_json_schema
+from shared.messages.blueprint_api import BlueprintStatus, StoredBlueprint
 from shared.messages.common import Frozen
 from shared.messages.device import DesiredState
 from shared.messages.envelope import Message, message_types, wire_model
@@ -26,11 +31,20 @@ RECORDS: dict[str, type[Frozen]] = {
     "kv.desired.v1": DesiredState,
     "kv.devices.v1": DeviceRecord,
     "kv.rollouts.v1": RolloutRecord,
+    "kv.blueprints.spec.v1": StoredBlueprint,
+    "kv.blueprints.status.v1": BlueprintStatus,
+}
+
+# Resources: documents written in files and applied (`slmops apply -f`), no envelope; each module
+# builds its own schema (`$id` urn:slmops:resource:...), since a file may say more than the stored form.
+RESOURCES: dict[str, Callable[[], dict[str, Any]]] = {
+    "resource.blueprint.v1": blueprint_json_schema,
 }
 
 
 def export_json_schemas(directory: Path) -> list[Path]:
-    """Write `<type>.v<schema_version>.json` for every registered message, plus the KV `RECORDS`.
+    """Write `<type>.v<schema_version>.json` for every registered message, plus the KV `RECORDS`
+    and the `RESOURCES`.
 
     Args:
         directory: where to write; created if missing. Other files in it are left alone.
@@ -40,6 +54,7 @@ def export_json_schemas(directory: Path) -> list[Path]:
     """
     documents = {f"{t}.v{v}": _envelope_schema(t, v, model) for (t, v), model in message_types().items()}
     documents |= {stem: _record_schema(stem, model) for stem, model in RECORDS.items()}
+    documents |= {stem: schema() for stem, schema in RESOURCES.items()}
     return write_documents(directory, documents)
 
 

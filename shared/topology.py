@@ -24,8 +24,11 @@ server's JetStream storage, so the sum below, about 5.4 GiB, must fit it; compos
                        what the registry adds)
     KV rollouts        512 KiB                         128 MiB     refuse new
     KV devices         64 KiB (a hello's worth)        256 MiB     refuse new
-    KV desired         16 KiB (one DesiredState)       256 MiB     refuse new (10,000 devices x 5)
+    KV desired         20 KiB (one DesiredState, its   256 MiB     refuse new (10,000 devices x 5)
+                       config at most 16 KiB)
     KV telemetry       512 KiB (one cohort-bucket)     256 MiB     refuse new
+    KV blueprints      512 KiB (one blueprint, or one  64 MiB      refuse new
+                       controller status)
 
 The per-message sizes follow from `shared.messages.envelope.MAX_ENVELOPE_BYTES` (256 KiB, which
 `decode` and `encode` enforce) and `MAX_HEADER_BYTES` (8 KiB); a publish over a stream's
@@ -55,6 +58,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from shared import subjects
 from shared.errors import SlmopsError
+from shared.messages.common import MAX_CONFIG_BYTES
 from shared.messages.envelope import MAX_ENVELOPE_BYTES, MAX_HEADER_BYTES
 
 DAY = 24 * 3600.0
@@ -68,6 +72,9 @@ DLQ_MAX_MSG_SIZE = MESSAGE_MAX_BYTES + MAX_HEADER_BYTES
 # A record the registry writes holds a command's data (at most MAX_ENVELOPE_BYTES) and what the
 # registry adds to it (digests, signature, times): twice the envelope is room to spare.
 RECORD_MAX_BYTES = 2 * MAX_ENVELOPE_BYTES
+# One desired state: its `config` (at most MAX_CONFIG_BYTES) and the rest, under 1 KiB with every
+# field at its longest (tests/unit/shared/test_topology.py builds that one): 4 KiB is room to spare.
+DESIRED_MAX_BYTES = MAX_CONFIG_BYTES + 4 * KiB
 
 CMDS_STREAM = "SLMOPS_CMDS"
 EVENTS_STREAM = "SLMOPS_EVENTS"
@@ -174,6 +181,7 @@ KV_ROLLOUTS = "rollouts"
 KV_DEVICES = "devices"
 KV_DESIRED = "desired"
 KV_TELEMETRY = "telemetry"
+KV_BLUEPRINTS = "blueprints"
 
 KV_BUCKETS: tuple[KeyValueConfig, ...] = (
     KeyValueConfig(
@@ -204,7 +212,7 @@ KV_BUCKETS: tuple[KeyValueConfig, ...] = (
         bucket=KV_DESIRED,
         direct=True,
         history=5,
-        max_value_size=16 * KiB,
+        max_value_size=DESIRED_MAX_BYTES,
         max_bytes=256 * MiB,
         description="Per-device desired model.",
     ),
@@ -215,6 +223,14 @@ KV_BUCKETS: tuple[KeyValueConfig, ...] = (
         max_value_size=RECORD_MAX_BYTES,
         max_bytes=256 * MiB,
         description="Telemetry aggregates per cohort and time bucket, each with the fold position it reflects.",
+    ),
+    KeyValueConfig(
+        bucket=KV_BLUEPRINTS,
+        direct=True,
+        history=10,
+        max_value_size=RECORD_MAX_BYTES,
+        max_bytes=64 * MiB,
+        description="Blueprints as applied (spec.<name>) and what the controller did about each (status.<name>).",
     ),
 )
 
@@ -309,6 +325,16 @@ TELEMETRY_WINDOWS = DurableConsumer(
     batch_size=500,
     max_ack_pending=5000,
 )
+# The optimizer's outcomes, for the blueprints controller: a build it asked for that failed lets the
+# blueprint's rollout go ahead without that variant (progress and completions are acked unread).
+BLUEPRINTS_OPTIMIZATIONS = DurableConsumer(
+    stream=EVENTS_STREAM,
+    durable="blueprints-optimizations",
+    filter_subject=f"{subjects.EVT}.optimization.>",
+    description="Optimization outcomes, for the blueprint controller's builds.",
+    deliver_policy=DeliverPolicy.NEW,
+    batch_size=10,
+)
 ROLLOUT_COMMANDS = DurableConsumer(
     stream=CMDS_STREAM,
     durable="rollout-commands",
@@ -334,6 +360,7 @@ DURABLE_CONSUMERS: tuple[DurableConsumer, ...] = (
     TELEMETRY_WINDOWS,
     ROLLOUT_COMMANDS,
     ROLLOUT_DEVICE_REPORTS,
+    BLUEPRINTS_OPTIMIZATIONS,
 )
 
 # Fields a running consumer may not change under its users: a different filter would silently move

@@ -237,6 +237,21 @@ def running_rollout(rollout: ServiceRunner) -> ServiceRunner:
     return rollout
 
 
+@pytest.fixture(scope="session")
+def blueprints(settings: Settings) -> Iterator[ServiceRunner]:
+    runner = ServiceRunner("blueprints", settings, env={"SLMOPS_BLUEPRINTS_TICK_SECONDS": "0.5"})
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def running_blueprints(blueprints: ServiceRunner) -> ServiceRunner:
+    if blueprints.process is None or blueprints.process.poll() is not None:
+        blueprints.start()
+    return blueprints
+
+
 @pytest.fixture
 async def nc(settings: Settings) -> AsyncIterator[Client]:
     client = await bus.connect(settings, name="tests")

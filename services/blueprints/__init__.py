@@ -1,2 +1,7 @@
-"""Blueprints (issue 11): a fleet's intended state as a file. The pure part so far: loading and
-checking files, deciding which blueprint owns each device, and diffing two sets of blueprints."""
+"""Blueprints (issue 11): a fleet's intended state as a file, applied, diffed and reconciled.
+
+Pure modules: `load` (files -> checked blueprints), `ownership` (which blueprint owns each device),
+`diff` (what applying would change), `reconcile` (the controller's decisions), `delivery` (whether
+a version reached a fleet). Around them the service (`service`, `app`, `adapters/`) and the CLI
+(`cli`, `render`). docs/BLUEPRINTS.md explains the resource.
+"""

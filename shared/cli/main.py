@@ -91,11 +91,15 @@ def _add(app: typer.Typer, entry: EntryPoint) -> None:
         hint = missing_extra(exc)
         if hint is None:
             raise
-        command = _unavailable(entry.name, hint)
+        # The stand-in takes whatever arguments the real command would have, to say why it cannot run.
+        stand_in = {"allow_extra_args": True, "ignore_unknown_options": True}
+        app.command(entry.name, context_settings=stand_in)(_unavailable(entry.name, hint))
+        return
     if isinstance(command, typer.Typer):
         app.add_typer(command, name=entry.name)
     else:
-        app.command(entry.name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
+        # A real command refuses an option it does not know: `slmops apply --dry-run` must not apply.
+        app.command(entry.name)(command)
 
 
 def _unavailable(name: str, hint: str) -> Callable[[], None]:

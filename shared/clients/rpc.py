@@ -2,6 +2,7 @@
 
 Raises, for every call:
     BusError: nobody answered (the service is not running) or no answer in time (transient).
+    InvalidRequest: the request is larger than the server takes in one message (`max_payload`).
     shared.errors.*: the service answered with an error; the class is the code's (`error_for_code`).
 """
 
@@ -10,13 +11,13 @@ from __future__ import annotations
 from typing import TypeVar, cast
 
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import ValidationError
 
 from shared import subjects
 from shared.bus import BusError, message_headers
-from shared.errors import SlmopsError, error_for_code
+from shared.errors import InvalidRequest, SlmopsError, error_for_code
 from shared.messages.envelope import Message, encode, wrap
 from shared.messages.rpc import Rpc, RpcReply, ServiceHealth
 
@@ -39,8 +40,14 @@ async def call(
     """
     envelope = wrap(request, source=source)
     subject = rpc.device_subject(device_id) if device_id is not None and rpc.per_device else rpc.subject
+    payload = encode(envelope)
     try:
-        msg = await nc.request(subject, encode(envelope), timeout=timeout, headers=message_headers(envelope))
+        msg = await nc.request(subject, payload, timeout=timeout, headers=message_headers(envelope))
+    except MaxPayloadError:
+        raise InvalidRequest(
+            f"the {rpc.operation} request is {len(payload)} bytes; the bus takes at most {nc.max_payload} in one "
+            "message: send less at a time"
+        ) from None
     except NoRespondersError:
         raise BusError(f"no {rpc.service} service is answering on {subject}; is it running?") from None
     except (TimeoutError, NatsTimeout):

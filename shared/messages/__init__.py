@@ -4,13 +4,14 @@ Importing this package registers every payload type with the envelope's catalogu
 knows them all wherever it is called.
 """
 
-from shared.messages import common, device, optimizer, registry, rollout, telemetry
+from shared.messages import blueprint_api, common, device, optimizer, registry, rollout, telemetry
 from shared.messages.envelope import Envelope, InvalidMessage, Message, decode, encode, message_types, wrap
 
 __all__ = [
     "Envelope",
     "InvalidMessage",
     "Message",
+    "blueprint_api",
     "common",
     "decode",
     "device",

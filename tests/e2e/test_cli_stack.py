@@ -47,6 +47,7 @@ def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path:
         "intake",
         "telemetry",
         "rollout",
+        "blueprints",
     }
     assert all(c["healthy"] for c in status["components"])
     assert slmops(stack_home, "up", "--detach", check=False).returncode != 0, "a second `up` must refuse"

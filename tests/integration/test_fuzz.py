@@ -8,7 +8,8 @@ consumer or wedges a process, and that nothing malformed leaves a trace in the r
 
 The subjects are derived from the code, not listed here: each installed service's durable consumers
 (`ServiceKit.access()`, filters from `topology.DURABLE_CONSUMERS`) made concrete with every message
-type their filter covers and an unknown subject under it; the operations each service answers
+type their filter covers and an unknown subject under it (but not consumers of the event stream,
+whose only publishers are the services owning the types); the operations each service answers
 (`ServiceKit.request_contracts()`, the per-device subject too) and its health check; and command
 subjects no consumer covers (the intake's sweep dead-letters those).
 
@@ -154,6 +155,12 @@ def derive_targets() -> list[Target]:
             if access.durable not in running or not kit.dead_letters(access.durable):
                 continue  # not run, or another service is the stream's validator of record
             consumer = declared[access.durable]
+            if consumer.stream == topology.EVENTS_STREAM:
+                # Events are published only by the service that owns their types (the server refuses
+                # anyone else on slmops.evt.<type>: test_permissions), so a follower's input is another
+                # service's output, validated as it was built. Fuzzing it would write hostile
+                # "events" into the stream every other system reads as the platform's history.
+                continue
             if consumer.stream == topology.CMDS_STREAM:
                 command_filters.append(consumer)
             covered = {t: _concrete(t, consumer.stream) for t in catalogue}
@@ -674,6 +681,7 @@ def test_hostile_messages_end_in_the_dlq_or_a_documented_refusal(
     running_intake: ServiceRunner,
     running_telemetry: ServiceRunner,
     running_rollout: ServiceRunner,
+    running_blueprints: ServiceRunner,
     loop: Loop,
 ) -> None:
     nc: Client = loop.run(bus.connect(settings, name=f"fuzz-{payload_class}"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.messages.envelope import encode, message_types, wrap
-from shared.schema import RECORDS, export_json_schemas
+from shared.schema import RECORDS, RESOURCES, export_json_schemas
 from tests.unit.shared.messages.test_contracts import EVERY_SAMPLE
 
 ENVELOPE_FIELDS = {"type", "schema_version", "id", "time", "source", "data"}
@@ -19,11 +19,12 @@ def test_export_writes_one_schema_per_type_with_the_envelope_required(tmp_path: 
     jsonschema = pytest.importorskip("jsonschema")
     written = export_json_schemas(tmp_path / "schemas")
     names = {p.name for p in written}
-    assert {f"{t}.v{v}.json" for t, v in message_types()} | {f"{stem}.json" for stem in RECORDS} == names
+    expected = {f"{t}.v{v}.json" for t, v in message_types()} | {f"{stem}.json" for stem in [*RECORDS, *RESOURCES]}
+    assert expected == names
     for path in written:
         schema = json.loads(path.read_text())
         jsonschema.Draft202012Validator.check_schema(schema)
-        if path.name.startswith("kv."):
+        if path.name.startswith(("kv.", "resource.")):  # stored or written without an envelope
             continue
         assert ENVELOPE_FIELDS <= set(schema["required"]), path.name
         type_ = schema["properties"]["type"]["const"]
@@ -48,6 +49,14 @@ def test_export_is_deterministic(tmp_path: Path) -> None:
     second = {p.name: p.read_bytes() for p in export_json_schemas(tmp_path / "b")}
     assert first == second
     assert json.loads(first["kv.desired.v1.json"])["properties"]["schema_version"]["const"] == 1
+
+
+def test_a_resource_is_published_under_its_own_id(tmp_path: Path) -> None:
+    """An editor validating a blueprint file reads docs/schema/resource.blueprint.v1.json."""
+    export_json_schemas(tmp_path)
+    schema = json.loads((tmp_path / "resource.blueprint.v1.json").read_text())
+    assert schema["$id"] == "urn:slmops:resource:blueprint:v1"
+    assert set(schema["required"]) >= {"apiVersion", "kind", "metadata", "spec"}
 
 
 def test_published_schemas_in_docs_are_current(tmp_path: Path) -> None:

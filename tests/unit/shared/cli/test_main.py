@@ -31,8 +31,26 @@ def test_every_service_command_is_found() -> None:
         "agent",
         "device",
         "fleet",
+        "apply",
+        "diff",
+        "blueprint",
     ):
         assert command in result.output
+
+
+def test_a_single_command_refuses_an_option_it_does_not_know(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`slmops apply -f x --dry-run` must not apply: only a stand-in takes any argument."""
+    ran = []
+
+    class Entry:
+        name = "apply"
+
+        def load(self) -> object:
+            return lambda: ran.append(True)
+
+    monkeypatch.setattr("shared.cli.main.cli_entry_points", lambda: [Entry()])
+    result = CliRunner().invoke(build_app(), ["apply", "--dry-run"])
+    assert result.exit_code == 2 and "No such option" in result.output and ran == []
 
 
 def test_building_the_cli_imports_nothing_heavy() -> None:

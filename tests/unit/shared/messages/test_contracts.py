@@ -11,6 +11,16 @@ import pytest
 from pydantic import ValidationError
 
 from shared import histogram, subjects
+from shared.messages.blueprint import Blueprint
+from shared.messages.blueprint_api import (
+    ApplyBlueprints,
+    BlueprintApplied,
+    BlueprintReconciled,
+    DeleteBlueprint,
+    GetBlueprint,
+    ListBlueprints,
+    ReconcileAction,
+)
 from shared.messages.common import ObjectRef
 from shared.messages.device import (
     SIMILARITY_BOUNDS,
@@ -31,6 +41,7 @@ from shared.messages.optimizer import (
     Candidate,
     CandidateMetrics,
     DeviceProfile,
+    ListProfiles,
     OptimizationCompleted,
     OptimizationFailed,
     OptimizationProgress,
@@ -122,6 +133,16 @@ _SIMILARITY = SimilarityHistogram(reference_requests=64, counts=[0] * (len(SIMIL
 _PLAN = WavePlan(index=0, percent=1, devices=3, by_class={"rpi5": 2, "jetson": 1})
 
 _GATE = {"metric": "error_rate", "comparator": "<=", "threshold": 0.01}
+_BLUEPRINT = Blueprint.model_validate(
+    {
+        "apiVersion": "slmops.dev/v1",
+        "kind": "Blueprint",
+        "metadata": {"name": "demo-fleet"},
+        # Nothing a test registers or enrols: the fuzz test sends this sample (dry_run dropped, too) to
+        # a running blueprints service, which must refuse it rather than roll the session's devices.
+        "spec": {"selector": {"labels": {"fleet": "no-such-fleet"}}, "model": "never-registered", "track": "stable"},
+    }
+)
 _COHORT_STATS = CohortStats(
     cohort=Cohort(model_digest=D1, device_class="rpi5", rollout_id="r1", wave=0),
     since=T0,
@@ -183,7 +204,15 @@ SAMPLES: dict[str, Message] = {
             labels={"site": "lyon", "fleet.example.com/ring": "canary"},
             agent_version="0.1.0",
         ),
-        DeviceStatus(device_id="rpi5-0001", desired_revision=7, digest=D1, step="active", slot="b", active_digest=D1),
+        DeviceStatus(
+            device_id="rpi5-0001",
+            desired_revision=7,
+            digest=D1,
+            step="active",
+            slot="b",
+            active_digest=D1,
+            config_digest=D2,
+        ),
         TelemetryWindow(
             device_id="rpi5-0001",
             device_class="rpi5",
@@ -205,6 +234,7 @@ SAMPLES: dict[str, Message] = {
             ram_mb=412.0,
         ),
         OptimizeModel(name="minilm", version="1.0", profile="rpi5"),
+        ListProfiles(),
         OptimizationProgress(
             optimization_id="c3",
             name="minilm",
@@ -225,7 +255,13 @@ SAMPLES: dict[str, Message] = {
             candidates=[Candidate(recipe=_INT8, metrics=_METRICS, pareto=True)],
         ),
         OptimizationFailed(optimization_id="c4", name="minilm", version="1.0", reason="model has no evaluation set"),
-        StartRollout(model="minilm", ref="stable", gates=[Gate(metric="error_rate", comparator="<=", threshold=0.01)]),
+        StartRollout(
+            model="minilm",
+            ref="stable",
+            gates=[Gate(metric="error_rate", comparator="<=", threshold=0.01)],
+            profiles={"rpi5": "rpi5"},
+            config={"lang": "de", "thresholds": {"match": 0.8}},
+        ),
         PauseRollout(rollout_id="r1", reason="weekend"),
         ResumeRollout(rollout_id="r1"),
         AbortRollout(rollout_id="r1"),
@@ -273,6 +309,20 @@ SAMPLES: dict[str, Message] = {
         ),
         Summarize(model_digest=D1, seconds=600),
         ListReporters(rollout_id="r-1", wave=2, digests=[D1], after="dev-0009", limit=500),
+        ApplyBlueprints(blueprints=[_BLUEPRINT], dry_run=True, source="fleet.yaml"),
+        DeleteBlueprint(name="demo-fleet"),
+        ListBlueprints(),
+        GetBlueprint(name="demo-fleet"),
+        BlueprintApplied(name="demo-fleet", action="created", generation=1, digest=D1),
+        BlueprintReconciled(
+            name="demo-fleet",
+            generation=1,
+            version="1.1",
+            actions=[ReconcileAction(kind="start_rollout", detail="rollout of 1.1", version="1.1", devices=30)],
+            converged=0,
+            pending=30,
+            summary="started a rollout of 1.1 over 30 devices",
+        ),
     ]
 }
 
