@@ -253,7 +253,7 @@ async def _wait(name: str, version: str, timeout: float, *, progress: bool) -> t
         client = BlueprintsClient(nc, source=CLI_SOURCE)
         said = ""
         while True:
-            detail = await client.get(name)
+            detail = await client.get(name, groups=False)  # its status is enough, not a diff of the fleet
             outcome, reason = delivery(detail, version)
             if progress and reason != said and outcome == "pending":
                 console.print(f"  {time.strftime('%H:%M:%S')} {reason}", highlight=False, markup=False)

@@ -4,7 +4,8 @@ reads it from the blueprint's status: a pure function, so the job's exit code me
     delivered   the tracked alias names the version, every device the blueprint owns is on what it
                 says, and, with `promote`, the version was promoted
     failed      a rollout of the version for this generation of the blueprint was rolled back,
-                aborted or refused: the controller will not try it again by itself
+                aborted or refused: the controller does not try that version on those devices again
+                by itself (a rolled-back version waits for a new one or a changed blueprint)
     pending     anything else (building variants, rolling out, waiting for a window, the alias not
                 moved yet)
 """

@@ -7,7 +7,7 @@ commands to the rollout service, the optimizer and the registry. In the fast tes
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Protocol
 
 from shared.messages.blueprint_api import BlueprintStatus, StoredBlueprint
@@ -80,6 +80,3 @@ class Announcer(Protocol):
     async def event(self, event: Message, event_id: str) -> None:
         """Publish an event with its deterministic id (a repeat is de-duplicated)."""
         ...
-
-
-Commands = Sequence[tuple[Message, str]]

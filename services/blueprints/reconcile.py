@@ -42,7 +42,6 @@ the track-following groups is converged, alias `to` is moved to the version, onc
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,6 +54,7 @@ from pydantic import BaseModel
 from services.blueprints.ownership import Owner
 from shared.messages.blueprint import Blueprint, MaintenanceWindow, Override, RolloutPolicy
 from shared.messages.blueprint_api import (
+    MAX_EVENT_ACTIONS,
     MAX_OPTIMIZATIONS_KEPT,
     MAX_ROLLOUTS_KEPT,
     ActionKind,
@@ -90,6 +90,8 @@ OPTIMIZE_TIMEOUT = timedelta(minutes=30)
 # A rollout asked for and not in the rollout service's records after this long is reported (the
 # command is durable: it may still start, and the controller never asks twice for the same one).
 UNACKNOWLEDGED = timedelta(seconds=60)
+# A blueprint with many overrides starts this many group rollouts a pass, the rest on the next ones.
+MAX_STARTS_PER_PASS = 16
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -109,7 +111,6 @@ class Observations:
         tracked: the version the tracked alias names, with its variants and aliases; None: not set.
         latest: the model's newest version, to build its variants early; None: no model.
         pinned: pinned version -> its detail; a pin that is not registered is absent.
-        profile_classes: optimization profile -> the device class it is for.
     """
 
     now: datetime
@@ -129,7 +130,8 @@ class Decision:
     """What to do, and what to remember.
 
     Args:
-        commands: (command, deterministic id, wait for its outcome) to send, in order.
+        commands: (command, deterministic id) to send, in order (the service waits for the verdict
+            of those that answer quickly: all but optimize requests).
         status: the blueprint's status after this pass.
         event: the `blueprint.reconciled` event when the outcome changed; else None (its id is the
             caller's to derive from the status revision the pass read, so a repeat of the same pass
@@ -149,6 +151,7 @@ class _Group:
     policy: RolloutPolicy
     pinned: bool
     config: dict[str, object] | None
+    config_digest: str | None
     devices: list[str]
 
 
@@ -165,8 +168,13 @@ def decide(obs: Observations) -> Decision:
     converged = pending = track_pending = 0
     busy = _busy_devices(obs.rollouts)
     tracked = obs.tracked.version.version if obs.tracked else None
+    starts = 0
     for group in _groups(blueprint, obs.owned, tracked):
+        if starts >= MAX_STARTS_PER_PASS:
+            notes.append(f"{group.name}: next pass (at most {MAX_STARTS_PER_PASS} rollouts start in one)")
+            continue
         step = _decide_group(obs, group, status, busy=busy, building=building)
+        starts += sum(a.kind == "start_rollout" for a in step.actions)
         commands += step.commands
         actions += step.actions
         notes += [step.note] if step.note else []
@@ -187,7 +195,8 @@ def decide(obs: Observations) -> Decision:
             name=blueprint.name,
             generation=generation,
             version=tracked,
-            actions=actions,
+            actions=actions[:MAX_EVENT_ACTIONS],
+            actions_omitted=max(0, len(actions) - MAX_EVENT_ACTIONS),
             converged=converged,
             pending=pending,
             summary=summary,
@@ -214,10 +223,12 @@ def _decide_group(
     """How many of the group's devices are where they should be, and what to do for the rest."""
     spec = obs.stored.blueprint.spec
     if group.version is None:
-        return _Step(status=status, note=f"alias {spec.track} of {spec.model} is not set: nothing to roll out")
+        unset = f"alias {spec.track} of {spec.model} is not set: nothing to roll out"
+        return _Step(status=status, pending=len(group.devices), follows_track=True, note=unset)
     detail = obs.pinned.get(group.version) if group.pinned else obs.tracked
     if detail is None:
-        return _Step(status=status, note=f"{group.name}: pinned version {group.version} is not registered")
+        unknown = f"{group.name}: pinned version {group.version} is not registered"
+        return _Step(status=status, pending=len(group.devices), note=unknown)
     generation = obs.stored.generation
     mine = [r for r in status.rollouts if r.group == group.name and r.generation == generation]
     ours = {r.rollout_id for r in mine if r.version == group.version}
@@ -237,21 +248,30 @@ def _decide_group(
     )
     if not waiting:
         return step
-    note = _why_not_now(obs, group, mine, waiting=waiting, pending=pending, building=building)
+    ever = [r for r in status.rollouts if r.group == group.name]
+    note = _why_not_now(obs, group, mine, ever, waiting=waiting, pending=pending, building=building)
     if note is not None:
         return replace(step, note=note)
     chosen = sorted(pending)[:MAX_SELECTED_DEVICES]
     rollout_id = rollout_id_for(obs.stored, group.version, group.name, chosen)
     tried = next((r for r in status.rollouts if r.rollout_id == rollout_id), None)
+    first_install = all(d not in obs.desired for d in chosen)
+    command = start_command(obs.stored.blueprint, group, rollout_id, chosen, first_install=first_install)
     if tried is not None:
         if tried.state in TERMINAL or tried.state == "refused":
             note = (
                 f"{group.name}: {len(chosen)} devices were tried by {rollout_id} ({tried.state}"
                 f"{': ' + tried.reason if tried.reason else ''}); waiting for a change"
             )
-        return replace(step, note=note)
-    first_install = all(d not in obs.desired for d in chosen)
-    command = start_command(obs.stored.blueprint, group, rollout_id, chosen, first_install=first_install)
+            return replace(step, note=note)
+        # Asked for, and no record of it: not handled yet, or refused with no verdict in time (a
+        # restarting rollout service). Asking again, once a period, gets it handled or its reason.
+        attempt = int((obs.now - tried.started_at) / UNACKNOWLEDGED)
+        waiting_note = f"{group.name}: rollout {rollout_id} asked for at {tried.started_at:%H:%M:%S}, not started yet"
+        if attempt == 0:
+            return replace(step, note=waiting_note)
+        again = (command, deterministic_id("blueprint-rollout", rollout_id, str(attempt)))
+        return replace(step, note=waiting_note + f"; asked again ({attempt})", commands=[*window_commands, again])
     started = StartedRollout(
         rollout_id=rollout_id,
         version=group.version,
@@ -281,6 +301,7 @@ def _why_not_now(
     obs: Observations,
     group: _Group,
     mine: Sequence[StartedRollout],
+    ever: Sequence[StartedRollout],
     *,
     waiting: Sequence[str],
     pending: Sequence[str],
@@ -294,15 +315,10 @@ def _why_not_now(
             f"{group.name}: rollout {last.rollout_id} of {group.version} was {last.state.replace('_', ' ')}"
             f"{': ' + last.reason if last.reason else ''}; waiting for a new version or a changed blueprint"
         )
-    running = [r for r in mine if r.version == group.version and r.state not in TERMINAL and r.state != "refused"]
-    unseen = [r for r in running if r.rollout_id not in obs.rollouts]
-    if unseen and obs.now - unseen[-1].started_at > UNACKNOWLEDGED:
-        return (
-            f"{group.name}: rollout {unseen[-1].rollout_id} was asked for at {unseen[-1].started_at:%H:%M:%S} and "
-            "has not started (is the rollout service running? `slmops rollout history` shows a refusal)"
-        )
+    # One canary sequence per group at a time, whatever version or generation started it: devices
+    # beyond one rollout's MAX_SELECTED_DEVICES, or a version the alias moved to meanwhile, wait.
+    running = [r for r in ever if (rec := obs.rollouts.get(r.rollout_id)) is not None and rec.state not in TERMINAL]
     if running and pending:
-        # Devices beyond one rollout's MAX_SELECTED_DEVICES wait for it: one canary sequence per group.
         return f"{group.name}: {len(pending)} more devices wait for rollout {running[-1].rollout_id} to end"
     if not pending:
         paused = [r for r in mine if r.state == "paused" and not r.paused_for_window]
@@ -347,6 +363,7 @@ def _groups(blueprint: Blueprint, owned: Mapping[str, Owner], tracked: str | Non
                 policy=(override.rollout if override and override.rollout else spec.rollout),
                 pinned=pin is not None,
                 config=override.config if override else None,
+                config_digest=config_digest(override.config) if override and override.config is not None else None,
                 devices=devices,
             )
         )
@@ -358,9 +375,8 @@ def _converged(obs: Observations, device_id: str, group: _Group, detail: ModelDe
     spec = obs.stored.blueprint.spec
     if desired is None or desired.model != spec.model or desired.version != group.version:
         return False
-    wanted = config_digest(group.config) if group.config is not None else None
     have = config_digest(desired.config) if desired.config is not None else None
-    if wanted != have:
+    if have != group.config_digest:
         return False
     if desired.rollout_id is not None and desired.rollout_id in ours:
         return True
@@ -462,7 +478,7 @@ def rollout_id_for(stored: StoredBlueprint, version: str, group: str, devices: S
     """`bp-<16 hex>`: the same application of a blueprint (name, generation and when it was applied:
     a blueprint deleted and applied again starts afresh), version, group and devices, the same rollout."""
     parts = [stored.blueprint.name, str(stored.generation), stored.applied_at.isoformat(), version, group, *devices]
-    return f"bp-{hashlib.sha256(chr(0x1F).join(parts).encode()).hexdigest()[:16]}"
+    return f"bp-{deterministic_id(*parts)[:16]}"
 
 
 _NO_BASELINE = ", without its baseline comparisons: these devices ran no model before"
@@ -514,6 +530,9 @@ def _window(
         record = obs.rollouts.get(started.rollout_id)
         if record is None:
             continue
+        if started.paused_for_window and record.state != "paused":  # resumed by an operator meanwhile
+            started = _with(started, paused_for_window=False)
+            status = _update_rollout(status, started)
         if not inside and record.state in ("pending", "installing", "soaking") and not started.paused_for_window:
             commands.append(_pause(started, obs.now))
             actions.append(_window_action("pause_rollout", started, f"outside {_window_text(window)}"))

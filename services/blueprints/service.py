@@ -31,7 +31,7 @@ from services.blueprints.load import Catalogue, check_against
 from services.blueprints.metrics import BlueprintMetrics
 from services.blueprints.ownership import Ownership, require_no_ties, resolve_owners
 from services.blueprints.ports import Announcer, BlueprintStore, CommandSender, Fleet, Optimizer, Registry
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, TransientError
 from shared.messages.blueprint import Blueprint
 from shared.messages.blueprint_api import (
     MAX_GROUP_DEVICES_SHOWN,
@@ -42,6 +42,7 @@ from shared.messages.blueprint_api import (
     ApplyResult,
     BlueprintApplied,
     BlueprintDetail,
+    BlueprintStatus,
     BlueprintSummary,
     DeleteBlueprint,
     DeviceGroupChange,
@@ -198,9 +199,13 @@ class BlueprintService:
         devices = list((await self._fleet.devices()).values())
         ownership = resolve_owners(blueprints, devices)
         lost = ownership.lost.get(request.name, {})
-        groups = [
-            g for g in await self._diff(blueprints, blueprints, devices, ties_ok=True) if g.blueprint == request.name
-        ]
+        groups = []
+        if request.groups:
+            groups = [
+                g
+                for g in await self._diff(blueprints, blueprints, devices, ties_ok=True)
+                if g.blueprint == request.name
+            ]
         status = await self._store.status(request.name)
         return BlueprintDetail(
             stored=stored[request.name][0],
@@ -214,15 +219,24 @@ class BlueprintService:
     # --- events --------------------------------------------------------------------------------
 
     async def on_optimization_failed(self, event: OptimizationFailed, *, event_id: str) -> Outcome:
-        """Remember that a build a blueprint asked for failed, so its rollout goes on without it."""
+        """Remember that a build a blueprint asked for failed, so its rollout goes on without it.
+
+        Under the pass lock, so it never races a pass's own status write; a conflict with another
+        replica is transient (the event is redelivered), never a reason to drop it.
+        """
         changed = False
-        for name in await self._store.specs():
-            found = await self._store.status(name)
-            if found is None:
-                continue
-            updated = reconcile.optimization_failed(found[0], event.optimization_id, event.reason)
-            if updated is not None:
-                await self._store.put_status(updated, found[1])
+        async with self._lock:
+            for name in await self._store.specs():
+                found = await self._store.status(name)
+                if found is None:
+                    continue
+                updated = reconcile.optimization_failed(found[0], event.optimization_id, event.reason)
+                if updated is None:
+                    continue
+                try:
+                    await self._store.put_status(updated, found[1])
+                except Conflict:
+                    raise TransientError(f"blueprint {name}'s status moved; the event is handled again") from None
                 changed = True
         if changed:
             self._wake.set()
@@ -261,7 +275,9 @@ class BlueprintService:
                 await self._loop
 
     async def reconcile_all(self, now: datetime | None = None) -> list[reconcile.Decision]:
-        """One pass over every stored blueprint; the decisions it acted on."""
+        """One pass over every stored blueprint; the decisions it acted on. A blueprint whose pass
+        fails (its model's registry call timed out, say) is logged and left for the next pass: it
+        never holds up the others."""
         async with self._lock:
             stored = await self._store.specs()
             if not stored:
@@ -271,9 +287,17 @@ class BlueprintService:
             rollouts = await self._fleet.rollouts()
             ownership = resolve_owners([s.blueprint for s, _ in stored.values()], devices.values())
             decisions = []
-            for _, (record, _revision) in sorted(stored.items()):
-                decision = await self._reconcile_one(record, ownership, devices, desired, rollouts, now)
-                decisions.append(decision)
+            for name, (record, _revision) in sorted(stored.items()):
+                try:
+                    decision = await self._reconcile_one(record, ownership, devices, desired, rollouts, now)
+                except Exception:  # noqa: BLE001 - one blueprint's failure is logged, the rest go on
+                    self.metrics.failed_passes.inc()
+                    log.exception(
+                        "reconciling a blueprint failed; the next pass tries again", extra={"blueprint": name}
+                    )
+                    continue
+                if decision is not None:
+                    decisions.append(decision)
             return decisions
 
     async def _reconcile_one(
@@ -284,50 +308,55 @@ class BlueprintService:
         desired: Mapping[str, DesiredState],
         rollouts: Mapping[str, RolloutRecord],
         now: datetime | None,
-    ) -> reconcile.Decision:
-        spec = record.blueprint.spec
-        found = await self._store.status(record.blueprint.name)
+    ) -> reconcile.Decision | None:
+        """Observe, decide, save what was decided, then act: the status (what the controller asked
+        for) is written before any command goes out, so a crash or a conflict in between repeats the
+        same commands with the same ids (de-duplicated), never loses what was sent. A status that
+        moved meanwhile (another replica) means deciding again from it, next pass."""
+        spec, name = record.blueprint.spec, record.blueprint.name
+        found = await self._store.status(name)
         status, revision = (found[0], found[1]) if found else (None, None)
         pins = {o.pin for o in spec.overrides if o.pin is not None}
+        tracked = await self._registry.get_model(spec.model, spec.track)
+        latest = await self._registry.get_model(spec.model, "latest")
         obs = reconcile.Observations(
             now=now or datetime.now(UTC),
             stored=record,
             status=status,
-            owned={d: o for d, o in ownership.owners.items() if o.blueprint.name == record.blueprint.name},
+            owned={d: o for d, o in ownership.owners.items() if o.blueprint.name == name},
             devices=devices,
             desired=desired,
             rollouts=rollouts,
-            tracked=await self._registry.get_model(spec.model, spec.track),
-            latest=await self._registry.get_model(spec.model, "latest"),
+            tracked=tracked,
+            latest=latest,
             pinned={p: d for p in pins if (d := await self._registry.get_model(spec.model, p)) is not None},
         )
         decision = reconcile.decide(obs)
         new_status = decision.status
+        if status is None or _without_clock(new_status) != _without_clock(status):
+            try:
+                revision = await self._store.put_status(new_status, revision)
+            except Conflict:
+                log.info("status moved during the pass; the next pass decides again", extra={"blueprint": name})
+                return None
         refusals = 0
         for command, command_id in decision.commands:
             refused = await self._commands.send(command, command_id, wait=not isinstance(command, OptimizeModel))
             if refused is not None and isinstance(command, StartRollout) and command.rollout_id:
-                log.warning("rollout refused", extra={"blueprint": record.blueprint.name, "reason": refused})
+                log.warning("rollout refused", extra={"blueprint": name, "reason": refused})
                 new_status = reconcile.rollout_refused(new_status, command.rollout_id, refused)
                 refusals += 1
-        self.metrics.reconciled(new_status, decision.event.actions if decision.event else (), refused=refusals)
-        if new_status != status:
-            try:
+        if refusals:
+            with contextlib.suppress(Conflict):  # the refusal is also in the rollout's history; next pass sees
                 await self._store.put_status(new_status, revision)
-            except Conflict:
-                log.info(
-                    "status moved during the pass; the next pass decides again",
-                    extra={"blueprint": record.blueprint.name},
-                )
+        self.metrics.reconciled(new_status, decision.event.actions if decision.event else (), refused=refusals)
         if decision.event is not None:
             event = decision.event
             event_id = deterministic_id(
-                "blueprint-reconciled", record.blueprint.name, str(revision or 0), new_status.summary
+                "blueprint-reconciled", name, record.applied_at.isoformat(), str(revision or 0), event.summary
             )
-            if new_status.summary != event.summary:
-                event = event.model_copy(update={"summary": new_status.summary})
             await self._announcer.event(event, event_id)
-            log.info("reconciled", extra={"blueprint": record.blueprint.name, "summary": event.summary})
+            log.info("reconciled", extra={"blueprint": name, "summary": event.summary})
         return decision
 
     # --- helpers -------------------------------------------------------------------------------
@@ -392,6 +421,11 @@ class BlueprintService:
                 model=wanted.model, version=wanted.version, variant=wanted.variant or BASE_VARIANT, profile=profile
             )
         return out
+
+
+def _without_clock(status: BlueprintStatus) -> BlueprintStatus:
+    """A status compared with another without its time: a pass that changed nothing writes nothing."""
+    return status.model_copy(update={"updated_at": datetime.min.replace(tzinfo=UTC)})
 
 
 def blueprint_digest(blueprint: Blueprint) -> str:

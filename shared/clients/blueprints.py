@@ -64,9 +64,10 @@ class BlueprintsClient:
         request = DeleteBlueprint(name=name)
         return await call(self._nc, DELETE_BLUEPRINT, request, source=self._source, timeout=self._timeout)
 
-    async def get(self, name: str) -> BlueprintDetail:
-        """The stored document with its devices, lost devices, groups and the controller's status."""
-        request = GetBlueprint(name=name)
+    async def get(self, name: str, *, groups: bool = True) -> BlueprintDetail:
+        """The stored document with its devices, lost devices, groups (unless `groups` is false: they
+        cost a diff of the fleet) and the controller's status."""
+        request = GetBlueprint(name=name, groups=groups)
         return await call(self._nc, GET_BLUEPRINT, request, source=self._source, timeout=self._timeout)
 
     async def list(self) -> builtins.list[BlueprintSummary]:

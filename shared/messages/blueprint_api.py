@@ -33,6 +33,7 @@ MAX_LOST_SHOWN = 200
 MAX_ROLLOUTS_KEPT = 64  # per blueprint in its status, the newest: 10,000 devices of one group take ten
 MAX_OPTIMIZATIONS_KEPT = 64
 MAX_REASON_CHARS = 2000
+MAX_EVENT_ACTIONS = 64  # in one blueprint.reconciled; more are counted in actions_omitted
 
 ApplyAction = Literal["created", "configured", "unchanged", "deleted"]
 
@@ -206,6 +207,9 @@ class GetBlueprint(Message):
     TYPE = "blueprints.get"
 
     name: str = Field(pattern=NAME_PATTERN)
+    groups: bool = Field(
+        default=True, description="false: leave out the device groups (a diff of the fleet), for a poller"
+    )
 
 
 APPLY_BLUEPRINTS = Rpc(ApplyBlueprints, ApplyResult)
@@ -256,7 +260,8 @@ class BlueprintReconciled(Message):
     name: str = Field(pattern=NAME_PATTERN)
     generation: int = Field(ge=1)
     version: str | None = Field(default=None, pattern=VERSION_PATTERN, description="what the tracked alias names")
-    actions: list[ReconcileAction] = Field(default_factory=list, max_length=64)
+    actions: list[ReconcileAction] = Field(default_factory=list, max_length=MAX_EVENT_ACTIONS)
+    actions_omitted: int = Field(default=0, ge=0, description="actions of this pass beyond MAX_EVENT_ACTIONS")
     converged: int = Field(ge=0, description="owned devices already on what the blueprint says")
     pending: int = Field(ge=0, description="owned devices not yet on it")
     summary: str = Field(max_length=MAX_REASON_CHARS, description="what it did, or why it did nothing")

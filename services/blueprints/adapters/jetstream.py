@@ -109,7 +109,7 @@ class WatchedFleet:
 
         self._devices = KvCache(js, topology.KV_DEVICES, DeviceRecord.model_validate_json, on_update=notify)
         self._desired = KvCache(js, topology.KV_DESIRED, DesiredState.model_validate_json, on_update=notify)
-        self._rollouts = KvCache(js, topology.KV_ROLLOUTS, _rollout_or_none, on_update=notify)
+        self._rollouts = KvCache(js, topology.KV_ROLLOUTS, RolloutRecord.model_validate_json, on_update=notify)
 
     async def devices(self) -> Mapping[str, DeviceRecord]:
         return await _all(self._devices)
@@ -125,17 +125,13 @@ class WatchedFleet:
             if "." in key:
                 continue
             entry = self._rollouts.get(key)
-            if entry is not None and entry[0] is not None:
+            if entry is not None:
                 out[key] = entry[0]
         return out
 
     async def close(self) -> None:
         for cache in (self._devices, self._desired, self._rollouts):
             await cache.stop()
-
-
-def _rollout_or_none(data: bytes) -> RolloutRecord | None:
-    return RolloutRecord.model_validate_json(data)
 
 
 async def _all(cache: KvCache[T]) -> dict[str, T]:

@@ -84,7 +84,7 @@ def test_an_alias_that_points_nowhere_starts_nothing_and_says_so() -> None:
     decision = decide(observe(demo(), tracked=None))
     assert decision.commands == []
     assert "alias candidate of tiny-embedder is not set" in decision.status.summary
-    assert decision.event is not None and decision.event.pending == 0
+    assert decision.event is not None and decision.event.pending == 3, "its devices wait for the alias"
 
 
 def test_devices_not_on_the_tracked_version_get_one_rollout_with_the_blueprints_policy() -> None:
@@ -473,9 +473,45 @@ def test_a_rollout_paused_for_the_window_of_an_earlier_generation_is_resumed() -
     assert [type(c) for c, _ in changed.commands] == [ResumeRollout]
 
 
-def test_a_rollout_asked_for_that_never_starts_is_reported_after_a_minute() -> None:
+def test_a_rollout_asked_for_that_never_starts_is_asked_for_again_each_minute() -> None:
     first = decide(observe(demo(), tracked=READY))
+    [(start, first_id)] = first.commands
     quiet = decide(observe(demo(), tracked=READY, status=first.status, now=NOON + timedelta(seconds=30)))
-    assert quiet.commands == [] and "has not started" not in quiet.status.summary
+    assert quiet.commands == [] and "not started yet" in quiet.status.summary
     late = decide(observe(demo(), tracked=READY, status=first.status, now=NOON + timedelta(seconds=61)))
-    assert late.commands == [] and "has not started (is the rollout service running?" in late.status.summary
+    [(again, again_id)] = late.commands
+    assert again == start and again_id != first_id, "the same command, under a new id the stream will not drop"
+    assert "asked again (1)" in late.status.summary
+    started = rollout(start.rollout_id or "", ["j1", "r1", "r2"])  # type: ignore[attr-defined]
+    seen = decide(
+        observe(demo(), tracked=READY, status=first.status, rollouts=[started], now=NOON + timedelta(seconds=61))
+    )
+    assert seen.commands == []
+
+
+def test_a_window_pause_an_operator_resumed_is_paused_again_when_the_window_closes_again() -> None:
+    bp = demo(rollout={"waves": [100], "soak": 0, "maintenance_window": WINDOW})
+    night = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
+    first = decide(observe(bp, tracked=READY, now=night))
+    [start] = starts(first)
+    running = rollout(start.rollout_id or "", ["j1", "r1", "r2"])
+    morning = datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
+    closed = decide(observe(bp, tracked=READY, now=morning, status=first.status, rollouts=[running]))
+    resumed_by_hand = decide(observe(bp, tracked=READY, now=morning, status=closed.status, rollouts=[running]))
+    assert [type(c) for c, _ in resumed_by_hand.commands] == [PauseRollout], "outside its window, paused again"
+
+
+def test_a_group_pinned_to_an_unregistered_version_is_pending_not_delivered() -> None:
+    bp = demo(overrides=[{"name": "lab", "match": {"site": "lab"}, "pin": "0.9.0"}])
+    devices = [device("l1", "rpi5", fleet="demo", site="lab")]
+    decision = decide(observe(bp, tracked=READY, devices=devices))
+    assert decision.status.pending == 1 and decision.status.converged == 0
+
+
+def test_a_new_version_waits_for_the_groups_running_rollout_of_the_previous_one() -> None:
+    first = decide(observe(demo(), tracked=READY))
+    [start] = starts(first)
+    running = rollout(start.rollout_id or "", ["r1"])
+    newer = model_detail("1.2.0", profiles=("rpi5", "jetson"), aliases=("candidate",))
+    moved = decide(observe(demo(), tracked=newer, status=first.status, rollouts=[running]))
+    assert starts(moved) == [] and f"wait for rollout {start.rollout_id} to end" in moved.status.summary

@@ -212,3 +212,28 @@ async def test_a_diff_may_name_a_model_not_pushed_yet_but_an_apply_may_not(world
     assert {g.reason for g in result.groups} == {"alias not set"}
     with pytest.raises(InvalidBlueprint, match="no model 'next-model' is registered"):
         await world.apply(future)
+
+
+async def test_a_pass_that_changes_nothing_writes_nothing(world: World) -> None:
+    await world.apply(demo())
+    world.fleet.desired_states["r1"] = desired("r1", "1.1.0", variant="rpi5-int8")
+    world.fleet.desired_states["j1"] = desired("j1", "1.1.0", variant="jetson-int8")
+    await world.service.reconcile_all()
+    found = await world.store.status("demo")
+    assert found is not None
+    await world.service.reconcile_all()
+    again = await world.store.status("demo")
+    assert again is not None and again[1] == found[1], "the same status: no write"
+
+
+async def test_a_failed_build_is_remembered_even_for_a_status_written_meanwhile(world: World) -> None:
+    world.registry.details[("tiny-embedder", "1.1.0")] = model_detail(
+        "1.1.0", profiles=("rpi5",), aliases=("candidate",)
+    )
+    await world.apply(demo())
+    await world.service.reconcile_all()
+    [(_, command_id)] = world.sender.sent
+    failed = OptimizationFailed(optimization_id=command_id, name="tiny-embedder", version="1.1.0", reason="budgets")
+    assert (await world.service.on_optimization_failed(failed, event_id="e1")).status == "applied"
+    status = await world.store.status("demo")
+    assert status is not None and [o.state for o in status[0].optimizations] == ["failed"]
