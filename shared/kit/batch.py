@@ -110,7 +110,10 @@ class Puller:
             return
         self._credit -= 1
         self._arrived.append(msg)
-        if len(self._arrived) >= self.consumer.batch_size:
+        # The first message wakes a waiting `next_batch` (which then lingers for more), a full batch
+        # ends its lingering: a trickle (a wave of 100 devices) is handled within `linger`, not at
+        # the next one-second poll.
+        if len(self._arrived) == 1 or len(self._arrived) >= self.consumer.batch_size:
             self._ready.set()
 
     async def _ask(self) -> None:
