@@ -45,6 +45,8 @@ Command = Literal["pause", "resume", "abort", "rollback"]
 GateKey = tuple[int, int, str | None]  # (wave, gate index, device class or None for the whole wave)
 TERMINAL: frozenset[RolloutState] = frozenset({"completed", "rolled_back", "aborted"})
 GATE_RETRY = timedelta(seconds=1)  # a due gate not evaluated yet: look again this soon
+REPORTS_POLL = timedelta(seconds=0.1)  # enough of a wave active, its first windows awaited: look this often
+REPORTS_POLL_FOR = timedelta(seconds=5)  # ... for this long after the newest activation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,7 +203,8 @@ def _installing(record: RolloutRecord, obs: Observations) -> Decision:
             saves.append(SavePrevious(device_id, view.desired))
         writes.append(WriteDesired(device_id, desired_state(record, wave, device_id, artifact), view.revision))
     actions = [*saves, *writes]  # every save is durable before the writes go out
-    healthy, failed = _health(record, wave, obs)
+    health = _health(record, wave, obs)
+    healthy, failed = health.healthy, health.failed
     size = len(wave.devices)
     if size == 0:  # a wave that adds no device (a small fleet's later shares): nothing new to judge
         ended = _wave_ended(record, wave, "Successful", obs, healthy=0, failed=0, gates=[])
@@ -244,6 +247,11 @@ def _installing(record: RolloutRecord, obs: Observations) -> Decision:
             wake_at=failed_decision.wake_at,
         )
     wake = min(deadline, _next_write_slot(record, wave, obs)) if waiting else deadline
+    if health.active >= needed and health.last_active and obs.now - health.last_active < REPORTS_POLL_FOR:
+        # Enough devices switched; what is missing is their first telemetry windows (a second after
+        # the switch), which wake nothing here: look for them at a poll's pace rather than a tick's,
+        # for a while (a wave whose devices never report falls back to the tick).
+        wake = min(wake, obs.now + REPORTS_POLL)
     return Decision(record=record, actions=tuple(actions), wake_at=wake)
 
 
@@ -274,7 +282,8 @@ def _soaking(record: RolloutRecord, obs: Observations) -> Decision:
         for (w, g, cls) in keys
     ]
     verdict = combined([r.verdict for r in results])
-    healthy, failed = _health(record, wave, obs)
+    health = _health(record, wave, obs)
+    healthy, failed = health.healthy, health.failed
     ended = _wave_ended(record, wave, verdict, obs, healthy=healthy, failed=failed, gates=results)
     failing = [r for r in results if r.verdict == verdict and verdict != "Successful"]
     reason = (
@@ -504,11 +513,22 @@ def combined(verdicts: list[Verdict]) -> Verdict:
     return "Inconclusive" if "Inconclusive" in verdicts else "Successful"
 
 
-def _health(record: RolloutRecord, wave: WaveRecord, obs: Observations) -> tuple[int, int]:
-    """(healthy, failed) devices of the wave. Healthy: it acted on this rollout's write (its status
-    names that KV revision, so an older "active" on the same digest does not count), is active on its
-    target and has reported telemetry on it. Failed: it reported failed or rolled_back on that write."""
-    healthy = failed = 0
+@dataclass(frozen=True)
+class _Health:
+    """A wave's devices by outcome. Healthy: it acted on this rollout's write (its status names that
+    KV revision, so an older "active" on the same digest does not count), is active on its target
+    and has reported telemetry on it. Failed: it reported failed or rolled_back on that write.
+    Active: on its target, reported or not; `last_active`: the newest such status."""
+
+    healthy: int = 0
+    failed: int = 0
+    active: int = 0
+    last_active: datetime | None = None
+
+
+def _health(record: RolloutRecord, wave: WaveRecord, obs: Observations) -> _Health:
+    healthy = failed = active = 0
+    last_active: datetime | None = None
     for device_id, artifact in wave.devices.items():
         view = obs.devices.get(device_id, DeviceView())
         status = view.status
@@ -517,11 +537,13 @@ def _health(record: RolloutRecord, wave: WaveRecord, obs: Observations) -> tuple
             continue
         if status.digest != record.artifacts[artifact].digest:
             continue
-        if status.step == "active" and view.reported:
-            healthy += 1
+        if status.step == "active":
+            active += 1
+            healthy += view.reported
+            last_active = status.at if last_active is None else max(last_active, status.at)
         elif status.step in ("failed", "rolled_back"):
             failed += 1
-    return healthy, failed
+    return _Health(healthy=healthy, failed=failed, active=active, last_active=last_active)
 
 
 def _written(record: RolloutRecord, wave: WaveRecord, view: DeviceView) -> bool:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from services.rollout.decide import (
+    REPORTS_POLL,
+    REPORTS_POLL_FOR,
     Decision,
     DeviceView,
     GateKey,
@@ -227,6 +229,17 @@ def test_active_is_not_healthy_until_the_device_reports_telemetry_on_the_new_dig
     assert step(world, rec).state == "installing"
     world.reported |= {"r0", "r1", "g0"}
     assert step(world, rec).state == "soaking"
+
+
+def test_a_wave_active_enough_and_awaiting_its_first_windows_is_looked_at_a_poll_apart_for_a_while() -> None:
+    world = World()
+    rec = step(world, record())
+    timeout = rec.waves[0].started_at + timedelta(seconds=300)  # type: ignore[operator]
+    assert decide(rec, world.observe()).wake_at == timeout, "nothing to wait for but the timeout"
+    world.install("r0", "r1", "g0", report=False)
+    assert decide(rec, world.observe()).wake_at == world.now + REPORTS_POLL
+    world.now += REPORTS_POLL_FOR
+    assert decide(rec, world.observe()).wake_at == timeout, "devices that never report: back to the tick"
 
 
 @pytest.mark.parametrize(
