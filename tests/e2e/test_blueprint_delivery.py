@@ -21,7 +21,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.e2e.test_cli_stack import _env, slmops
@@ -31,14 +30,6 @@ EXAMPLE = ROOT / "deploy" / "examples" / "blueprint.yaml"
 RELEASE = ROOT / "deploy" / "examples" / "release.sh"
 FLEET = 9  # simulated devices, three per class
 CLASSES = {"rpi5", "jetson", "gateway"}
-
-
-@pytest.fixture
-def stack_home(tmp_path: Path):  # type: ignore[no-untyped-def]
-    home = tmp_path / ".slmops"
-    slmops(home, "up", "--detach", "--nats-port", "0", "--s3-port", "0")
-    yield home
-    slmops(home, "down", check=False)
 
 
 def free_port() -> int:

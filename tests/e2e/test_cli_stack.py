@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 
 def _env(home: Path) -> dict[str, str]:
     """Only SLMOPS_HOME: every other address must come from the running stack's stack.json."""
@@ -27,14 +25,6 @@ def slmops(home: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     if check and proc.returncode != 0:
         raise AssertionError(f"slmops {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-@pytest.fixture
-def stack_home(tmp_path: Path):  # type: ignore[no-untyped-def]
-    home = tmp_path / ".slmops"
-    slmops(home, "up", "--detach", "--nats-port", "0", "--s3-port", "0")
-    yield home
-    slmops(home, "down", check=False)
 
 
 def test_embedded_stack_registers_a_model_end_to_end(stack_home: Path, tmp_path: Path) -> None:

@@ -282,6 +282,19 @@ def test_no_promotion_while_devices_are_pending() -> None:
 WINDOW = {"start": "01:00", "end": "05:00", "timezone": "UTC"}
 
 
+NIGHT = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
+MORNING = datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
+
+
+def closed_window() -> tuple[Blueprint, RolloutRecord, Decision]:
+    """A blueprint whose rollout started inside its 01:00-05:00 window, and the pass at 06:00."""
+    bp = demo(rollout={"waves": [100], "soak": 0, "maintenance_window": WINDOW})
+    first = decide(observe(bp, tracked=READY, now=NIGHT))
+    [start] = starts(first)
+    running = rollout(start.rollout_id or "", ["j1", "r1", "r2"])
+    return bp, running, decide(observe(bp, tracked=READY, now=MORNING, status=first.status, rollouts=[running]))
+
+
 def test_outside_its_maintenance_window_a_group_waits_and_inside_it_starts() -> None:
     bp = demo(rollout={"waves": [100], "soak": 0, "maintenance_window": WINDOW})
     waiting = decide(observe(bp, tracked=READY))
@@ -291,16 +304,10 @@ def test_outside_its_maintenance_window_a_group_waits_and_inside_it_starts() -> 
 
 
 def test_a_running_rollout_is_paused_when_its_window_closes_and_resumed_when_it_opens() -> None:
-    bp = demo(rollout={"waves": [100], "soak": 0, "maintenance_window": WINDOW})
-    night = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
-    first = decide(observe(bp, tracked=READY, now=night))
-    [start] = starts(first)
-    running = rollout(start.rollout_id or "", ["j1", "r1", "r2"])
-    morning = datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
-    closed = decide(observe(bp, tracked=READY, now=morning, status=first.status, rollouts=[running]))
+    bp, running, closed = closed_window()
     assert [type(c) for c, _ in closed.commands] == [PauseRollout]
     paused = running.model_copy(update={"state": "paused"})
-    still = decide(observe(bp, tracked=READY, now=morning, status=closed.status, rollouts=[paused]))
+    still = decide(observe(bp, tracked=READY, now=MORNING, status=closed.status, rollouts=[paused]))
     assert still.commands == []
     next_night = datetime(2026, 1, 3, 1, 30, tzinfo=UTC)
     opened = decide(observe(bp, tracked=READY, now=next_night, status=still.status, rollouts=[paused]))
@@ -450,26 +457,14 @@ def test_a_pinned_group_still_installing_does_not_hold_back_the_promotion() -> N
 
 
 def test_pausing_and_resuming_for_the_window_are_actions_in_the_event() -> None:
-    bp = demo(rollout={"waves": [100], "soak": 0, "maintenance_window": WINDOW})
-    night = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
-    first = decide(observe(bp, tracked=READY, now=night))
-    [start] = starts(first)
-    running = rollout(start.rollout_id or "", ["j1", "r1", "r2"])
-    morning = datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
-    closed = decide(observe(bp, tracked=READY, now=morning, status=first.status, rollouts=[running]))
+    bp, running, closed = closed_window()
     assert closed.event is not None and [a.kind for a in closed.event.actions] == ["pause_rollout"]
 
 
 def test_a_rollout_paused_for_the_window_of_an_earlier_generation_is_resumed() -> None:
-    bp = demo(rollout={"waves": [100], "soak": 0, "maintenance_window": WINDOW})
-    night = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
-    first = decide(observe(bp, tracked=READY, now=night))
-    [start] = starts(first)
-    running = rollout(start.rollout_id or "", ["j1", "r1", "r2"])
-    morning = datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
-    closed = decide(observe(bp, tracked=READY, now=morning, status=first.status, rollouts=[running]))
+    bp, running, closed = closed_window()
     paused = running.model_copy(update={"state": "paused"})
-    changed = decide(observe(demo(), tracked=READY, now=morning, status=closed.status, rollouts=[paused], generation=2))
+    changed = decide(observe(demo(), tracked=READY, now=MORNING, status=closed.status, rollouts=[paused], generation=2))
     assert [type(c) for c, _ in changed.commands] == [ResumeRollout]
 
 
@@ -490,14 +485,8 @@ def test_a_rollout_asked_for_that_never_starts_is_asked_for_again_each_minute() 
 
 
 def test_a_window_pause_an_operator_resumed_is_paused_again_when_the_window_closes_again() -> None:
-    bp = demo(rollout={"waves": [100], "soak": 0, "maintenance_window": WINDOW})
-    night = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
-    first = decide(observe(bp, tracked=READY, now=night))
-    [start] = starts(first)
-    running = rollout(start.rollout_id or "", ["j1", "r1", "r2"])
-    morning = datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
-    closed = decide(observe(bp, tracked=READY, now=morning, status=first.status, rollouts=[running]))
-    resumed_by_hand = decide(observe(bp, tracked=READY, now=morning, status=closed.status, rollouts=[running]))
+    bp, running, closed = closed_window()
+    resumed_by_hand = decide(observe(bp, tracked=READY, now=MORNING, status=closed.status, rollouts=[running]))
     assert [type(c) for c, _ in resumed_by_hand.commands] == [PauseRollout], "outside its window, paused again"
 
 
