@@ -161,8 +161,8 @@ slmops model alias tiny-embedder candidate 1.0.0
 slmops blueprint wait demo-fleet --version 1.0.0 --timeout 300
 slmops rollout list
 
-step "a CI job releases a worse version (deploy/examples/release.sh): 1.1.0's dense layer is 16x wider, genuinely slower"
-slmops model sample --dim 1024 "$work/wide" > /dev/null
+step "a CI job releases a worse version (deploy/examples/release.sh): 1.1.0's dense layer is 32x wider, genuinely slower"
+slmops model sample --dim 2048 "$work/wide" > /dev/null
 deploy/examples/release.sh "$work/wide/tiny-embedder.onnx" "$work/wide/tiny-embedder-eval.npz" 1.1.0 \
   || echo "(not delivered, as it should be: the job fails with the reason)"
 
