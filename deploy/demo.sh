@@ -18,7 +18,12 @@ export SLMOPS_HOME="${SLMOPS_HOME:-$PWD/.slmops}"
 # timed shows up in its p95, and the Raspberry Pi budget below leaves little room.
 export SLMOPS_OPTIMIZER_CONCURRENCY="${SLMOPS_OPTIMIZER_CONCURRENCY:-1}"
 work="$(mktemp -d)"
-cleanup() { slmops down >/dev/null 2>&1 || true; rm -rf "$work"; }
+cleanup() {
+  # A step that fails stops the demo (set -e): the background agent and fleet must not outlive it.
+  for pid in ${agent_pid:-} ${fleet_pid:-}; do kill "$pid" 2>/dev/null || true; done
+  slmops down >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
