@@ -174,7 +174,7 @@ def _target(owner: Owner, device: DeviceRecord, aliases: Mapping[str, Mapping[st
         model=spec.model,
         version=pin or aliases.get(spec.model, {}).get(spec.track),
         profile=spec.profiles.get(device.device_class),
-        settings=_digest(config) if config is not None else None,
+        settings=config_digest(config) if config is not None else None,
     )
 
 
@@ -216,11 +216,6 @@ def _reason(
     if not runs_variant:
         return "profile changed"
     return "settings changed"
-
-
-def _digest(config: Mapping[str, object]) -> str:
-    """The settings' identity: sha256 of canonical JSON (sorted keys, no spaces), as a device reports it."""
-    return config_digest(config)
 
 
 def _order(group: DiffGroup) -> tuple[str, str, str, str, tuple[str, ...]]:

@@ -389,7 +389,7 @@ def _converged(obs: Observations, device_id: str, group: _Group, detail: ModelDe
 def profile_variant(detail: ModelDetail, profile: str) -> VariantRecord | None:
     """The version's variant the optimizer built with `profile` (its recipe names it), if any."""
     for variant in detail.variants:
-        if variant.recipe.get("profile") == profile:
+        if variant.profile == profile:
             return variant
     return None
 

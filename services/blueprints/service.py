@@ -415,8 +415,7 @@ class BlueprintService:
             profile = None
             if detail is not None and wanted.variant:
                 variant = next((v for v in detail.variants if v.variant == wanted.variant), None)
-                raw = variant.recipe.get("profile") if variant else None
-                profile = raw if isinstance(raw, str) else None
+                profile = variant.profile if variant else None
             out[device.device_id] = Running(
                 model=wanted.model, version=wanted.version, variant=wanted.variant or BASE_VARIANT, profile=profile
             )

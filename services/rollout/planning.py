@@ -172,7 +172,7 @@ def resolve(
     chosen: list[VariantRecord] = []
     rest: list[VariantRecord] = []
     for v in variants:
-        (chosen if profile is not None and v.recipe.get("profile") == profile else rest).append(v)
+        (chosen if profile is not None and v.profile == profile else rest).append(v)
     chosen.sort(key=lambda v: (built_for(v) != device.device_class, v.artifact.size_bytes))
     own = [v for v in rest if built_for(v) == device.device_class]
     others = sorted((v for v in rest if built_for(v) != device.device_class), key=lambda v: v.artifact.size_bytes)

@@ -280,6 +280,13 @@ class VariantRecord(Frozen):
     registered_at: AwareDatetime
     command_id: CommandId
 
+    @property
+    def profile(self) -> str | None:
+        """The optimization profile the optimizer built this variant with (its recipe names it);
+        None for a variant registered from elsewhere."""
+        value = self.recipe.get("profile")
+        return value if isinstance(value, str) else None
+
 
 class AliasChange(Frozen):
     version: StoredVersion
